@@ -1,0 +1,136 @@
+//! Build script: compiles the protos we author (proto/) and a descriptor set of the Envoy API
+//! messages we emit, so that `protojson` can render any resource (including `Any` payloads) as
+//! Envoy's canonical JSON for config dumps, golden tests and bootstrap files.
+//!
+//! The Envoy .proto sources come from the `envoy-types` crate we already depend on; we locate it
+//! through `cargo metadata` instead of copying them into this repository.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The Envoy API files whose messages we emit or read back (their imports come along).
+const ENVOY_ROOTS: &[&str] = &[
+    "envoy/config/bootstrap/v3/bootstrap.proto",
+    "envoy/config/cluster/v3/cluster.proto",
+    "envoy/config/endpoint/v3/endpoint.proto",
+    "envoy/config/listener/v3/listener.proto",
+    "envoy/config/route/v3/route.proto",
+    "envoy/admin/v3/config_dump.proto",
+    "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
+    "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
+    "envoy/extensions/filters/http/router/v3/router.proto",
+    "envoy/extensions/filters/http/fault/v3/fault.proto",
+    "envoy/extensions/filters/http/cors/v3/cors.proto",
+    "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",
+    "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
+    "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
+    "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.proto",
+    "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+    "envoy/extensions/access_loggers/file/v3/file.proto",
+    "envoy/service/discovery/v3/discovery.proto",
+];
+
+fn envoy_types_proto_dir() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--manifest-path",
+        ])
+        .arg(PathBuf::from(&manifest).join("Cargo.toml"))
+        .output()
+        .expect("run cargo metadata to locate envoy-types");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let pkg = meta["packages"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "envoy-types"))
+        .expect("envoy-types in cargo metadata");
+    let manifest_path = PathBuf::from(pkg["manifest_path"].as_str().expect("manifest_path"));
+    manifest_path.parent().expect("crate dir").join("proto")
+}
+
+fn main() {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc");
+    // 1. Envoy descriptor set for JSON rendering.
+    let envoy = envoy_types_proto_dir();
+    let includes = [
+        "data-plane-api",
+        "xds",
+        "googleapis",
+        "protoc-gen-validate",
+        "cel-spec",
+        "opentelemetry-proto",
+        "client_model",
+    ];
+    let mut cmd = Command::new(&protoc);
+    for inc in includes {
+        cmd.arg(format!("-I{}", envoy.join(inc).display()));
+    }
+    let descriptor = out_dir.join("envoy_descriptor.bin");
+    cmd.arg("--include_imports")
+        .arg(format!("--descriptor_set_out={}", descriptor.display()))
+        .args(ENVOY_ROOTS);
+    let status = cmd.status().expect("run protoc");
+    assert!(status.success(), "protoc failed on the Envoy API protos");
+
+    // 2. Our own protos: plain messages, serde-enabled so the debug API and the CLI share them.
+    let mut config = prost_build::Config::new();
+    // istiod omits empty fields (`omitempty`); sentTime is always present.
+    for field in [
+        "SyncStatus.cluster_id",
+        "SyncStatus.proxy",
+        "SyncStatus.proxy_type",
+        "SyncStatus.proxy_version",
+        "SyncStatus.istio_version",
+        "SyncStatus.cluster_sent",
+        "SyncStatus.cluster_acked",
+        "SyncStatus.listener_sent",
+        "SyncStatus.listener_acked",
+        "SyncStatus.route_sent",
+        "SyncStatus.route_acked",
+        "SyncStatus.endpoint_sent",
+        "SyncStatus.endpoint_acked",
+        "SyncStatus.extensionconfig_sent",
+        "SyncStatus.extensionconfig_acked",
+        "SyncStatus.node_id",
+        "ResourceSyncStatus.sent",
+        "ResourceSyncStatus.acked",
+        "ResourceSyncStatus.sent_version",
+        "ResourceSyncStatus.acked_version",
+        "ResourceSyncStatus.last_error",
+        "ResourceSyncStatus.acked_time",
+    ] {
+        config.field_attribute(
+            format!(".navarch.v1.{field}"),
+            "#[serde(skip_serializing_if = \"String::is_empty\")]",
+        );
+    }
+    config.field_attribute(
+        ".navarch.v1.SyncStatus.resources",
+        "#[serde(skip_serializing_if = \"::std::collections::BTreeMap::is_empty\")]",
+    );
+    config.btree_map(["."]);
+    config
+        .protoc_executable(&protoc)
+        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .type_attribute(
+            ".navarch.v1.ResourceSyncStatus",
+            "#[serde(rename_all = \"camelCase\")]",
+        )
+        .type_attribute(".navarch.v1.SyncStatus", "#[serde(default)]")
+        .type_attribute(".navarch.v1.ResourceSyncStatus", "#[serde(default)]")
+        .compile_protos(&["proto/navarch/v1/sync.proto"], &["proto"])
+        .expect("compile proto/navarch");
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=build.rs");
+}

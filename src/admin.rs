@@ -1,0 +1,281 @@
+//! The debug HTTP API (istiod's `/debug/*` on the http and monitoring ports), `/ready` and
+//! `/metrics`.
+//!
+//! Read-only views: it renders what xds, status and translate already know, and never changes
+//! state or computes config of its own (config dumps call translate, like the ADS server).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::model::proxy::Proxy;
+use crate::protojson;
+use crate::translate::{self, ResourceType};
+use crate::xds::DiscoveryServer;
+
+#[derive(Clone)]
+struct AppState {
+    server: Arc<DiscoveryServer>,
+}
+
+/// The debug router, served on `--http-addr` and `--monitoring-addr`.
+pub fn router(server: Arc<DiscoveryServer>) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/config_dump", get(config_dump))
+        .route("/debug/configz", get(configz))
+        .route("/debug/adsz", get(adsz))
+        .route("/debug/registryz", get(registryz))
+        .route("/debug/endpointz", get(endpointz))
+        .route("/debug/push_status", get(push_status))
+        .with_state(AppState { server })
+}
+
+async fn ready() -> &'static str {
+    "ready\n"
+}
+
+#[derive(Deserialize)]
+struct NamespaceQuery {
+    namespace: Option<String>,
+}
+
+async fn syncz(State(s): State<AppState>, Query(q): Query<NamespaceQuery>) -> Response {
+    Json(s.server.status.syncz(q.namespace.as_deref())).into_response()
+}
+
+#[derive(Deserialize)]
+struct ProxyQuery {
+    #[serde(rename = "proxyID")]
+    proxy_id: Option<String>,
+}
+
+async fn config_dump(State(s): State<AppState>, Query(q): Query<ProxyQuery>) -> Response {
+    let Some(id) = q.proxy_id else {
+        return (StatusCode::BAD_REQUEST, "You must provide a proxyID in the query string, e.g. /debug/config_dump?proxyID=sleep.testns1\n").into_response();
+    };
+    let Some(proxy) = s.server.find_proxy(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("Proxy not connected to this navarch instance: {id}; list connected proxies at /debug/syncz\n"),
+        )
+            .into_response();
+    };
+    match render_config_dump(&proxy, &s.server) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering config dump: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Envoy's ConfigDump JSON for what this proxy is served now.
+pub fn render_config_dump(
+    proxy: &Proxy,
+    server: &DiscoveryServer,
+) -> Result<Value, protojson::ProtoJsonError> {
+    let push = server.push_context();
+    let render = |kind: ResourceType| -> Result<Vec<Value>, protojson::ProtoJsonError> {
+        translate::generate(kind, proxy, &push, None)
+            .iter()
+            .map(|r| protojson::any_to_json(&r.resource))
+            .collect()
+    };
+    let wrap = |items: Vec<Value>, key: &str| -> Vec<Value> {
+        items
+            .into_iter()
+            .map(|v| json!({ "version_info": push.version, key: v }))
+            .collect()
+    };
+    let clusters = render(ResourceType::Cluster)?;
+    let listeners = render(ResourceType::Listener)?;
+    let routes = render(ResourceType::Route)?;
+    let endpoints = render(ResourceType::Endpoint)?;
+    Ok(json!({
+        "configs": [
+            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": wrap(clusters, "cluster")},
+            {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "dynamic_listeners": listeners.into_iter().map(|l| json!({"name": l["name"], "active_state": {"version_info": push.version, "listener": l}})).collect::<Vec<_>>()},
+            {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "dynamic_route_configs": wrap(routes, "route_config")},
+            {"@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump", "dynamic_endpoint_configs": wrap(endpoints, "endpoint_config")},
+        ]
+    }))
+}
+
+/// Every stored config object and every rejected document.
+async fn configz(State(s): State<AppState>) -> Response {
+    let push = s.server.push_context();
+    let store = &push.store;
+    let mut configs = Vec::new();
+    let mut add = |meta: &crate::model::config::ConfigMeta, spec: Value| {
+        configs.push(json!({
+            "kind": meta.kind.as_str(),
+            "apiVersion": meta.api_version,
+            "metadata": {"name": meta.name, "namespace": meta.namespace, "labels": meta.labels, "annotations": meta.annotations, "creationTimestamp": meta.creation_timestamp, "resourceVersion": meta.resource_version},
+            "source": meta.source,
+            "spec": spec,
+        }));
+    };
+    macro_rules! each {
+        ($list:expr) => {
+            for c in &$list {
+                add(
+                    &c.meta,
+                    serde_json::to_value(&c.spec).unwrap_or(Value::Null),
+                );
+            }
+        };
+    }
+    each!(store.virtual_services);
+    each!(store.destination_rules);
+    each!(store.gateways);
+    each!(store.service_entries);
+    each!(store.sidecars);
+    each!(store.workload_entries);
+    each!(store.envoy_filters);
+    Json(json!({
+        "version": push.version,
+        "configs": configs,
+        "errors": store.errors.iter().map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+            v["error"] = Value::String(e.to_string());
+            v
+        }).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+async fn adsz(State(s): State<AppState>) -> Response {
+    let syncz = s.server.status.syncz(None);
+    let clients: Vec<Value> = s
+        .server
+        .proxies()
+        .into_iter()
+        .map(|(conn, p)| {
+            let watches: Vec<&Value> = Vec::new();
+            let _ = watches;
+            let status = syncz.iter().find(|st| st.node_id == p.id);
+            json!({
+                "connectionId": conn,
+                "node": p.id,
+                "proxy": p.name(),
+                "namespace": p.namespace,
+                "interceptionMode": p.interception_mode.as_str(),
+                "ips": p.ip_addresses,
+                "labels": p.labels,
+                "watches": status.map(|s| s.resources.keys().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Json(json!({"totalClients": clients.len(), "clients": clients})).into_response()
+}
+
+async fn registryz(State(s): State<AppState>) -> Response {
+    let push = s.server.push_context();
+    Json(push.registry().services.values().collect::<Vec<_>>()).into_response()
+}
+
+async fn endpointz(State(s): State<AppState>) -> Response {
+    let push = s.server.push_context();
+    Json(&push.registry().endpoints).into_response()
+}
+
+async fn push_status(State(s): State<AppState>) -> Response {
+    let push = s.server.push_context();
+    let m = &s.server.metrics;
+    Json(json!({
+        "instance": s.server.instance_id,
+        "version": push.version,
+        "connectedProxies": s.server.connected_proxies(),
+        "configErrors": push.store.errors.len(),
+        "pushes": m.pushes.load(Ordering::Relaxed),
+        "fullPushes": m.full_pushes.load(Ordering::Relaxed),
+    }))
+    .into_response()
+}
+
+/// Prometheus text, with istiod's metric names where istiod has them.
+async fn metrics(State(s): State<AppState>) -> Response {
+    let m = &s.server.metrics;
+    let (hits, misses) = s.server.cache.stats();
+    let push = s.server.push_context();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "pilot_xds",
+        "gauge",
+        "Number of endpoints connected to this pilot using XDS.",
+        s.server.connected_proxies() as u64,
+    );
+    metric(
+        "pilot_xds_pushes_total",
+        "counter",
+        "Pushes sent.",
+        m.pushes.load(Ordering::Relaxed),
+    );
+    metric(
+        "pilot_xds_push_bytes_total",
+        "counter",
+        "Bytes of resources sent.",
+        m.push_bytes.load(Ordering::Relaxed),
+    );
+    metric(
+        "pilot_total_xds_rejects",
+        "counter",
+        "Total number of XDS responses from pilot rejected by proxy.",
+        m.rejects.load(Ordering::Relaxed),
+    );
+    metric(
+        "pilot_xds_acks_total",
+        "counter",
+        "ACKs received.",
+        m.acks.load(Ordering::Relaxed),
+    );
+    metric(
+        "pilot_xds_expired_nonce",
+        "counter",
+        "Total number of XDS requests with an expired nonce.",
+        m.expired_nonces.load(Ordering::Relaxed),
+    );
+    metric(
+        "pilot_full_pushes_total",
+        "counter",
+        "Full pushes started.",
+        m.full_pushes.load(Ordering::Relaxed),
+    );
+    metric(
+        "pilot_xds_cache_hits_total",
+        "counter",
+        "Encoded resource cache hits.",
+        hits,
+    );
+    metric(
+        "pilot_xds_cache_misses_total",
+        "counter",
+        "Encoded resource cache misses.",
+        misses,
+    );
+    metric(
+        "pilot_total_rejected_configs",
+        "gauge",
+        "Config documents rejected by validation.",
+        push.store.errors.len() as u64,
+    );
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,289 @@
+//! Subcommands and their flags (names as in CONTRACT.md; every flag also reads
+//! `NAVARCH_<FLAG>`). Parsing and dispatch only: each command's work lives in its module.
+
+pub mod demo;
+pub mod proxy_status;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::bootstrap::{BootstrapOptions, parse_labels};
+use crate::model::duration::Duration as GoDuration;
+use crate::model::proxy::{InterceptionMode, NodeType};
+use crate::xds::debounce::DebounceOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "navarch",
+    version,
+    about = "An Istio-compatible control plane for Envoy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (xDS server, watchers, debug endpoints).
+    Discovery(DiscoveryArgs),
+    /// Print an Envoy bootstrap (YAML) for one proxy.
+    Bootstrap(BootstrapArgs),
+    /// Write a bootstrap and exec Envoy with it: `navarch agent [flags] -- [envoy args]`.
+    Agent(AgentArgs),
+    /// Per-proxy xDS sync status, as `istioctl proxy-status`.
+    ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// Run the seed's sandbox on this machine end to end.
+    Demo(demo::DemoArgs),
+    /// Print the version.
+    Version,
+}
+
+fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    GoDuration::parse(s)
+        .map(|d| d.as_std())
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DiscoveryArgs {
+    /// Plaintext ADS (SotW and Delta on the same port).
+    #[arg(long, env = "NAVARCH_GRPC_ADDR", default_value = "0.0.0.0:15010")]
+    pub grpc_addr: SocketAddr,
+    /// TLS ADS (off until certificates are configured).
+    #[arg(
+        long,
+        env = "NAVARCH_SECURE_GRPC_ADDR",
+        default_value = "0.0.0.0:15012"
+    )]
+    pub secure_grpc_addr: SocketAddr,
+    /// /ready and /debug/*.
+    #[arg(long, env = "NAVARCH_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// /metrics and /debug/*.
+    #[arg(long, env = "NAVARCH_MONITORING_ADDR", default_value = "0.0.0.0:15014")]
+    pub monitoring_addr: SocketAddr,
+    /// HTTPS /inject (sidecar injection webhook; not served yet).
+    #[arg(long, env = "NAVARCH_WEBHOOK_ADDR", default_value = "0.0.0.0:15017")]
+    pub webhook_addr: SocketAddr,
+    /// The introspection page (not served yet).
+    #[arg(long, env = "NAVARCH_CTRLZ_ADDR", default_value = "127.0.0.1:9876")]
+    pub ctrlz_addr: SocketAddr,
+    /// Read Kubernetes-style YAML/JSON from DIR, recursively, and watch it (repeatable).
+    #[arg(long = "config-dir", env = "NAVARCH_CONFIG_DIR", value_delimiter = ',')]
+    pub config_dirs: Vec<PathBuf>,
+    /// Watch the cluster of this kubeconfig (not supported yet).
+    #[arg(long, env = "NAVARCH_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// MeshConfig YAML (the `mesh` key of the `istio` ConfigMap).
+    #[arg(long, env = "NAVARCH_MESH_CONFIG")]
+    pub mesh_config: Option<PathBuf>,
+    #[arg(long, env = "NAVARCH_SYSTEM_NAMESPACE", default_value = "istio-system")]
+    pub system_namespace: String,
+    /// Quiet period before a push (istiod's PILOT_DEBOUNCE_AFTER).
+    #[arg(long, env = "NAVARCH_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_go_duration)]
+    pub debounce_after: Duration,
+    /// Longest delay of a push after the first change (PILOT_DEBOUNCE_MAX).
+    #[arg(long, env = "NAVARCH_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_go_duration)]
+    pub debounce_max: Duration,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `navarch=debug`.
+    #[arg(long, env = "NAVARCH_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl DiscoveryArgs {
+    pub fn to_config(&self) -> crate::app::DiscoveryConfig {
+        crate::app::DiscoveryConfig {
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            monitoring_addr: Some(self.monitoring_addr),
+            config_dirs: self.config_dirs.clone(),
+            mesh_config: self.mesh_config.clone(),
+            system_namespace: self.system_namespace.clone(),
+            debounce: DebounceOptions {
+                after: self.debounce_after,
+                max: self.debounce_max,
+            },
+            instance_id: instance_id(),
+        }
+    }
+}
+
+/// This control plane's ID (POD_NAME in a cluster, else navarch-<hostname>).
+pub fn instance_id() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("navarch-{}", host.trim())
+        })
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BootstrapArgs {
+    #[arg(long = "type", env = "NAVARCH_TYPE", default_value = "sidecar", value_parser = ["sidecar", "router"])]
+    pub node_type: String,
+    #[arg(long, env = "NAVARCH_IP", default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+    #[arg(long, env = "NAVARCH_POD", default_value = "sleep")]
+    pub pod: String,
+    #[arg(long, env = "NAVARCH_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Workload labels, `k=v,k=v`.
+    #[arg(long, env = "NAVARCH_LABELS", default_value = "")]
+    pub labels: String,
+    #[arg(long, env = "NAVARCH_INTERCEPTION_MODE", default_value = "REDIRECT", value_parser = ["REDIRECT", "NONE", "TPROXY"])]
+    pub interception_mode: String,
+    #[arg(
+        long,
+        env = "NAVARCH_XDS_ADDRESS",
+        default_value = "istiod.istio-system.svc:15010"
+    )]
+    pub xds_address: String,
+    /// Envoy admin port (0 = any).
+    #[arg(long, env = "NAVARCH_ADMIN_PORT", default_value_t = 15000)]
+    pub admin_port: u16,
+    /// Use DELTA_GRPC instead of GRPC.
+    #[arg(long, env = "NAVARCH_DELTA")]
+    pub delta: bool,
+    #[arg(long, env = "NAVARCH_CLUSTER_ID", default_value = "Kubernetes")]
+    pub cluster_id: String,
+    /// Write to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", env = "NAVARCH_OUTPUT")]
+    pub output: Option<PathBuf>,
+}
+
+impl BootstrapArgs {
+    pub fn options(&self) -> anyhow::Result<BootstrapOptions> {
+        Ok(BootstrapOptions {
+            node_type: self.node_type.parse::<NodeType>()?,
+            ip: self.ip,
+            pod: self.pod.clone(),
+            namespace: self.namespace.clone(),
+            labels: parse_labels(&self.labels)?,
+            interception_mode: self.interception_mode.parse::<InterceptionMode>()?,
+            xds_address: self.xds_address.clone(),
+            admin_port: self.admin_port,
+            delta: self.delta,
+            cluster_id: self.cluster_id.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
+    /// Arguments passed to Envoy after `--`.
+    #[arg(last = true)]
+    pub envoy_args: Vec<String>,
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Discovery(args) => {
+            init_tracing(&args.log);
+            runtime().and_then(|rt| rt.block_on(run_discovery(args)))
+        }
+        Command::Bootstrap(args) => run_bootstrap(&args),
+        Command::Agent(args) => run_agent(&args),
+        Command::ProxyStatus(args) => runtime().and_then(|rt| rt.block_on(proxy_status::run(args))),
+        Command::Demo(args) => {
+            init_tracing("warn");
+            runtime().and_then(|rt| rt.block_on(demo::run(args)))
+        }
+        Command::Version => {
+            println!(
+                "navarch {} (Istio API and behaviour: 1.24)",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn run_discovery(args: DiscoveryArgs) -> anyhow::Result<()> {
+    if args.kubeconfig.is_some() {
+        tracing::warn!("--kubeconfig is not supported yet; serving files only");
+    }
+    let running = crate::app::start(args.to_config()).await?;
+    tokio::select! {
+        r = running.wait() => r,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; shutting down");
+            Ok(())
+        }
+    }
+}
+
+fn run_bootstrap(args: &BootstrapArgs) -> anyhow::Result<()> {
+    let yaml = crate::bootstrap::render_yaml(&args.options()?)?;
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, yaml).with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            print!("{yaml}");
+            Ok(())
+        }
+    }
+}
+
+fn run_agent(args: &AgentArgs) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let opts = args.bootstrap.options()?;
+    let yaml = crate::bootstrap::render_yaml(&opts)?;
+    let path = match &args.bootstrap.output {
+        Some(p) => p.clone(),
+        None => std::env::temp_dir().join(format!(
+            "navarch-envoy-{}-{}.yaml",
+            opts.pod,
+            std::process::id()
+        )),
+    };
+    std::fs::write(&path, yaml)
+        .with_context(|| format!("writing the bootstrap to {}", path.display()))?;
+    let envoy = crate::envoy::find_envoy()?;
+    eprintln!(
+        "navarch agent: exec {} -c {}",
+        envoy.display(),
+        path.display()
+    );
+    let err = std::process::Command::new(&envoy)
+        .arg("-c")
+        .arg(&path)
+        .args(&args.envoy_args)
+        .exec();
+    Err(anyhow::anyhow!("exec {}: {err}", envoy.display()))
+}

@@ -1,0 +1,22 @@
+//! navarch: an Istio-compatible control plane. Istio's API and behaviour (reference: Istio
+//! 1.24), served to Envoy over ADS.
+//!
+//! Layers, arrows pointing down (see ARCHITECTURE.md):
+//! `cli` / `app` → `sources`, `xds`, `admin` → `translate` → `model`, `status`, `protojson`.
+
+pub mod admin;
+pub mod app;
+pub mod bootstrap;
+pub mod cli;
+pub mod envoy;
+pub mod model;
+pub mod protojson;
+pub mod sources;
+pub mod status;
+pub mod translate;
+pub mod xds;
+
+/// Messages compiled from `proto/` by build.rs.
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/navarch.v1.rs"));
+}

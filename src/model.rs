@@ -1,0 +1,13 @@
+//! The model: typed Istio API, the service registry, mesh config, proxies, and the immutable
+//! per-push snapshot (`PushContext`).
+//!
+//! This is the ground floor. It does no I/O and never imports tonic, kube, axum or Envoy types:
+//! sources fill it, translate reads it.
+
+pub mod config;
+pub mod duration;
+pub mod istio;
+pub mod mesh;
+pub mod proxy;
+pub mod push_context;
+pub mod registry;

@@ -1,0 +1,133 @@
+//! Istio configuration objects as stored in a snapshot: kind, metadata and typed spec, plus the
+//! errors found while reading them.
+//!
+//! Owns the "which object, from where" vocabulary shared by every source. No parsing here; the
+//! sources produce these values and the model only stores them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// The Istio kinds navarch reads (networking.istio.io, v1alpha3 / v1beta1 / v1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ConfigKind {
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    Sidecar,
+    WorkloadEntry,
+    EnvoyFilter,
+}
+
+impl ConfigKind {
+    pub const ALL: [ConfigKind; 7] = [
+        ConfigKind::VirtualService,
+        ConfigKind::DestinationRule,
+        ConfigKind::Gateway,
+        ConfigKind::ServiceEntry,
+        ConfigKind::Sidecar,
+        ConfigKind::WorkloadEntry,
+        ConfigKind::EnvoyFilter,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigKind::VirtualService => "VirtualService",
+            ConfigKind::DestinationRule => "DestinationRule",
+            ConfigKind::Gateway => "Gateway",
+            ConfigKind::ServiceEntry => "ServiceEntry",
+            ConfigKind::Sidecar => "Sidecar",
+            ConfigKind::WorkloadEntry => "WorkloadEntry",
+            ConfigKind::EnvoyFilter => "EnvoyFilter",
+        }
+    }
+
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        ConfigKind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+}
+
+impl fmt::Display for ConfigKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Metadata of one stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigMeta {
+    pub kind: ConfigKind,
+    /// The apiVersion it was written in (e.g. `networking.istio.io/v1alpha3`).
+    pub api_version: String,
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339 creation time when known; older objects win conflicts, as in Istio.
+    pub creation_timestamp: Option<String>,
+    pub resource_version: Option<String>,
+    /// Where it came from: a file path, or `kubernetes`.
+    pub source: String,
+}
+
+impl ConfigMeta {
+    /// `namespace/name`
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A typed Istio object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config<T> {
+    pub meta: ConfigMeta,
+    pub spec: T,
+}
+
+/// Orders objects as Istio does when several apply: oldest first, then namespace/name.
+pub fn istio_order<T>(a: &Config<T>, b: &Config<T>) -> std::cmp::Ordering {
+    let ts = |c: &Config<T>| c.meta.creation_timestamp.clone().unwrap_or_default();
+    ts(a)
+        .cmp(&ts(b))
+        .then_with(|| a.meta.namespace.cmp(&b.meta.namespace))
+        .then_with(|| a.meta.name.cmp(&b.meta.name))
+}
+
+/// A document that could not be read or validated. It names everything a user needs to find
+/// the mistake: the file, the kind, namespace/name and the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub struct ConfigError {
+    /// File path (or `kubernetes` for cluster objects).
+    pub source: String,
+    /// Index of the document in its file (0-based), when the file holds several.
+    pub document: Option<usize>,
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// Field path such as `spec.http[0].route[1].weight`, when known.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.source)?;
+        if let Some(d) = self.document {
+            write!(f, " (document {})", d + 1)?;
+        }
+        if let Some(kind) = &self.kind {
+            write!(f, ": {kind}")?;
+        }
+        match (&self.namespace, &self.name) {
+            (Some(ns), Some(name)) => write!(f, " {ns}/{name}")?,
+            (None, Some(name)) => write!(f, " {name}")?,
+            _ => {}
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}

@@ -1,0 +1,2734 @@
+//! `VirtualService` (`networking.istio.io`): how requests to a host are routed.
+//!
+//! Owns the complete typed schema of the VirtualService spec as of Istio
+//! 1.24 — HTTP, TLS and TCP routes, matches, destinations, redirects, direct
+//! responses, delegation, rewrites, retries, fault injection, mirroring, CORS
+//! and header manipulation — and istiod's validation of it.
+//!
+//! Pure data and checks: no I/O, no tonic/kube/Envoy types. Turning routes
+//! into Envoy configuration happens elsewhere.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    ExportToOwner, Percent, PortSelector, StringMatch, host_subset_of, hosts_match, is_default,
+    is_dns1123_label, is_ip_address, nullable, validate_duration, validate_export_to,
+    validate_gateway_names, validate_ip_subnet, validate_labels, validate_percent,
+    validate_percentage, validate_port, validate_regex, validate_string_match,
+    validate_string_match_regex, validate_subset_name, validate_wildcard_domain,
+};
+use super::{Errors, FieldPath, ValidationError, validate_spec};
+use crate::model::duration::Duration;
+
+/// The spec of a `VirtualService`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VirtualService {
+    /// Destination hosts this applies to (DNS names, wildcards, or short
+    /// names). Empty for a delegate VirtualService.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub hosts: Vec<String>,
+    /// Gateways (`<namespace>/<name>`, or `mesh`) this applies to; empty
+    /// means the mesh (all sidecars).
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub gateways: Vec<String>,
+    /// Ordered HTTP route rules; the first match wins.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub http: Vec<HttpRoute>,
+    /// Ordered rules for non-terminated TLS/HTTPS traffic, matched on SNI.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub tls: Vec<TlsRoute>,
+    /// Ordered rules for opaque TCP traffic.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub tcp: Vec<TcpRoute>,
+    /// Namespaces this is visible in (`.`, `*` or names); empty means all.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub export_to: Vec<String>,
+}
+
+/// Where traffic is sent: a service host, optionally a subset and port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Destination {
+    /// Service host from the registry (required).
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub host: String,
+    /// Subset name defined by a DestinationRule.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub subset: String,
+    /// Port on the host; may be omitted when the service has one port.
+    #[serde(skip_serializing_if = "is_default")]
+    pub port: Option<PortSelector>,
+}
+
+/// One HTTP route rule: match conditions and what to do with matching
+/// requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRoute {
+    /// Name for debugging; joined with match names in access logs.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub name: String,
+    /// Conditions (ORed); empty matches everything.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub r#match: Vec<HttpMatchRequest>,
+    /// Weighted destinations.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub route: Vec<HttpRouteDestination>,
+    /// Redirect instead of forwarding.
+    #[serde(skip_serializing_if = "is_default")]
+    pub redirect: Option<HttpRedirect>,
+    /// Answer directly instead of forwarding.
+    #[serde(skip_serializing_if = "is_default")]
+    pub direct_response: Option<HttpDirectResponse>,
+    /// Hand routing over to another (delegate) VirtualService.
+    #[serde(skip_serializing_if = "is_default")]
+    pub delegate: Option<Delegate>,
+    /// Rewrite the URI/authority before forwarding.
+    #[serde(skip_serializing_if = "is_default")]
+    pub rewrite: Option<HttpRewrite>,
+    /// Request timeout; disabled by default.
+    #[serde(skip_serializing_if = "is_default")]
+    pub timeout: Option<Duration>,
+    /// Retry policy.
+    #[serde(skip_serializing_if = "is_default")]
+    pub retries: Option<HttpRetry>,
+    /// Fault injection.
+    #[serde(skip_serializing_if = "is_default")]
+    pub fault: Option<HttpFaultInjection>,
+    /// Mirror traffic to this destination as well (exclusive with `mirrors`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub mirror: Option<Destination>,
+    /// Mirror traffic to several destinations.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub mirrors: Vec<HttpMirrorPolicy>,
+    /// Deprecated: integer percentage of traffic to mirror (use
+    /// `mirrorPercentage`). Also read from `mirror_percent`.
+    #[serde(alias = "mirror_percent", skip_serializing_if = "is_default")]
+    pub mirror_percent: Option<u32>,
+    /// Percentage of traffic to mirror to `mirror`; 100% if unset.
+    #[serde(skip_serializing_if = "is_default")]
+    pub mirror_percentage: Option<Percent>,
+    /// Cross-origin resource sharing policy.
+    #[serde(skip_serializing_if = "is_default")]
+    pub cors_policy: Option<CorsPolicy>,
+    /// Header manipulation.
+    #[serde(skip_serializing_if = "is_default")]
+    pub headers: Option<Headers>,
+}
+
+/// Reference to a delegate VirtualService.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Delegate {
+    /// Name of the delegate VirtualService.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub name: String,
+    /// Its namespace; defaults to the referring VirtualService's.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub namespace: String,
+}
+
+/// Request and response header manipulation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Headers {
+    /// Applied before forwarding the request.
+    #[serde(skip_serializing_if = "is_default")]
+    pub request: Option<HeaderOperations>,
+    /// Applied before returning the response.
+    #[serde(skip_serializing_if = "is_default")]
+    pub response: Option<HeaderOperations>,
+}
+
+/// Header operations: overwrite, append, remove.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HeaderOperations {
+    /// Overwrite these headers.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub set: BTreeMap<String, String>,
+    /// Append these headers.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub remove: Vec<String>,
+}
+
+/// A rule for unterminated TLS traffic, matched on SNI.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsRoute {
+    /// Conditions (ORed); required.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub r#match: Vec<TlsMatchAttributes>,
+    /// Weighted destinations.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub route: Vec<RouteDestination>,
+}
+
+/// A rule for opaque TCP traffic.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TcpRoute {
+    /// Conditions (ORed); empty matches everything.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub r#match: Vec<L4MatchAttributes>,
+    /// Weighted destinations.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub route: Vec<RouteDestination>,
+}
+
+/// Conditions on an HTTP request; all set fields must match (ANDed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpMatchRequest {
+    /// Name for debugging; joined with the route's name.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub name: String,
+    /// Request path.
+    #[serde(skip_serializing_if = "is_default")]
+    pub uri: Option<StringMatch>,
+    /// URI scheme.
+    #[serde(skip_serializing_if = "is_default")]
+    pub scheme: Option<StringMatch>,
+    /// HTTP method.
+    #[serde(skip_serializing_if = "is_default")]
+    pub method: Option<StringMatch>,
+    /// Authority (host) header.
+    #[serde(skip_serializing_if = "is_default")]
+    pub authority: Option<StringMatch>,
+    /// Request headers (lower-case names); `{}` checks presence. Keys may
+    /// be `@request.auth.claims.<claim>` on gateways.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub headers: BTreeMap<String, StringMatch>,
+    /// Port the request was addressed to.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub port: u32,
+    /// Labels the calling workload must carry.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub source_labels: BTreeMap<String, String>,
+    /// Gateways this match applies to; overrides the VirtualService's.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub gateways: Vec<String>,
+    /// Query parameters.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub query_params: BTreeMap<String, StringMatch>,
+    /// Match `uri` case-insensitively (exact and prefix only).
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub ignore_uri_case: bool,
+    /// Headers that must *not* match (same syntax as `headers`).
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub without_headers: BTreeMap<String, StringMatch>,
+    /// Namespace of the calling workload.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub source_namespace: String,
+    /// Prefix for this match's route statistics.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub stat_prefix: String,
+}
+
+/// A weighted HTTP destination, with its own header manipulation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRouteDestination {
+    /// Where to send the request (required).
+    #[serde(skip_serializing_if = "is_default")]
+    pub destination: Option<Destination>,
+    /// Relative share of traffic; istiod normalizes the weights.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub weight: i32,
+    /// Header manipulation for this destination.
+    #[serde(skip_serializing_if = "is_default")]
+    pub headers: Option<Headers>,
+}
+
+/// A weighted TCP/TLS destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RouteDestination {
+    /// Where to send the connection (required).
+    #[serde(skip_serializing_if = "is_default")]
+    pub destination: Option<Destination>,
+    /// Relative share of traffic.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub weight: i32,
+}
+
+/// Conditions on a TCP connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct L4MatchAttributes {
+    /// Destination IPs or CIDRs.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub destination_subnets: Vec<String>,
+    /// Destination port.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub port: u32,
+    /// Source IP or CIDR.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub source_subnet: String,
+    /// Labels the calling workload must carry.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub source_labels: BTreeMap<String, String>,
+    /// Gateways this match applies to.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub gateways: Vec<String>,
+    /// Namespace of the calling workload.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub source_namespace: String,
+}
+
+/// Conditions on a TLS connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsMatchAttributes {
+    /// SNI values to match (required); must be covered by the hosts.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub sni_hosts: Vec<String>,
+    /// Destination IPs or CIDRs.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub destination_subnets: Vec<String>,
+    /// Destination port.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub port: u32,
+    /// Labels the calling workload must carry.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub source_labels: BTreeMap<String, String>,
+    /// Gateways this match applies to.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub gateways: Vec<String>,
+    /// Namespace of the calling workload.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub source_namespace: String,
+}
+
+/// An HTTP redirect (301 by default).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRedirect {
+    /// Replace the path.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub uri: String,
+    /// Replace the authority.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub authority: String,
+    /// Redirect to this port (exclusive with `derivePort`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub port: Option<u32>,
+    /// Derive the port from the protocol or the request.
+    #[serde(skip_serializing_if = "is_default")]
+    pub derive_port: Option<RedirectPortSelection>,
+    /// Replace the scheme (`http` or `https`).
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub scheme: String,
+    /// Status code; 301 if zero.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub redirect_code: u32,
+}
+
+/// How a redirect's port is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RedirectPortSelection {
+    /// 80 for http, 443 for https.
+    #[default]
+    FromProtocolDefault,
+    /// The port the request came in on.
+    FromRequestPort,
+}
+
+/// A fixed response returned without forwarding.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpDirectResponse {
+    /// Status code (required).
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub status: u32,
+    /// Response body.
+    #[serde(skip_serializing_if = "is_default")]
+    pub body: Option<HttpBody>,
+}
+
+/// A direct response body: exactly one of `string` or `bytes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpBody {
+    /// Body as text.
+    #[serde(skip_serializing_if = "is_default")]
+    pub string: Option<String>,
+    /// Body as base64-encoded bytes (kept encoded, as on the wire).
+    #[serde(skip_serializing_if = "is_default")]
+    pub bytes: Option<String>,
+}
+
+impl HttpBody {
+    /// The body's content: `string` as UTF-8, or `bytes` base64-decoded.
+    /// `None` if neither is set, or `bytes` is not valid base64.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
+        match (&self.string, &self.bytes) {
+            (Some(s), _) => Some(s.as_bytes().to_vec()),
+            (None, Some(b)) => decode_base64(b),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Rewrites applied before forwarding.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRewrite {
+    /// Replace the matched path or prefix.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub uri: String,
+    /// Replace the authority (host) header.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub authority: String,
+    /// Rewrite the path with a regex (exclusive with `uri`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// A regex-based rewrite.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RegexRewrite {
+    /// RE2-style pattern.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub r#match: String,
+    /// Replacement; may use `\1`-style capture groups.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub rewrite: String,
+}
+
+/// Retry policy for HTTP requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRetry {
+    /// Number of retries; 0 disables retries.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub attempts: i32,
+    /// Timeout per attempt.
+    #[serde(skip_serializing_if = "is_default")]
+    pub per_try_timeout: Option<Duration>,
+    /// Comma-separated retry conditions (Envoy `x-envoy-retry-on` /
+    /// `x-envoy-retry-grpc-on` values or status codes).
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub retry_on: String,
+    /// Whether retries should go to other localities.
+    #[serde(skip_serializing_if = "is_default")]
+    pub retry_remote_localities: Option<bool>,
+}
+
+/// Cross-origin resource sharing policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CorsPolicy {
+    /// Deprecated: exact origins allowed (use `allowOrigins`).
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub allow_origin: Vec<String>,
+    /// Origins allowed.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub allow_origins: Vec<StringMatch>,
+    /// `Access-Control-Allow-Methods`.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub allow_methods: Vec<String>,
+    /// `Access-Control-Allow-Headers`.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub allow_headers: Vec<String>,
+    /// `Access-Control-Expose-Headers`.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Max-Age` (whole seconds).
+    #[serde(skip_serializing_if = "is_default")]
+    pub max_age: Option<Duration>,
+    /// `Access-Control-Allow-Credentials`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub allow_credentials: Option<bool>,
+    /// What to do with preflight requests whose origin does not match.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub unmatched_preflights: UnmatchedPreflights,
+}
+
+/// Handling of preflight requests that match no allowed origin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UnmatchedPreflights {
+    /// Default: forward.
+    #[default]
+    Unspecified,
+    /// Forward the preflight to the upstream.
+    Forward,
+    /// Answer it without CORS headers.
+    Ignore,
+}
+
+/// Faults to inject: delays and/or aborts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpFaultInjection {
+    /// Delay requests before forwarding.
+    #[serde(skip_serializing_if = "is_default")]
+    pub delay: Option<HttpFaultInjectionDelay>,
+    /// Abort requests with an error.
+    #[serde(skip_serializing_if = "is_default")]
+    pub abort: Option<HttpFaultInjectionAbort>,
+}
+
+/// An injected delay: exactly one of `fixedDelay` or `exponentialDelay`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpFaultInjectionDelay {
+    /// Deprecated: integer percentage of requests to delay (use `percentage`).
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    pub percent: i32,
+    /// Fixed delay.
+    #[serde(skip_serializing_if = "is_default")]
+    pub fixed_delay: Option<Duration>,
+    /// Exponential delay (not supported by istiod).
+    #[serde(skip_serializing_if = "is_default")]
+    pub exponential_delay: Option<Duration>,
+    /// Percentage of requests to delay; all if unset.
+    #[serde(skip_serializing_if = "is_default")]
+    pub percentage: Option<Percent>,
+}
+
+/// An injected abort: exactly one of `httpStatus`, `grpcStatus` or
+/// `http2Error`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpFaultInjectionAbort {
+    /// HTTP status to return.
+    #[serde(skip_serializing_if = "is_default")]
+    pub http_status: Option<i32>,
+    /// gRPC status name to return (e.g. `UNAVAILABLE`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub grpc_status: Option<String>,
+    /// HTTP/2 error (not supported by istiod).
+    #[serde(skip_serializing_if = "is_default")]
+    pub http2_error: Option<String>,
+    /// Percentage of requests to abort; all if unset.
+    #[serde(skip_serializing_if = "is_default")]
+    pub percentage: Option<Percent>,
+}
+
+/// One mirroring target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpMirrorPolicy {
+    /// Where to mirror (required).
+    #[serde(skip_serializing_if = "is_default")]
+    pub destination: Option<Destination>,
+    /// Percentage of traffic to mirror; 100% if unset.
+    #[serde(skip_serializing_if = "is_default")]
+    pub percentage: Option<Percent>,
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------
+
+/// What a route's validation needs to know about its VirtualService.
+struct RouteContext<'a> {
+    /// The VirtualService has no hosts: it is a delegate.
+    delegate: bool,
+    /// It is bound only to gateways (not to `mesh`).
+    gateway_only: bool,
+    hosts: &'a [String],
+}
+
+const MESH_GATEWAY: &str = "mesh";
+
+impl VirtualService {
+    /// Validates the spec as istiod does; empty means valid.
+    pub fn validate(&self) -> Vec<ValidationError> {
+        validate_spec(|path, errs| self.validate_at(path, errs))
+    }
+
+    /// Whether this is a delegate VirtualService (no hosts).
+    pub fn is_delegate(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Whether this applies only to gateways: it lists gateways, and none of
+    /// them is `mesh`.
+    pub fn is_gateway_only(&self) -> bool {
+        !self.gateways.is_empty() && !self.gateways.iter().any(|g| g == MESH_GATEWAY)
+    }
+
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        if self.is_delegate() {
+            if !self.gateways.is_empty() {
+                errs.add(
+                    &path.field("gateways"),
+                    "delegate virtual service must have no gateways specified",
+                );
+            }
+            if !self.tls.is_empty() {
+                errs.add(
+                    &path.field("tls"),
+                    "delegate virtual service must have no tls route specified",
+                );
+            }
+            if !self.tcp.is_empty() {
+                errs.add(
+                    &path.field("tcp"),
+                    "delegate virtual service must have no tcp route specified",
+                );
+            }
+        }
+        validate_gateway_names(&self.gateways, &path.field("gateways"), errs);
+        self.validate_hosts(path, errs);
+        if self.http.is_empty() && self.tcp.is_empty() && self.tls.is_empty() {
+            errs.add(
+                &path.field("http"),
+                "http, tcp or tls must be provided in virtual service",
+            );
+        }
+        let ctx = RouteContext {
+            delegate: self.is_delegate(),
+            gateway_only: self.is_gateway_only(),
+            hosts: &self.hosts,
+        };
+        for (i, route) in self.http.iter().enumerate() {
+            route.validate_at(&path.field("http").index(i), errs, &ctx);
+        }
+        for (i, route) in self.tls.iter().enumerate() {
+            route.validate_at(&path.field("tls").index(i), errs, &ctx);
+        }
+        for (i, route) in self.tcp.iter().enumerate() {
+            route.validate_at(&path.field("tcp").index(i), errs);
+        }
+        validate_export_to(
+            &self.export_to,
+            ExportToOwner::Other,
+            &path.field("exportTo"),
+            errs,
+        );
+    }
+
+    fn validate_hosts(&self, path: &FieldPath, errs: &mut Errors) {
+        let gateway_only = self.is_gateway_only();
+        let sni = self
+            .tls
+            .iter()
+            .any(|t| t.r#match.iter().any(|m| !m.sni_hosts.is_empty()));
+        let mut all_valid = true;
+        for (i, host) in self.hosts.iter().enumerate() {
+            let at = path.field("hosts").index(i);
+            let result = if gateway_only {
+                validate_gateway_bound_domain(sni, host)
+            } else {
+                validate_wildcard_domain(host)
+            };
+            match result {
+                Err(message) if !is_ip_address(host) => {
+                    errs.add(&at, message);
+                    all_valid = false;
+                }
+                Err(_) => {}
+                Ok(()) if !gateway_only && host == "*" => {
+                    errs.add(
+                        &at,
+                        "wildcard host * is not allowed for virtual services bound to the mesh gateway",
+                    );
+                    all_valid = false;
+                }
+                Ok(()) => {}
+            }
+        }
+        if !all_valid {
+            return;
+        }
+        for (i, a) in self.hosts.iter().enumerate() {
+            for (j, b) in self.hosts.iter().enumerate().skip(i + 1) {
+                if hosts_match(a, b) {
+                    errs.add(
+                        &path.field("hosts").index(j),
+                        format!("duplicate hosts in virtual service: {a} & {b}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Host validation for gateway-bound VirtualServices, which may also use
+/// the auto-generated SNI form `outbound_.<port>_.<subset>_.<host>`.
+fn validate_gateway_bound_domain(sni: bool, domain: &str) -> Result<(), String> {
+    if sni && domain.starts_with("outbound_") {
+        let parts: Vec<&str> = domain.split('_').collect();
+        let format = "outbound_.<PORT>_._.<HOSTNAME>";
+        if parts.len() < 4 {
+            return Err(format!(
+                "domain name {domain} invalid, should follow '{format}' format"
+            ));
+        }
+        let port = parts[1].trim_matches('.');
+        let host = parts[3].trim_matches('.');
+        if !port.bytes().any(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "domain name {domain:?} invalid (label {port:?} invalid). should follow {format} format"
+            ));
+        }
+        if !host.bytes().any(|b| b.is_ascii_alphabetic()) {
+            return Err(format!(
+                "domain name {domain:?} invalid (label {host:?} invalid). should follow {format} format"
+            ));
+        }
+        return Ok(());
+    }
+    validate_wildcard_domain(domain)
+}
+
+impl HttpRoute {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors, ctx: &RouteContext<'_>) {
+        self.validate_conflicts(path, errs, ctx);
+        for (i, m) in self.r#match.iter().enumerate() {
+            m.validate_at(&path.field("match").index(i), errs, ctx);
+        }
+        if let Some(headers) = &self.headers {
+            headers.validate_at(&path.field("headers"), errs);
+        }
+        if let Some(cors) = &self.cors_policy {
+            cors.validate_at(&path.field("corsPolicy"), errs);
+        }
+        if let Some(fault) = &self.fault {
+            fault.validate_at(&path.field("fault"), errs);
+        }
+        self.validate_mirroring(path, errs);
+        if let Some(redirect) = &self.redirect {
+            redirect.validate_at(&path.field("redirect"), errs);
+        }
+        if let Some(direct) = &self.direct_response {
+            direct.validate_at(&path.field("directResponse"), errs);
+        }
+        if let Some(retries) = &self.retries {
+            retries.validate_at(&path.field("retries"), errs);
+        }
+        if let Some(rewrite) = &self.rewrite {
+            rewrite.validate_at(&path.field("rewrite"), errs);
+        }
+        self.validate_authority_rewrite(path, errs);
+        validate_http_route_destinations(&self.route, &path.field("route"), errs);
+        if let Some(timeout) = &self.timeout {
+            errs.check(&path.field("timeout"), validate_duration(timeout));
+        }
+    }
+
+    /// Exactly one way of answering: route, redirect, direct response, or
+    /// (for a root route) delegate.
+    fn validate_conflicts(&self, path: &FieldPath, errs: &mut Errors, ctx: &RouteContext<'_>) {
+        if self.mirror.is_some() && !self.mirrors.is_empty() {
+            errs.add(
+                &path.field("mirrors"),
+                "HTTP route cannot contain both mirror and mirrors",
+            );
+        }
+        if ctx.delegate {
+            if self.delegate.is_some() {
+                errs.add(
+                    &path.field("delegate"),
+                    "delegate HTTP route cannot contain delegate",
+                );
+            }
+        } else if self.delegate.is_some() {
+            // A root route may only delegate.
+            if self.redirect.is_some() {
+                errs.add(
+                    &path.field("redirect"),
+                    format!("root HTTP route {} must not specify redirect", self.name),
+                );
+            }
+            if !self.route.is_empty() {
+                errs.add(
+                    &path.field("route"),
+                    format!("root HTTP route {} must not specify route", self.name),
+                );
+            }
+            return;
+        }
+        if self.redirect.is_some() {
+            if !self.route.is_empty() {
+                errs.add(
+                    &path.field("redirect"),
+                    "HTTP route cannot contain both route and redirect",
+                );
+            }
+            if self.fault.is_some() {
+                errs.add(
+                    &path.field("fault"),
+                    "HTTP route cannot contain both fault and redirect",
+                );
+            }
+            if self.rewrite.is_some() {
+                errs.add(
+                    &path.field("rewrite"),
+                    "HTTP route rule cannot contain both rewrite and redirect",
+                );
+            }
+            if self.direct_response.is_some() {
+                errs.add(
+                    &path.field("directResponse"),
+                    "HTTP route rule cannot contain both direct_response and redirect",
+                );
+            }
+        } else if self.direct_response.is_some() {
+            if !self.route.is_empty() {
+                errs.add(
+                    &path.field("directResponse"),
+                    "HTTP route cannot contain both route and direct_response",
+                );
+            }
+            if self.fault.is_some() {
+                errs.add(
+                    &path.field("fault"),
+                    "HTTP route cannot contain both fault and direct_response",
+                );
+            }
+            if self.rewrite.is_some() {
+                errs.add(
+                    &path.field("rewrite"),
+                    "HTTP route rule cannot contain both rewrite and direct_response",
+                );
+            }
+        } else if self.route.is_empty() {
+            errs.add(
+                &path.field("route"),
+                "HTTP route, redirect or direct_response is required",
+            );
+        }
+    }
+
+    fn validate_mirroring(&self, path: &FieldPath, errs: &mut Errors) {
+        if let Some(value) = self.mirror_percent
+            && value > 100
+        {
+            errs.add(
+                &path.field("mirrorPercent"),
+                format!("mirror_percent must have a max value of 100 (it has {value})"),
+            );
+        }
+        if let Some(p) = &self.mirror_percentage {
+            errs.check(
+                &path.field("mirrorPercentage"),
+                validate_mirror_percentage(p),
+            );
+        }
+        if let Some(mirror) = &self.mirror {
+            mirror.validate_at(&path.field("mirror"), errs);
+        }
+        for (i, policy) in self.mirrors.iter().enumerate() {
+            let at = path.field("mirrors").index(i);
+            match &policy.destination {
+                None => errs.add(
+                    &at.field("destination"),
+                    "destination is required for mirrors",
+                ),
+                Some(d) => d.validate_at(&at.field("destination"), errs),
+            }
+            if let Some(p) = &policy.percentage {
+                errs.check(&at.field("percentage"), validate_mirror_percentage(p));
+            }
+        }
+    }
+
+    /// The authority may be rewritten in only one place.
+    fn validate_authority_rewrite(&self, path: &FieldPath, errs: &mut Errors) {
+        let mut current = self
+            .rewrite
+            .as_ref()
+            .map(|r| r.authority.as_str())
+            .unwrap_or_default();
+        let Some(request) = self.headers.as_ref().and_then(|h| h.request.as_ref()) else {
+            return;
+        };
+        let at = path.field("headers").field("request");
+        let candidates = request
+            .set
+            .iter()
+            .map(|kv| ("set", kv))
+            .chain(request.add.iter().map(|kv| ("add", kv)));
+        for (op, (name, value)) in candidates {
+            if !is_authority_header(name) {
+                continue;
+            }
+            if !current.is_empty() {
+                errs.add(
+                    &at.field(op).key(name),
+                    format!(
+                        "authority header cannot be set multiple times: have {current:?}, attempting to set {value:?}"
+                    ),
+                );
+                return;
+            }
+            current = value;
+        }
+    }
+}
+
+fn validate_mirror_percentage(p: &Percent) -> Result<(), String> {
+    if p.value > 100.0 {
+        Err(format!(
+            "mirror percentage must have a max value of 100 (it has {})",
+            p.value
+        ))
+    } else if p.value < 0.0 || p.value.is_nan() {
+        Err(format!(
+            "mirror percentage must have a min value of 0 (it has {})",
+            p.value
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+impl HttpMatchRequest {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors, ctx: &RouteContext<'_>) {
+        for (name, m) in &self.headers {
+            let at = path.field("headers").key(name);
+            self.validate_header_match_key(name, &at, errs, ctx);
+            errs.check(&at, validate_string_match(m));
+        }
+        for (name, m) in &self.without_headers {
+            let at = path.field("withoutHeaders").key(name);
+            self.validate_header_match_key(name, &at, errs, ctx);
+            // `*` is not a regex here: it means "present".
+            if m.regex() != Some("*") {
+                errs.check(&at, validate_string_match(m));
+            }
+        }
+        // An empty URI prefix is allowed (it matches everything); the
+        // other string matches need a non-empty prefix.
+        if let Some(uri) = &self.uri {
+            errs.check(&path.field("uri"), validate_string_match_regex(uri));
+        }
+        for (field, m) in [
+            ("scheme", &self.scheme),
+            ("method", &self.method),
+            ("authority", &self.authority),
+        ] {
+            if let Some(m) = m {
+                errs.check(&path.field(field), validate_string_match(m));
+            }
+        }
+        for (name, m) in &self.query_params {
+            errs.check(
+                &path.field("queryParams").key(name),
+                validate_string_match(m),
+            );
+        }
+        if self.port != 0 {
+            errs.check(&path.field("port"), validate_port(self.port));
+        }
+        validate_labels(&self.source_labels, &path.field("sourceLabels"), errs);
+        validate_gateway_names(&self.gateways, &path.field("gateways"), errs);
+        if !self.source_namespace.is_empty() && !is_dns1123_label(&self.source_namespace) {
+            errs.add(
+                &path.field("sourceNamespace"),
+                format!("sourceNamespace match {} is invalid", self.source_namespace),
+            );
+        }
+    }
+
+    fn validate_header_match_key(
+        &self,
+        name: &str,
+        at: &FieldPath,
+        errs: &mut Errors,
+        ctx: &RouteContext<'_>,
+    ) {
+        errs.check(at, validate_header_name_or_jwt_claim(name));
+        if !ctx.gateway_only && is_jwt_claim_route(name) {
+            errs.add(
+                at,
+                format!(
+                    "JWT claim based routing (key: {name}) is only supported for gateway, found no gateways: {:?}",
+                    self.gateways
+                ),
+            );
+        }
+    }
+}
+
+impl Headers {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        if let Some(request) = &self.request {
+            request.validate_at(&path.field("request"), errs, true);
+        }
+        if let Some(response) = &self.response {
+            response.validate_at(&path.field("response"), errs, false);
+        }
+    }
+}
+
+impl HeaderOperations {
+    /// `request` allows setting the authority (`:authority`/`host`) with
+    /// `set`/`add`; `response` does not.
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors, request: bool) {
+        for (op, map) in [("set", &self.set), ("add", &self.add)] {
+            for (name, value) in map {
+                let at = path.field(op).key(name);
+                let name_check = if request {
+                    validate_header_name_with_authority(name)
+                } else {
+                    validate_header_operation_name(name)
+                };
+                errs.check(&at, name_check);
+                errs.check(&at, validate_header_value(value));
+            }
+        }
+        for (i, name) in self.remove.iter().enumerate() {
+            errs.check(
+                &path.field("remove").index(i),
+                validate_header_operation_name(name),
+            );
+        }
+    }
+}
+
+impl Destination {
+    pub(super) fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        let host = path.field("host");
+        if self.host == "*" {
+            errs.add(&host, format!("invalid destination host {}", self.host));
+        } else {
+            errs.check(&host, validate_wildcard_domain(&self.host));
+        }
+        if !self.subset.is_empty() {
+            errs.check(&path.field("subset"), validate_subset_name(&self.subset));
+        }
+        if let Some(port) = &self.port {
+            port.validate_at(&path.field("port"), errs);
+        }
+    }
+}
+
+/// Per-destination weights must not be negative, and several destinations
+/// must not all weigh zero.
+fn validate_weights(weights: &[i32], path: &FieldPath, errs: &mut Errors) {
+    for (i, weight) in weights.iter().enumerate() {
+        if *weight < 0 {
+            errs.add(
+                &path.index(i).field("weight"),
+                format!("weight {weight} < 0"),
+            );
+        }
+    }
+    let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
+    if weights.len() > 1 && total == 0 {
+        errs.add(path, "total destination weight = 0");
+    }
+}
+
+fn validate_required_destination(dest: Option<&Destination>, path: &FieldPath, errs: &mut Errors) {
+    match dest {
+        None => errs.add(path, "destination is required"),
+        Some(d) => d.validate_at(path, errs),
+    }
+}
+
+fn validate_http_route_destinations(
+    routes: &[HttpRouteDestination],
+    path: &FieldPath,
+    errs: &mut Errors,
+) {
+    for (i, rd) in routes.iter().enumerate() {
+        let at = path.index(i);
+        validate_required_destination(rd.destination.as_ref(), &at.field("destination"), errs);
+        if let Some(headers) = &rd.headers {
+            headers.validate_at(&at.field("headers"), errs);
+        }
+    }
+    let weights: Vec<i32> = routes.iter().map(|r| r.weight).collect();
+    validate_weights(&weights, path, errs);
+}
+
+fn validate_route_destinations(routes: &[RouteDestination], path: &FieldPath, errs: &mut Errors) {
+    for (i, rd) in routes.iter().enumerate() {
+        validate_required_destination(
+            rd.destination.as_ref(),
+            &path.index(i).field("destination"),
+            errs,
+        );
+    }
+    let weights: Vec<i32> = routes.iter().map(|r| r.weight).collect();
+    validate_weights(&weights, path, errs);
+}
+
+impl TlsRoute {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors, ctx: &RouteContext<'_>) {
+        if self.r#match.is_empty() {
+            errs.add(
+                &path.field("match"),
+                "TLS route must have at least one match condition",
+            );
+        }
+        for (i, m) in self.r#match.iter().enumerate() {
+            m.validate_at(&path.field("match").index(i), errs, ctx);
+        }
+        if self.route.is_empty() {
+            errs.add(&path.field("route"), "TLS route is required");
+        }
+        validate_route_destinations(&self.route, &path.field("route"), errs);
+    }
+}
+
+impl TlsMatchAttributes {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors, ctx: &RouteContext<'_>) {
+        if self.sni_hosts.is_empty() {
+            errs.add(
+                &path.field("sniHosts"),
+                "TLS match must have at least one SNI host",
+            );
+        }
+        for (i, sni) in self.sni_hosts.iter().enumerate() {
+            errs.check(
+                &path.field("sniHosts").index(i),
+                validate_sni_host(sni, ctx),
+            );
+        }
+        for (i, subnet) in self.destination_subnets.iter().enumerate() {
+            errs.check(
+                &path.field("destinationSubnets").index(i),
+                validate_ip_subnet(subnet),
+            );
+        }
+        if self.port != 0 {
+            errs.check(&path.field("port"), validate_port(self.port));
+        }
+        validate_labels(&self.source_labels, &path.field("sourceLabels"), errs);
+        validate_gateway_names(&self.gateways, &path.field("gateways"), errs);
+    }
+}
+
+/// An SNI host must be a valid (wildcard) domain covered by one of the
+/// VirtualService's hosts. IP addresses are tolerated (istiod only warns).
+fn validate_sni_host(sni: &str, ctx: &RouteContext<'_>) -> Result<(), String> {
+    let syntax = if ctx.gateway_only {
+        validate_gateway_bound_domain(true, sni)
+    } else {
+        validate_wildcard_domain(sni)
+    };
+    if let Err(message) = syntax {
+        return if is_ip_address(sni) {
+            Ok(())
+        } else {
+            Err(message)
+        };
+    }
+    if ctx.hosts.iter().any(|h| host_subset_of(sni, h)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "SNI host {sni:?} is not a compatible subset of any of the virtual service hosts: [{}]",
+            ctx.hosts.join(", ")
+        ))
+    }
+}
+
+impl TcpRoute {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        for (i, m) in self.r#match.iter().enumerate() {
+            m.validate_at(&path.field("match").index(i), errs);
+        }
+        if self.route.is_empty() {
+            errs.add(&path.field("route"), "TCP route is required");
+        }
+        validate_route_destinations(&self.route, &path.field("route"), errs);
+    }
+}
+
+impl L4MatchAttributes {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        for (i, subnet) in self.destination_subnets.iter().enumerate() {
+            errs.check(
+                &path.field("destinationSubnets").index(i),
+                validate_ip_subnet(subnet),
+            );
+        }
+        if self.port != 0 {
+            errs.check(&path.field("port"), validate_port(self.port));
+        }
+        validate_labels(&self.source_labels, &path.field("sourceLabels"), errs);
+        validate_gateway_names(&self.gateways, &path.field("gateways"), errs);
+    }
+}
+
+impl HttpRedirect {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        if self.uri.is_empty()
+            && self.authority.is_empty()
+            && self.port.is_none()
+            && self.derive_port.is_none()
+            && self.scheme.is_empty()
+        {
+            errs.add(
+                path,
+                "redirect must specify URI, authority, scheme, or port",
+            );
+        }
+        if self.port.is_some() && self.derive_port.is_some() {
+            errs.add(
+                &path.field("derivePort"),
+                "only one of port or derivePort may be set",
+            );
+        }
+        if self.redirect_code != 0 && !(300..=399).contains(&self.redirect_code) {
+            errs.add(
+                &path.field("redirectCode"),
+                format!(
+                    "{} is not a valid redirect code, must be 3xx",
+                    self.redirect_code
+                ),
+            );
+        }
+        if !self.scheme.is_empty() && self.scheme != "http" && self.scheme != "https" {
+            errs.add(
+                &path.field("scheme"),
+                r#"invalid redirect scheme, must be "http" or "https""#,
+            );
+        }
+        if let Some(port) = self.port
+            && port > 0
+        {
+            errs.check(&path.field("port"), validate_port(port));
+        }
+    }
+}
+
+/// Direct response bodies above this size are rejected.
+const MAX_DIRECT_RESPONSE_BODY: usize = 1024 * 1024;
+
+impl HttpDirectResponse {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        if let Some(body) = &self.body {
+            body.validate_at(&path.field("body"), errs);
+        }
+        errs.check(
+            &path.field("status"),
+            validate_http_status(self.status.into()),
+        );
+    }
+}
+
+impl HttpBody {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        if self.string.is_some() && self.bytes.is_some() {
+            errs.add(path, "only one of string or bytes may be set");
+        }
+        let size = match (&self.string, &self.bytes) {
+            (Some(s), _) => s.len(),
+            (None, Some(b)) => match decode_base64(b) {
+                Some(decoded) => decoded.len(),
+                None => {
+                    errs.add(&path.field("bytes"), "bytes must be valid base64");
+                    0
+                }
+            },
+            (None, None) => 0,
+        };
+        if size > MAX_DIRECT_RESPONSE_BODY {
+            errs.add(
+                path,
+                "large direct_responses may impact control plane performance, must be less than 1MB",
+            );
+        }
+    }
+}
+
+fn validate_http_status(status: i64) -> Result<(), String> {
+    if (200..=599).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("HTTP status {status} is not in range 200-599"))
+    }
+}
+
+impl HttpRetry {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        if self.attempts < 0 {
+            errs.add(&path.field("attempts"), "attempts cannot be negative");
+        }
+        if self.attempts == 0
+            && (self.per_try_timeout.is_some()
+                || !self.retry_on.is_empty()
+                || self.retry_remote_localities.is_some())
+        {
+            errs.add(
+                &path.field("attempts"),
+                "http retry policy configured when attempts are set to 0 (disabled)",
+            );
+        }
+        if let Some(timeout) = &self.per_try_timeout {
+            errs.check(&path.field("perTryTimeout"), validate_duration(timeout));
+        }
+        if !self.retry_on.is_empty() {
+            for policy in self.retry_on.split(',') {
+                let is_status = policy
+                    .parse::<u16>()
+                    .is_ok_and(|code| KNOWN_HTTP_STATUS_CODES.contains(&code));
+                if !is_status && !SUPPORTED_RETRY_ON_POLICIES.contains(&policy) {
+                    errs.add(
+                        &path.field("retryOn"),
+                        format!("{policy:?} is not a valid retryOn policy"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Envoy `x-envoy-retry-on` and `x-envoy-retry-grpc-on` conditions.
+const SUPPORTED_RETRY_ON_POLICIES: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "envoy-ratelimited",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// Status codes with a registered reason phrase (as Go's `http.StatusText`).
+const KNOWN_HTTP_STATUS_CODES: &[u16] = &[
+    100, 101, 102, 103, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304,
+    305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415,
+    416, 417, 418, 421, 422, 423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505,
+    506, 507, 508, 510, 511,
+];
+
+impl HttpRewrite {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        if !self.uri.is_empty() && self.uri_regex_rewrite.is_some() {
+            errs.add(
+                path,
+                "rewrite may only contain one of URI or UriRegexRewrite",
+            );
+        }
+        if self.uri.is_empty() && self.uri_regex_rewrite.is_none() && self.authority.is_empty() {
+            errs.add(
+                path,
+                "rewrite must specify at least one of URI, UriRegexRewrite, or authority. Only one of URI or UriRegexRewrite may be specified",
+            );
+        }
+        if let Some(re) = &self.uri_regex_rewrite {
+            let at = path.field("uriRegexRewrite");
+            if re.r#match.is_empty() || re.rewrite.is_empty() {
+                errs.add(
+                    &at,
+                    "UriRegexRewrite requires both Rewrite and Match fields to be specified",
+                );
+            } else {
+                errs.check(&at.field("match"), validate_regex(&re.r#match));
+            }
+        }
+    }
+}
+
+/// Methods accepted in `allowMethods`.
+const SUPPORTED_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+];
+
+impl CorsPolicy {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        for (i, origin) in self.allow_origins.iter().enumerate() {
+            let at = path.field("allowOrigins").index(i);
+            let value = match origin {
+                StringMatch::Any => "",
+                StringMatch::Exact(s) | StringMatch::Prefix(s) | StringMatch::Regex(s) => s,
+            };
+            if value.is_empty() {
+                errs.add(&at, "'' is not a valid match type for CORS allow origins");
+            } else {
+                errs.check(&at, validate_string_match_regex(origin));
+            }
+        }
+        for (i, method) in self.allow_methods.iter().enumerate() {
+            if !SUPPORTED_METHODS.contains(&method.as_str()) {
+                errs.add(
+                    &path.field("allowMethods").index(i),
+                    format!("{method:?} is not a supported HTTP method"),
+                );
+            }
+        }
+        for (field, names) in [
+            ("allowHeaders", &self.allow_headers),
+            ("exposeHeaders", &self.expose_headers),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                errs.check(&path.field(field).index(i), validate_cors_header_name(name));
+            }
+        }
+        if let Some(max_age) = &self.max_age {
+            let at = path.field("maxAge");
+            errs.check(&at, validate_duration(max_age));
+            if max_age.as_std().subsec_nanos() > 0 {
+                errs.add(
+                    &at,
+                    "max_age duration is accurate only to seconds precision",
+                );
+            }
+        }
+    }
+}
+
+/// gRPC status names accepted by `abort.grpcStatus`.
+const SUPPORTED_GRPC_STATUS: &[&str] = &[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+impl HttpFaultInjection {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        if self.abort.is_none() && self.delay.is_none() {
+            errs.add(
+                path,
+                "HTTP fault injection must have an abort and/or a delay",
+            );
+        }
+        if let Some(abort) = &self.abort {
+            abort.validate_at(&path.field("abort"), errs);
+        }
+        if let Some(delay) = &self.delay {
+            delay.validate_at(&path.field("delay"), errs);
+        }
+    }
+}
+
+impl HttpFaultInjectionAbort {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        if let Some(p) = &self.percentage {
+            errs.check(&path.field("percentage"), validate_percentage(p));
+        }
+        let set = [
+            self.http_status.is_some(),
+            self.grpc_status.is_some(),
+            self.http2_error.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if set > 1 {
+            errs.add(
+                path,
+                "only one of httpStatus, grpcStatus or http2Error may be set",
+            );
+        }
+        if let Some(status) = self.http_status {
+            errs.check(
+                &path.field("httpStatus"),
+                validate_http_status(status.into()),
+            );
+        }
+        if let Some(status) = &self.grpc_status
+            && !SUPPORTED_GRPC_STATUS.contains(&status.as_str())
+        {
+            errs.add(
+                &path.field("grpcStatus"),
+                format!(
+                    "gRPC status {status:?} is not supported. See https://github.com/grpc/grpc/blob/master/doc/statuscodes.md for a list of supported codes, for example 'NOT_FOUND'"
+                ),
+            );
+        }
+        if self.http2_error.is_some() {
+            errs.add(
+                &path.field("http2Error"),
+                "HTTP/2 abort fault injection not supported yet",
+            );
+        }
+    }
+}
+
+impl HttpFaultInjectionDelay {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        if let Some(p) = &self.percentage {
+            errs.check(&path.field("percentage"), validate_percentage(p));
+        }
+        errs.check(&path.field("percent"), validate_percent(self.percent));
+        if self.fixed_delay.is_some() && self.exponential_delay.is_some() {
+            errs.add(
+                path,
+                "only one of fixedDelay or exponentialDelay may be set",
+            );
+        }
+        if let Some(d) = &self.fixed_delay {
+            errs.check(&path.field("fixedDelay"), validate_duration(d));
+        }
+        if let Some(d) = &self.exponential_delay {
+            let at = path.field("exponentialDelay");
+            errs.check(&at, validate_duration(d));
+            errs.add(&at, "exponentialDelay not supported yet");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Header name and value checks
+// ---------------------------------------------------------------------------
+
+/// Prefix of header-match keys that route on JWT claims.
+const JWT_CLAIM_HEADER: &str = "@request.auth.claims";
+
+/// `@request.auth.claims.<a>.<b>` or `@request.auth.claims[<a>][<b>]`.
+fn is_jwt_claim_route(name: &str) -> bool {
+    let Some(prefix) = name.get(..JWT_CLAIM_HEADER.len()) else {
+        return false;
+    };
+    if !prefix.eq_ignore_ascii_case(JWT_CLAIM_HEADER) {
+        return false;
+    }
+    let rest = &name[JWT_CLAIM_HEADER.len()..];
+    (rest.starts_with('.') && rest.len() > 1)
+        || (rest.starts_with('[') && rest.ends_with(']') && rest.len() > 2)
+}
+
+/// RFC 7230 `tchar`s: the characters allowed in a header name.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+const PSEUDO_HEADERS: &[&str] = &[":method", ":scheme", ":authority", ":path", ":status"];
+
+fn validate_header_name_or_jwt_claim(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name cannot be empty".to_owned());
+    }
+    if is_jwt_claim_route(name) || PSEUDO_HEADERS.contains(&name) || is_token(name) {
+        Ok(())
+    } else {
+        Err(format!("header name {name} is not a valid header name"))
+    }
+}
+
+fn validate_cors_header_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name cannot be empty".to_owned());
+    }
+    if name == "*" || is_token(name) {
+        Ok(())
+    } else {
+        Err(format!("header name {name} is not a valid header name"))
+    }
+}
+
+fn is_internal_header(name: &str) -> bool {
+    name.starts_with(':') || name.eq_ignore_ascii_case("host")
+}
+
+fn is_authority_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
+}
+
+/// A request header that may be added or set; the authority is allowed.
+fn validate_header_name_with_authority(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name cannot be empty".to_owned());
+    }
+    if is_internal_header(name) && !is_authority_header(name) {
+        return Err(format!(
+            r#"invalid header {name:?}: header cannot have ":" prefix"#
+        ));
+    }
+    Ok(())
+}
+
+/// A header that may be removed, or a response header that may be changed.
+fn validate_header_operation_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name cannot be empty".to_owned());
+    }
+    if name.eq_ignore_ascii_case("host") {
+        return Err(format!("invalid header {name:?}: cannot set Host header"));
+    }
+    if is_internal_header(name) {
+        return Err(format!(
+            r#"invalid header {name:?}: header cannot have ":" prefix"#
+        ));
+    }
+    Ok(())
+}
+
+/// A header value Envoy accepts: no control characters, and `%` only as
+/// `%%` or around a well-formed `%VARIABLE%` / `%VARIABLE(args)%`.
+fn validate_header_value(value: &str) -> Result<(), String> {
+    if value
+        .bytes()
+        .any(|b| matches!(b, 0x00..=0x08 | 0x0a..=0x1f | 0x7f))
+    {
+        return Err(format!("header value configuration {value} is invalid"));
+    }
+    check_header_variables(value).map_err(|e| format!("header value configuration: {e}"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum VariableState {
+    Literal,
+    Name,
+    ExpectArray,
+    ExpectString,
+    InString,
+    ExpectDelimiterOrEnd,
+    ExpectArgsEnd,
+    ExpectVariableEnd,
+}
+
+/// Mirrors the checks of Envoy's header formatter parser.
+fn check_header_variables(value: &str) -> Result<(), String> {
+    use VariableState as S;
+    let bytes = value.as_bytes();
+    let mut state = S::Literal;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        state = match (state, c) {
+            (S::Literal, b'%') => match next {
+                None => return Err("invalid header configuration. Un-escaped %".to_owned()),
+                Some(b'%') => {
+                    i += 1;
+                    S::Literal
+                }
+                Some(_) => S::Name,
+            },
+            (S::Literal, _) => S::Literal,
+            (S::Name, b'%') => S::Literal,
+            (S::Name, b'(') => S::ExpectArray,
+            (S::Name, _) => S::Name,
+            (S::ExpectArray, b'[') => S::ExpectString,
+            (S::ExpectArray, b' ') => S::ExpectArray,
+            (S::ExpectArray, _) => S::InString,
+            (S::ExpectDelimiterOrEnd, b',') => S::ExpectString,
+            (S::ExpectDelimiterOrEnd, b']') => S::ExpectArgsEnd,
+            (S::ExpectDelimiterOrEnd, b' ') => S::ExpectDelimiterOrEnd,
+            (S::ExpectDelimiterOrEnd, _) => {
+                return Err(
+                    "invalid header configuration. Expecting ',', ']', or whitespace".to_owned(),
+                );
+            }
+            (S::ExpectString, b'"') => S::InString,
+            (S::ExpectString, b' ') => S::ExpectString,
+            (S::ExpectString, _) => {
+                return Err("invalid header configuration. Expecting '\"'".to_owned());
+            }
+            (S::InString, b'\\') => {
+                if next.is_none() {
+                    return Err(
+                        "invalid header configuration. Un-terminated backslash in JSON string"
+                            .to_owned(),
+                    );
+                }
+                i += 1;
+                S::InString
+            }
+            (S::InString, b')') => S::ExpectVariableEnd,
+            (S::InString, b'"') => S::ExpectDelimiterOrEnd,
+            (S::InString, _) => S::InString,
+            (S::ExpectArgsEnd, b')') => S::ExpectVariableEnd,
+            (S::ExpectArgsEnd, b' ') => S::ExpectArgsEnd,
+            (S::ExpectArgsEnd, _) => {
+                return Err("invalid header configuration. Expecting ')' or whitespace".to_owned());
+            }
+            (S::ExpectVariableEnd, b'%') => S::Literal,
+            (S::ExpectVariableEnd, b' ') => S::ExpectVariableEnd,
+            (S::ExpectVariableEnd, _) => {
+                return Err("invalid header configuration. Expecting '%' or whitespace".to_owned());
+            }
+        };
+        i += 1;
+    }
+    if state == S::Literal {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid header configuration. Un-terminated variable expression '{value}'"
+        ))
+    }
+}
+
+/// Decodes protobuf-JSON `bytes`: standard or URL-safe base64, with or
+/// without padding.
+fn decode_base64(input: &str) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        }))
+    }
+    let trimmed = input.trim_end_matches('=');
+    let padding = input.len() - trimmed.len();
+    if padding > 2 || (padding > 0 && !input.len().is_multiple_of(4)) || trimmed.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
+    for chunk in trimmed.as_bytes().chunks(4) {
+        let mut acc = 0u32;
+        for &c in chunk {
+            acc = (acc << 6) | sextet(c)?;
+        }
+        acc <<= 6 * (4 - chunk.len() as u32);
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A whole Kubernetes object; only the spec is kept.
+    #[derive(Deserialize)]
+    struct Resource<T> {
+        spec: T,
+    }
+
+    fn parse(yaml: &str) -> VirtualService {
+        serde_saphyr::from_str::<Resource<VirtualService>>(yaml)
+            .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
+            .spec
+    }
+
+    fn parse_spec(yaml: &str) -> VirtualService {
+        serde_saphyr::from_str::<VirtualService>(yaml)
+            .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
+    }
+
+    fn fields(errs: &[ValidationError]) -> Vec<&str> {
+        errs.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    /// Serializing and parsing again yields the same value, through JSON
+    /// and through YAML.
+    fn assert_round_trip(vs: &VirtualService) {
+        let json = serde_json::to_string(vs).unwrap();
+        assert_eq!(&serde_json::from_str::<VirtualService>(&json).unwrap(), vs);
+        let yaml = serde_saphyr::to_string(vs).unwrap();
+        assert_eq!(
+            &serde_saphyr::from_str::<VirtualService>(&yaml).unwrap(),
+            vs
+        );
+    }
+
+    fn assert_valid(vs: &VirtualService) {
+        let errs = vs.validate();
+        assert!(errs.is_empty(), "unexpected errors: {errs:#?}");
+    }
+
+    const REVIEWS_ROUTE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews-route
+spec:
+  hosts:
+  - reviews.prod.svc.cluster.local
+  http:
+  - name: "reviews-v2-routes"
+    match:
+    - uri:
+        prefix: "/wpcatalog"
+    - uri:
+        prefix: "/consumercatalog"
+    rewrite:
+      uri: "/newcatalog"
+    route:
+    - destination:
+        host: reviews.prod.svc.cluster.local
+        subset: v2
+  - name: "reviews-v1-route"
+    route:
+    - destination:
+        host: reviews.prod.svc.cluster.local
+        subset: v1
+"#;
+
+    #[test]
+    fn reference_example_reviews_route() {
+        let vs = parse(REVIEWS_ROUTE);
+        assert_eq!(vs.hosts, ["reviews.prod.svc.cluster.local"]);
+        assert_eq!(vs.http.len(), 2);
+        let first = &vs.http[0];
+        assert_eq!(first.name, "reviews-v2-routes");
+        assert_eq!(
+            first.r#match[1].uri,
+            Some(StringMatch::Prefix("/consumercatalog".into()))
+        );
+        assert_eq!(first.rewrite.as_ref().unwrap().uri, "/newcatalog");
+        let dest = first.route[0].destination.as_ref().unwrap();
+        assert_eq!(dest.host, "reviews.prod.svc.cluster.local");
+        assert_eq!(dest.subset, "v2");
+        assert_valid(&vs);
+        assert_round_trip(&vs);
+    }
+
+    #[test]
+    fn reference_example_timeout_and_weights() {
+        let vs = parse(
+            r#"
+spec:
+  hosts:
+  - productpage.prod.svc.cluster.local # ignores rule namespace
+  http:
+  - timeout: 5s
+    route:
+    - destination:
+        host: productpage.prod.svc.cluster.local
+"#,
+        );
+        assert_eq!(vs.http[0].timeout, Some(Duration::from_secs(5)));
+        assert_valid(&vs);
+
+        let vs = parse(
+            r#"
+spec:
+  hosts:
+  - reviews.prod.svc.cluster.local
+  http:
+  - headers:
+      request:
+        set:
+          test: "true"
+    route:
+    - destination:
+        host: reviews.prod.svc.cluster.local
+        subset: v2
+      weight: 25
+    - destination:
+        host: reviews.prod.svc.cluster.local
+        subset: v1
+      headers:
+        response:
+          remove:
+          - foo
+      weight: 75
+"#,
+        );
+        let route = &vs.http[0];
+        assert_eq!(
+            route
+                .headers
+                .as_ref()
+                .unwrap()
+                .request
+                .as_ref()
+                .unwrap()
+                .set["test"],
+            "true"
+        );
+        assert_eq!(route.route[0].weight, 25);
+        assert_eq!(
+            route.route[1]
+                .headers
+                .as_ref()
+                .unwrap()
+                .response
+                .as_ref()
+                .unwrap()
+                .remove,
+            ["foo"]
+        );
+        assert_valid(&vs);
+        assert_round_trip(&vs);
+    }
+
+    #[test]
+    fn reference_example_delegation() {
+        let root = parse(
+            r#"
+spec:
+  hosts:
+  - "bookinfo.com"
+  gateways:
+  - mygateway
+  http:
+  - match:
+    - uri:
+        prefix: "/productpage"
+    delegate:
+       name: productpage
+       namespace: nsA
+  - match:
+    - uri:
+        prefix: "/reviews"
+    delegate:
+        name: reviews
+        namespace: nsB
+"#,
+        );
+        assert_eq!(
+            root.http[0].delegate,
+            Some(Delegate {
+                name: "productpage".into(),
+                namespace: "nsA".into()
+            })
+        );
+        assert_valid(&root);
+        assert_round_trip(&root);
+
+        let delegate = parse(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: productpage
+  namespace: nsA
+spec:
+  http:
+  - match:
+     - uri:
+        prefix: "/productpage/v1/"
+    route:
+    - destination:
+        host: productpage-v1.nsA.svc.cluster.local
+  - route:
+    - destination:
+        host: productpage.nsA.svc.cluster.local
+"#,
+        );
+        assert!(delegate.is_delegate());
+        assert_valid(&delegate);
+    }
+
+    #[test]
+    fn reference_example_tls_and_tcp() {
+        let vs = parse(
+            r#"
+spec:
+  hosts:
+  - "*.bookinfo.com"
+  gateways:
+  - mygateway
+  tls:
+  - match:
+    - port: 443
+      sniHosts:
+      - login.bookinfo.com
+    route:
+    - destination:
+        host: login.prod.svc.cluster.local
+  - match:
+    - port: 443
+      sniHosts:
+      - reviews.bookinfo.com
+    route:
+    - destination:
+        host: reviews.prod.svc.cluster.local
+"#,
+        );
+        assert_eq!(vs.tls[0].r#match[0].port, 443);
+        assert_eq!(vs.tls[1].r#match[0].sni_hosts, ["reviews.bookinfo.com"]);
+        assert_valid(&vs);
+        assert_round_trip(&vs);
+
+        let vs = parse(
+            r#"
+spec:
+  hosts:
+  - mongo.prod.svc.cluster.local
+  tcp:
+  - match:
+    - port: 27017
+    route:
+    - destination:
+        host: mongo.backup.svc.cluster.local
+        port:
+          number: 5555
+"#,
+        );
+        let dest = vs.tcp[0].route[0].destination.as_ref().unwrap();
+        assert_eq!(dest.port, Some(PortSelector { number: 5555 }));
+        assert_valid(&vs);
+        assert_round_trip(&vs);
+    }
+
+    #[test]
+    fn reference_example_match_redirect_direct_response() {
+        let vs = parse(
+            r#"
+spec:
+  hosts:
+  - ratings.prod.svc.cluster.local
+  http:
+  - match:
+    - headers:
+        end-user:
+          exact: jason
+      uri:
+        prefix: "/ratings/v2/"
+      ignoreUriCase: true
+    route:
+    - destination:
+        host: ratings.prod.svc.cluster.local
+  - match:
+    - uri:
+        exact: /v1/getProductRatings
+    redirect:
+      uri: /v1/bookRatings
+      authority: newratings.default.svc.cluster.local
+  - match:
+    - uri:
+        exact: /v1/getProductRatings
+    directResponse:
+      status: 503
+      body:
+        string: "{\"error\": \"unknown error\"}"
+    headers:
+      response:
+        set:
+          content-type: "text/plain"
+  - match:
+    - uri:
+        exact: /v1/getProductRatings
+    directResponse:
+      status: 503
+      body:
+        bytes: "dW5rbm93biBlcnJvcg==" # "unknown error" in base64
+"#,
+        );
+        let m = &vs.http[0].r#match[0];
+        assert_eq!(m.headers["end-user"], StringMatch::Exact("jason".into()));
+        assert!(m.ignore_uri_case);
+        let redirect = vs.http[1].redirect.as_ref().unwrap();
+        assert_eq!(redirect.authority, "newratings.default.svc.cluster.local");
+        let direct = vs.http[2].direct_response.as_ref().unwrap();
+        assert_eq!(direct.status, 503);
+        assert_eq!(
+            direct.body.as_ref().unwrap().string.as_deref(),
+            Some(r#"{"error": "unknown error"}"#)
+        );
+        let body = vs.http[3]
+            .direct_response
+            .as_ref()
+            .unwrap()
+            .body
+            .as_ref()
+            .unwrap();
+        assert_eq!(body.to_bytes().unwrap(), b"unknown error");
+        assert_valid(&vs);
+        assert_round_trip(&vs);
+    }
+
+    #[test]
+    fn reference_example_retries_cors_fault() {
+        let vs = parse(
+            r#"
+spec:
+  hosts:
+  - ratings.prod.svc.cluster.local
+  http:
+  - route:
+    - destination:
+        host: ratings.prod.svc.cluster.local
+        subset: v1
+    retries:
+      attempts: 3
+      perTryTimeout: 2s
+      retryOn: gateway-error,connect-failure,refused-stream
+    corsPolicy:
+      allowOrigins:
+      - exact: https://example.com
+      allowMethods:
+      - POST
+      - GET
+      allowCredentials: false
+      allowHeaders:
+      - X-Foo-Bar
+      maxAge: "24h"
+  - match:
+    - sourceLabels:
+        env: prod
+    route:
+    - destination:
+        host: reviews.prod.svc.cluster.local
+        subset: v1
+    fault:
+      delay:
+        percentage:
+          value: 0.1
+        fixedDelay: 5s
+  - route:
+    - destination:
+        host: ratings.prod.svc.cluster.local
+        subset: v1
+    fault:
+      abort:
+        percentage:
+          value: 0.1
+        httpStatus: 400
+"#,
+        );
+        let retries = vs.http[0].retries.as_ref().unwrap();
+        assert_eq!(retries.attempts, 3);
+        assert_eq!(retries.per_try_timeout, Some(Duration::from_secs(2)));
+        let cors = vs.http[0].cors_policy.as_ref().unwrap();
+        assert_eq!(
+            cors.allow_origins,
+            [StringMatch::Exact("https://example.com".into())]
+        );
+        assert_eq!(cors.allow_credentials, Some(false));
+        assert_eq!(cors.max_age, Some(Duration::from_secs(86_400)));
+        let delay = vs.http[1].fault.as_ref().unwrap().delay.as_ref().unwrap();
+        assert_eq!(delay.fixed_delay, Some(Duration::from_secs(5)));
+        assert_eq!(delay.percentage, Some(Percent { value: 0.1 }));
+        let abort = vs.http[2].fault.as_ref().unwrap().abort.as_ref().unwrap();
+        assert_eq!(abort.http_status, Some(400));
+        assert_valid(&vs);
+        assert_round_trip(&vs);
+        // allowCredentials: false is kept, since it is a BoolValue.
+        let json = serde_json::to_value(&vs).unwrap();
+        assert_eq!(json["http"][0]["corsPolicy"]["allowCredentials"], false);
+        assert_eq!(json["http"][0]["corsPolicy"]["maxAge"], "86400s");
+    }
+
+    #[test]
+    fn every_field_parses_and_round_trips() {
+        let vs = parse_spec(
+            r#"
+hosts: [a.example.com]
+gateways: [istio-system/gw, mesh]
+exportTo: ["."]
+http:
+- name: all
+  match:
+  - name: m
+    uri: {regex: "^/api/.*"}
+    scheme: {exact: https}
+    method: {exact: GET}
+    authority: {prefix: a.example}
+    headers:
+      x-present: {}
+      x-user: {prefix: bob}
+    withoutHeaders:
+      x-debug: {regex: "*"}
+    port: 8080
+    sourceLabels: {app: web}
+    gateways: [mesh]
+    queryParams:
+      q: {exact: "1"}
+    ignoreUriCase: true
+    sourceNamespace: default
+    statPrefix: api
+  route:
+  - destination: {host: a.example.com, subset: v1, port: {number: 80}}
+    weight: 90
+    headers:
+      request: {set: {x-a: "1"}, add: {x-b: "2"}, remove: [x-c]}
+  - destination: {host: b.example.com}
+    weight: 10
+  rewrite: {authority: b.example.com}
+  timeout: 1.5s
+  retries: {attempts: 2, perTryTimeout: 500ms, retryOn: "5xx,503", retryRemoteLocalities: true}
+  fault:
+    delay: {percent: 5, fixedDelay: 1s}
+    abort: {grpcStatus: UNAVAILABLE, percentage: {value: 1}}
+  mirror: {host: mirror.example.com}
+  mirror_percent: 50
+  mirrorPercentage: {value: 25.5}
+  corsPolicy:
+    allowOrigin: [https://legacy.example.com]
+    allowOrigins: [{prefix: "https://"}]
+    allowMethods: [GET]
+    allowHeaders: ["*"]
+    exposeHeaders: [x-exposed]
+    maxAge: 1m
+    allowCredentials: true
+    unmatchedPreflights: IGNORE
+  headers:
+    response: {set: {x-r: "%HOSTNAME%"}}
+- route:
+  - destination: {host: a.example.com}
+  mirrors:
+  - destination: {host: m1.example.com}
+    percentage: {value: 10}
+- redirect: {port: 8443, scheme: https, redirectCode: 308}
+- redirect: {derivePort: FROM_REQUEST_PORT, uri: /x}
+- directResponse: {status: 200}
+tls:
+- match:
+  - sniHosts: [a.example.com]
+    destinationSubnets: [10.0.0.0/8]
+    port: 443
+    sourceLabels: {app: web}
+    gateways: [mesh]
+    sourceNamespace: default
+  route:
+  - destination: {host: a.example.com}
+    weight: 100
+tcp:
+- match:
+  - destinationSubnets: [10.0.0.1]
+    port: 3306
+    sourceSubnet: 10.1.0.0/16
+    sourceLabels: {app: web}
+    gateways: [mesh]
+    sourceNamespace: default
+  route:
+  - destination: {host: db.example.com}
+"#,
+        );
+        let http = &vs.http[0];
+        let m = &http.r#match[0];
+        assert_eq!(m.headers["x-present"], StringMatch::Any);
+        assert_eq!(m.without_headers["x-debug"], StringMatch::Regex("*".into()));
+        assert_eq!(m.query_params["q"], StringMatch::Exact("1".into()));
+        assert_eq!(m.stat_prefix, "api");
+        assert_eq!(http.mirror_percent, Some(50));
+        assert_eq!(http.mirror_percentage, Some(Percent { value: 25.5 }));
+        let cors = http.cors_policy.as_ref().unwrap();
+        assert_eq!(cors.unmatched_preflights, UnmatchedPreflights::Ignore);
+        assert_eq!(cors.allow_origin, ["https://legacy.example.com"]);
+        let retries = http.retries.as_ref().unwrap();
+        assert_eq!(retries.retry_remote_localities, Some(true));
+        assert_eq!(
+            http.fault.as_ref().unwrap().delay.as_ref().unwrap().percent,
+            5
+        );
+        assert_eq!(
+            vs.http[3].redirect.as_ref().unwrap().derive_port,
+            Some(RedirectPortSelection::FromRequestPort)
+        );
+        assert_eq!(vs.http[2].redirect.as_ref().unwrap().port, Some(8443));
+        assert_eq!(vs.tcp[0].r#match[0].source_subnet, "10.1.0.0/16");
+        assert_valid(&vs);
+        assert_round_trip(&vs);
+
+        // The deprecated snake_case spelling is read, and written back in camelCase.
+        let json = serde_json::to_value(&vs).unwrap();
+        assert_eq!(json["http"][0]["mirrorPercent"], 50);
+        assert_eq!(json["http"][0]["timeout"], "1.5s");
+        assert_eq!(
+            json["http"][0]["match"][0]["headers"]["x-present"],
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
+    fn round_trip_does_not_invent_fields() {
+        let input = serde_json::json!({
+            "hosts": ["a"],
+            "http": [{"route": [{"destination": {"host": "a"}}]}]
+        });
+        let vs: VirtualService = serde_json::from_value(input.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&vs).unwrap(), input);
+        // Unknown fields are ignored.
+        let vs: VirtualService = serde_json::from_value(serde_json::json!({
+            "hosts": ["a"], "futureField": {"x": 1},
+            "http": [{"route": [{"destination": {"host": "a", "extra": true}}]}]
+        }))
+        .unwrap();
+        assert_eq!(vs.http[0].route[0].destination.as_ref().unwrap().host, "a");
+    }
+
+    #[test]
+    fn explicit_nulls_read_as_defaults() {
+        let vs: VirtualService = serde_json::from_value(serde_json::json!({
+            "hosts": ["a"], "gateways": null, "exportTo": null, "tls": null,
+            "http": [{
+                "name": null, "route": [{"destination": {"host": "a", "subset": null}, "weight": null}],
+                "match": [{"port": null, "headers": null, "ignoreUriCase": null, "uri": null}],
+                "mirrorPercentage": {"value": null}, "timeout": null
+            }]
+        }))
+        .unwrap();
+        assert!(vs.gateways.is_empty());
+        assert_eq!(vs.http[0].r#match[0].port, 0);
+        assert_eq!(vs.http[0].mirror_percentage, Some(Percent { value: 0.0 }));
+        let vs: VirtualService = serde_saphyr::from_str("hosts:\nhttp:\n").unwrap();
+        assert_eq!(vs, VirtualService::default());
+    }
+
+    #[test]
+    fn reference_example_mesh_and_gateway_bindings() {
+        let vs = parse(
+            r#"
+spec:
+  hosts:
+  - example.com
+  exportTo:
+  - "*"
+  gateways:
+  - mesh
+  - istio-egressgateway
+  http:
+  - match:
+    - port: 80
+      gateways:
+      - mesh
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+  - match:
+    - port: 80
+      gateways:
+      - istio-egressgateway
+    route:
+    - destination:
+        host: example.com
+"#,
+        );
+        assert!(!vs.is_gateway_only());
+        assert_eq!(vs.http[1].r#match[0].gateways, ["istio-egressgateway"]);
+        assert_valid(&vs);
+        assert_round_trip(&vs);
+
+        let vs = parse(
+            r#"
+spec:
+  hosts:
+  - wikipedia.org
+  - "*.wikipedia.org"
+  tls:
+  - match:
+    - sniHosts:
+      - wikipedia.org
+      - "*.wikipedia.org"
+    route:
+    - destination:
+        host: internal-egress-firewall.ns1.svc.cluster.local
+"#,
+        );
+        assert_valid(&vs);
+        assert_round_trip(&vs);
+    }
+
+    #[test]
+    fn rejects_invalid_base64_body() {
+        let vs = parse_spec(
+            r#"
+hosts: [a]
+http:
+- directResponse: {status: 404, body: {bytes: "not base64!"}}
+"#,
+        );
+        let errs = vs.validate();
+        assert_eq!(fields(&errs), ["spec.http[0].directResponse.body.bytes"]);
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.http[0].directResponse.body.bytes: bytes must be valid base64"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_enum_and_oneof_values() {
+        assert!(
+            serde_json::from_value::<HttpRedirect>(serde_json::json!({"derivePort": "NOPE"}))
+                .is_err()
+        );
+        assert!(
+            serde_json::from_value::<HttpMatchRequest>(
+                serde_json::json!({"uri": {"exact": "/a", "prefix": "/b"}})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn validates_hosts() {
+        let vs = parse_spec(
+            r#"
+hosts: ["*", "bad_host", "a.example.com", "*.example.com"]
+http:
+- route:
+  - destination: {host: a.example.com}
+"#,
+        );
+        let errs = vs.validate();
+        assert_eq!(fields(&errs), ["spec.hosts[0]", "spec.hosts[1]"]);
+        assert!(errs[0].message.contains("wildcard host *"));
+
+        let vs = parse_spec(
+            r#"
+hosts: ["a.example.com", "*.example.com"]
+http:
+- route:
+  - destination: {host: a.example.com}
+"#,
+        );
+        let errs = vs.validate();
+        assert_eq!(fields(&errs), ["spec.hosts[1]"]);
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.hosts[1]: duplicate hosts in virtual service: a.example.com & *.example.com"
+        );
+
+        let empty = parse_spec("hosts: [a]");
+        assert_eq!(fields(&empty.validate()), ["spec.http"]);
+    }
+
+    #[test]
+    fn validates_route_conflicts() {
+        let vs = parse_spec(
+            r#"
+hosts: [a]
+http:
+- route:
+  - destination: {host: a}
+  redirect: {uri: /x}
+- directResponse: {status: 200}
+  redirect: {uri: /x}
+- {}
+- directResponse: {status: 200}
+  fault: {abort: {httpStatus: 500}}
+- route:
+  - destination: {host: a}
+  mirror: {host: b}
+  mirrors: [{destination: {host: c}}]
+"#,
+        );
+        let errs = vs.validate();
+        assert_eq!(
+            fields(&errs),
+            [
+                "spec.http[0].redirect",
+                "spec.http[1].directResponse",
+                "spec.http[2].route",
+                "spec.http[3].fault",
+                "spec.http[4].mirrors",
+            ]
+        );
+    }
+
+    #[test]
+    fn validates_delegation_rules() {
+        let root = parse_spec(
+            r#"
+hosts: [a]
+http:
+- delegate: {name: d}
+  route:
+  - destination: {host: a}
+"#,
+        );
+        assert_eq!(fields(&root.validate()), ["spec.http[0].route"]);
+
+        let delegate = parse_spec(
+            r#"
+gateways: [gw]
+http:
+- delegate: {name: d}
+tcp:
+- route:
+  - destination: {host: a}
+"#,
+        );
+        assert_eq!(
+            fields(&delegate.validate()),
+            [
+                "spec.gateways",
+                "spec.tcp",
+                "spec.http[0].delegate",
+                "spec.http[0].route"
+            ]
+        );
+    }
+
+    #[test]
+    fn validates_destinations_and_weights() {
+        let vs = parse_spec(
+            r#"
+hosts: [a]
+http:
+- route:
+  - destination: {host: "*"}
+    weight: -1
+  - destination: {host: a, subset: "Bad_Subset", port: {number: 70000}}
+    weight: 1
+  - weight: 0
+- route:
+  - destination: {host: a}
+    weight: 0
+  - destination: {host: b}
+    weight: 0
+- route:
+  - destination: {host: a}
+    weight: 150
+"#,
+        );
+        let errs = vs.validate();
+        assert_eq!(
+            fields(&errs),
+            [
+                "spec.http[0].route[0].destination.host",
+                "spec.http[0].route[1].destination.subset",
+                "spec.http[0].route[1].destination.port.number",
+                "spec.http[0].route[2].destination",
+                "spec.http[0].route[0].weight",
+                "spec.http[0].route",
+                "spec.http[1].route",
+            ]
+        );
+        assert_eq!(errs[4].message, "weight -1 < 0");
+        // -1 + 1 + 0 sums to zero too, as istiod counts it.
+        assert_eq!(errs[5].message, "total destination weight = 0");
+        assert_eq!(errs[6].message, "total destination weight = 0");
+    }
+
+    #[test]
+    fn validates_matches() {
+        let vs = parse_spec(
+            r#"
+hosts: [a]
+http:
+- match:
+  - uri: {regex: "("}
+    method: {prefix: ""}
+    headers:
+      "bad header": {exact: x}
+      "@request.auth.claims.group": {exact: admin}
+    withoutHeaders:
+      x-any: {regex: "*"}
+    queryParams:
+      q: {regex: "[a-"}
+    port: 0
+    sourceLabels: {"bad key!": x}
+    gateways: [bad/gw_name]
+    sourceNamespace: Bad_NS
+  - uri: {prefix: ""}
+    port: 99999
+  route:
+  - destination: {host: a}
+"#,
+        );
+        let errs = vs.validate();
+        assert_eq!(
+            fields(&errs),
+            [
+                r#"spec.http[0].match[0].headers["@request.auth.claims.group"]"#,
+                r#"spec.http[0].match[0].headers["bad header"]"#,
+                "spec.http[0].match[0].uri",
+                "spec.http[0].match[0].method",
+                r#"spec.http[0].match[0].queryParams["q"]"#,
+                r#"spec.http[0].match[0].sourceLabels["bad key!"]"#,
+                "spec.http[0].match[0].gateways[0]",
+                "spec.http[0].match[0].sourceNamespace",
+                "spec.http[0].match[1].port",
+            ]
+        );
+        assert!(errs[0].message.contains("JWT claim based routing"));
+        assert!(errs[2].message.contains("RE2"));
+
+        // JWT claim routing is fine on a gateway.
+        let vs = parse_spec(
+            r#"
+hosts: [a.example.com]
+gateways: [istio-system/gw]
+http:
+- match:
+  - headers:
+      "@request.auth.claims[group]": {exact: admin}
+  route:
+  - destination: {host: a}
+"#,
+        );
+        assert_valid(&vs);
+    }
+
+    #[test]
+    fn validates_fault_retry_mirror_timeout() {
+        let vs = parse_spec(
+            r#"
+hosts: [a]
+http:
+- route:
+  - destination: {host: a}
+  timeout: 0s
+  retries: {attempts: -1, perTryTimeout: 1500us, retryOn: "5xx,bogus"}
+  fault:
+    delay: {percentage: {value: 101}, fixedDelay: 0s}
+    abort: {httpStatus: 700, percentage: {value: -1}}
+  mirror: {host: b}
+  mirror_percent: 101
+  mirrorPercentage: {value: 100.5}
+- route:
+  - destination: {host: a}
+  fault: {}
+  retries: {attempts: 0, retryOn: 5xx}
+- route:
+  - destination: {host: a}
+  fault:
+    abort: {grpcStatus: NOPE}
+  mirrors:
+  - percentage: {value: 50}
+"#,
+        );
+        let errs = vs.validate();
+        assert_eq!(
+            fields(&errs),
+            [
+                "spec.http[0].fault.abort.percentage",
+                "spec.http[0].fault.abort.httpStatus",
+                "spec.http[0].fault.delay.percentage",
+                "spec.http[0].fault.delay.fixedDelay",
+                "spec.http[0].mirrorPercent",
+                "spec.http[0].mirrorPercentage",
+                "spec.http[0].retries.attempts",
+                "spec.http[0].retries.perTryTimeout",
+                "spec.http[0].retries.retryOn",
+                "spec.http[0].timeout",
+                "spec.http[1].fault",
+                "spec.http[1].retries.attempts",
+                "spec.http[2].fault.abort.grpcStatus",
+                "spec.http[2].mirrors[0].destination",
+            ]
+        );
+        assert_eq!(errs[1].message, "HTTP status 700 is not in range 200-599");
+        assert_eq!(errs[8].message, r#""bogus" is not a valid retryOn policy"#);
+        assert_eq!(errs[9].message, "duration must be greater than 1ms");
+    }
+
+    #[test]
+    fn validates_redirect_rewrite_direct_response_cors() {
+        let vs = parse_spec(
+            r#"
+hosts: [a]
+http:
+- redirect: {redirectCode: 200, scheme: ftp, port: 8080, derivePort: FROM_REQUEST_PORT}
+- redirect: {}
+- route:
+  - destination: {host: a}
+  rewrite: {uri: /a, uriRegexRewrite: {match: "(", rewrite: x}}
+  headers:
+    request:
+      set: {":path": /x, host: b.example.com}
+      remove: [host]
+    response:
+      add: {x-bad: "50%"}
+- route:
+  - destination: {host: a}
+  rewrite: {}
+  corsPolicy:
+    allowOrigins: [{exact: ""}, {regex: "["}]
+    allowMethods: [FETCH]
+    allowHeaders: ["bad header"]
+    maxAge: 1.5s
+- directResponse: {status: 100, body: {string: x, bytes: "!!"}}
+- route:
+  - destination: {host: a}
+  rewrite: {authority: b.example.com}
+  headers:
+    request:
+      set: {":authority": c.example.com}
+"#,
+        );
+        let errs = vs.validate();
+        assert_eq!(
+            fields(&errs),
+            [
+                "spec.http[0].redirect.derivePort",
+                "spec.http[0].redirect.redirectCode",
+                "spec.http[0].redirect.scheme",
+                "spec.http[1].redirect",
+                r#"spec.http[2].headers.request.set[":path"]"#,
+                "spec.http[2].headers.request.remove[0]",
+                r#"spec.http[2].headers.response.add["x-bad"]"#,
+                "spec.http[2].rewrite",
+                "spec.http[2].rewrite.uriRegexRewrite.match",
+                "spec.http[3].corsPolicy.allowOrigins[0]",
+                "spec.http[3].corsPolicy.allowOrigins[1]",
+                "spec.http[3].corsPolicy.allowMethods[0]",
+                "spec.http[3].corsPolicy.allowHeaders[0]",
+                "spec.http[3].corsPolicy.maxAge",
+                "spec.http[3].rewrite",
+                "spec.http[4].directResponse.body",
+                "spec.http[4].directResponse.status",
+                r#"spec.http[5].headers.request.set[":authority"]"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn validates_tls_and_tcp_routes() {
+        let vs = parse_spec(
+            r#"
+hosts: ["*.bookinfo.com"]
+tls:
+- match:
+  - sniHosts: [other.example.com]
+    destinationSubnets: [10.0.0.0/99]
+  route: []
+- match: []
+  route:
+  - destination: {host: a}
+tcp:
+- match:
+  - port: 70000
+    destinationSubnets: [nope]
+"#,
+        );
+        let errs = vs.validate();
+        assert_eq!(
+            fields(&errs),
+            [
+                "spec.tls[0].match[0].sniHosts[0]",
+                "spec.tls[0].match[0].destinationSubnets[0]",
+                "spec.tls[0].route",
+                "spec.tls[1].match",
+                "spec.tcp[0].match[0].destinationSubnets[0]",
+                "spec.tcp[0].match[0].port",
+                "spec.tcp[0].route",
+            ]
+        );
+        assert!(errs[0].message.contains("not a compatible subset"));
+    }
+
+    #[test]
+    fn header_values_follow_envoy_rules() {
+        assert!(validate_header_value("plain").is_ok());
+        assert!(validate_header_value("100%%").is_ok());
+        assert!(validate_header_value("%HOSTNAME%").is_ok());
+        assert!(validate_header_value("prefix %HOSTNAME% suffix").is_ok());
+        assert!(validate_header_value(r#"%REQ(["x-foo"])%"#).is_ok());
+        assert!(validate_header_value("%REQ(x-foo)%").is_ok());
+        assert!(validate_header_value("abc%").is_err());
+        assert!(validate_header_value("%START_TIME%%").is_err());
+        assert!(validate_header_value("%VAR").is_err());
+        assert!(validate_header_value("a\nb").is_err());
+    }
+
+    #[test]
+    fn base64_bodies() {
+        assert_eq!(decode_base64("aGk=").unwrap(), b"hi");
+        assert_eq!(decode_base64("aGk").unwrap(), b"hi");
+        assert_eq!(decode_base64("").unwrap(), b"");
+        assert_eq!(decode_base64("_-8").unwrap(), [0xff, 0xef]);
+        assert!(decode_base64("a").is_none());
+        assert!(decode_base64("a===").is_none());
+        assert!(decode_base64("!!").is_none());
+    }
+}

@@ -1,0 +1,252 @@
+//! The service registry: services, their ports and protocols, and the endpoints behind them.
+//!
+//! Owns the source-neutral shapes that Kubernetes Services / EndpointSlices / Pods (from files
+//! or from a cluster) are turned into. Must not know where they came from, and does no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// The DNS suffix of the mesh's cluster (Istio's default).
+pub const DEFAULT_DOMAIN_SUFFIX: &str = "cluster.local";
+
+/// Application protocol of a service port, as Istio selects it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    GrpcWeb,
+    Https,
+    Tls,
+    Tcp,
+    Mongo,
+    Mysql,
+    Redis,
+    Udp,
+    /// Unrecognised name: Istio sniffs the protocol.
+    Unsupported,
+}
+
+impl Protocol {
+    /// Parses one protocol word as Istio does (case-insensitive).
+    pub fn parse(word: &str) -> Option<Self> {
+        Some(match word.to_ascii_lowercase().as_str() {
+            "http" => Protocol::Http,
+            "http2" | "h2c" => Protocol::Http2,
+            "grpc" => Protocol::Grpc,
+            "grpc-web" => Protocol::GrpcWeb,
+            "https" => Protocol::Https,
+            "tls" => Protocol::Tls,
+            "tcp" => Protocol::Tcp,
+            "mongo" => Protocol::Mongo,
+            "mysql" => Protocol::Mysql,
+            "redis" => Protocol::Redis,
+            "udp" => Protocol::Udp,
+            _ => return None,
+        })
+    }
+
+    /// Istio's rule: `appProtocol` wins when it names a known protocol, else the port name's
+    /// prefix (`http`, `http-web`, `grpc-foo`...), else the protocol is unknown (sniffed).
+    /// A Kubernetes port protocol of UDP is always UDP.
+    pub fn select(
+        port_name: &str,
+        app_protocol: Option<&str>,
+        kube_protocol: Option<&str>,
+    ) -> Self {
+        if kube_protocol.is_some_and(|p| p.eq_ignore_ascii_case("UDP")) {
+            return Protocol::Udp;
+        }
+        if let Some(p) = app_protocol.and_then(|ap| {
+            // Kubernetes standard names such as `kubernetes.io/h2c`.
+            let ap = ap.strip_prefix("kubernetes.io/").unwrap_or(ap);
+            Protocol::parse(ap)
+        }) {
+            return p;
+        }
+        // Port name "<protocol>[-<suffix>]"; grpc-web is itself hyphenated.
+        let lower = port_name.to_ascii_lowercase();
+        if lower == "grpc-web" || lower.starts_with("grpc-web-") {
+            return Protocol::GrpcWeb;
+        }
+        let prefix = lower.split('-').next().unwrap_or_default();
+        Protocol::parse(prefix).unwrap_or(Protocol::Unsupported)
+    }
+
+    /// HTTP-family protocols get an HTTP connection manager and route configuration.
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+        )
+    }
+
+    /// Protocols whose upstream speaks HTTP/2.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Http2 => "HTTP2",
+            Protocol::Grpc => "GRPC",
+            Protocol::GrpcWeb => "GRPC-Web",
+            Protocol::Https => "HTTPS",
+            Protocol::Tls => "TLS",
+            Protocol::Tcp => "TCP",
+            Protocol::Mongo => "Mongo",
+            Protocol::Mysql => "MySQL",
+            Protocol::Redis => "Redis",
+            Protocol::Udp => "UDP",
+            Protocol::Unsupported => "UnsupportedProtocol",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a service port sends traffic on the workload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum TargetPort {
+    Number(u16),
+    /// A named container port, resolved per pod.
+    Named(String),
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    pub target_port: TargetPort,
+    pub protocol: Protocol,
+}
+
+/// A service in the mesh, keyed by its fully qualified hostname.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// e.g. `httpbin.testns1.svc.cluster.local`
+    pub hostname: String,
+    pub name: String,
+    pub namespace: String,
+    /// ClusterIP when it has one (used for the address forms of virtual host domains).
+    pub cluster_ip: Option<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    /// Pod selector; `None` when the service has no selector (endpoints come from slices).
+    pub selector: Option<BTreeMap<String, String>>,
+    /// `networking.istio.io/exportTo` annotation, kept for the visibility rules.
+    pub export_to: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Service {
+    pub fn port(&self, number: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+
+    pub fn port_by_name(&self, name: &str) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+}
+
+/// The hostname of a Kubernetes service.
+pub fn service_hostname(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}.svc.{DEFAULT_DOMAIN_SUFFIX}")
+}
+
+/// One address serving one port of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    /// The port on the workload (the service port's target).
+    pub port: u16,
+    /// Name of the service port this endpoint serves.
+    pub service_port_name: String,
+    /// Labels of the workload (pod labels), used for subset selection.
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    /// The workload's name (pod name) when known.
+    pub workload: Option<String>,
+    pub namespace: String,
+}
+
+/// The registry part of a snapshot: services by hostname and their endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceRegistry {
+    pub services: BTreeMap<String, Service>,
+    /// Endpoints by service hostname, sorted for deterministic output.
+    pub endpoints: BTreeMap<String, Vec<Endpoint>>,
+}
+
+impl ServiceRegistry {
+    pub fn service(&self, hostname: &str) -> Option<&Service> {
+        self.services.get(hostname)
+    }
+
+    /// Endpoints of `hostname` serving the service port named `port_name`.
+    pub fn endpoints_for<'a>(
+        &'a self,
+        hostname: &str,
+        port_name: &'a str,
+    ) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints
+            .get(hostname)
+            .into_iter()
+            .flatten()
+            .filter(move |e| e.service_port_name == port_name)
+    }
+}
+
+/// True when every selector label is present with the same value in `labels`.
+pub fn labels_match(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_from_port_name_and_app_protocol() {
+        assert_eq!(Protocol::select("http", None, None), Protocol::Http);
+        assert_eq!(Protocol::select("http-web", None, None), Protocol::Http);
+        assert_eq!(Protocol::select("HTTP2", None, None), Protocol::Http2);
+        assert_eq!(Protocol::select("grpc-web", None, None), Protocol::GrpcWeb);
+        assert_eq!(Protocol::select("grpc-api", None, None), Protocol::Grpc);
+        assert_eq!(Protocol::select("tcp-db", None, None), Protocol::Tcp);
+        assert_eq!(Protocol::select("httpx", None, None), Protocol::Unsupported);
+        assert_eq!(Protocol::select("web", None, None), Protocol::Unsupported);
+        assert_eq!(Protocol::select("web", Some("http"), None), Protocol::Http);
+        assert_eq!(
+            Protocol::select("tcp", Some("kubernetes.io/h2c"), None),
+            Protocol::Http2
+        );
+        assert_eq!(Protocol::select("http", Some("tcp"), None), Protocol::Tcp);
+        assert_eq!(
+            Protocol::select("http", Some("weird"), None),
+            Protocol::Http
+        );
+        assert_eq!(Protocol::select("http", None, Some("UDP")), Protocol::Udp);
+    }
+
+    #[test]
+    fn selector_matching() {
+        let sel: BTreeMap<_, _> = [("app".to_string(), "httpbin".to_string())].into();
+        let mut labels = sel.clone();
+        labels.insert("version".into(), "v1".into());
+        assert!(labels_match(&sel, &labels));
+        assert!(!labels_match(&labels, &sel));
+        assert!(labels_match(&BTreeMap::new(), &sel));
+    }
+}

@@ -1,0 +1,605 @@
+//! Turns Kubernetes-style documents (from files today, from a cluster later) into the model:
+//! Services, EndpointSlices, Endpoints and Pods into the service registry; Istio kinds into typed,
+//! validated configs; the `istio` ConfigMap into MeshConfig.
+//!
+//! Every source funnels through [`ObjectSet`] so files and clusters behave identically. Errors
+//! name source, kind, namespace/name and field; a bad document is reported and skipped, never
+//! fatal for the rest.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Pod, Service as KubeService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::model::config::{Config, ConfigError, ConfigKind, ConfigMeta};
+use crate::model::istio::{
+    DestinationRule, Gateway, ServiceEntry, Sidecar, ValidationError, VirtualService, WorkloadEntry,
+};
+use crate::model::mesh::MeshConfig;
+use crate::model::push_context::ConfigStore;
+use crate::model::registry::{
+    Endpoint, Protocol, Service, ServicePort, TargetPort, labels_match, service_hostname,
+};
+
+/// The Istio API versions we accept for networking.istio.io kinds.
+pub const ISTIO_API_VERSIONS: [&str; 3] = [
+    "networking.istio.io/v1alpha3",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1",
+];
+
+/// Label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
+
+/// The objects read from one source, before they become a `ConfigStore`.
+#[derive(Debug, Default, Clone)]
+pub struct ObjectSet {
+    pub services: Vec<KubeService>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub endpoints: Vec<Endpoints>,
+    pub pods: Vec<Pod>,
+    pub namespaces: Vec<Namespace>,
+    pub config_maps: Vec<ConfigMap>,
+    pub store: ConfigStore,
+}
+
+/// Where a document came from, for error messages.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub source: String,
+    pub document: Option<usize>,
+}
+
+impl Origin {
+    fn error(&self, doc: &Value, field: Option<String>, message: impl Into<String>) -> ConfigError {
+        let meta = doc.get("metadata");
+        let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        ConfigError {
+            source: self.source.clone(),
+            document: self.document,
+            kind: s(doc.get("kind")),
+            namespace: s(meta.and_then(|m| m.get("namespace"))).or(Some("default".into())),
+            name: s(meta.and_then(|m| m.get("name"))),
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl ObjectSet {
+    /// Adds one Kubernetes-style document (already parsed into JSON). `kind: List` is expanded.
+    pub fn add_document(&mut self, origin: &Origin, doc: Value) {
+        if doc.is_null() {
+            return;
+        }
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if kind.is_empty() {
+            self.store
+                .errors
+                .push(origin.error(&doc, Some("kind".into()), "document has no kind"));
+            return;
+        }
+        if kind == "List" || kind.ends_with("List") && doc.get("items").is_some() {
+            let items = doc
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for item in items {
+                self.add_document(origin, item);
+            }
+            return;
+        }
+        match (api_version.as_str(), kind.as_str()) {
+            ("v1", "Service") => self.push_kube(origin, doc, |s, o| s.services.push(o)),
+            ("v1", "Pod") => self.push_kube(origin, doc, |s, o| s.pods.push(o)),
+            ("v1", "Namespace") => self.push_kube(origin, doc, |s, o| s.namespaces.push(o)),
+            ("v1", "ConfigMap") => self.push_kube(origin, doc, |s, o| s.config_maps.push(o)),
+            ("v1", "Endpoints") => self.push_kube(origin, doc, |s, o| s.endpoints.push(o)),
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                self.push_kube(origin, doc, |s, o| s.endpoint_slices.push(o))
+            }
+            // Secrets are read by the gateway work; accepted and ignored until then.
+            ("v1", "Secret") => {}
+            (av, k) if av.starts_with("networking.istio.io/") => {
+                self.add_istio(origin, &api_version, k, doc)
+            }
+            _ => {
+                tracing::debug!(source = %origin.source, kind, api_version, "ignoring kind navarch does not read")
+            }
+        }
+    }
+
+    fn push_kube<T: DeserializeOwned>(
+        &mut self,
+        origin: &Origin,
+        doc: Value,
+        add: impl FnOnce(&mut Self, T),
+    ) {
+        match serde_path_to_error::deserialize::<_, T>(&doc) {
+            Ok(obj) => add(self, obj),
+            Err(e) => {
+                let field = e.path().to_string();
+                let message = e.inner().to_string();
+                self.store
+                    .errors
+                    .push(origin.error(&doc, Some(field), message));
+            }
+        }
+    }
+
+    fn add_istio(&mut self, origin: &Origin, api_version: &str, kind: &str, doc: Value) {
+        let Some(config_kind) = ConfigKind::from_kind(kind) else {
+            tracing::debug!(source = %origin.source, kind, "ignoring Istio kind navarch does not read");
+            return;
+        };
+        if !ISTIO_API_VERSIONS.contains(&api_version) {
+            self.store.errors.push(origin.error(
+                &doc,
+                Some("apiVersion".into()),
+                format!(
+                    "{api_version} is not served; use one of {}",
+                    ISTIO_API_VERSIONS.join(", ")
+                ),
+            ));
+            return;
+        }
+        let meta = match config_meta(origin, config_kind, api_version, &doc) {
+            Ok(m) => m,
+            Err(e) => {
+                self.store.errors.push(*e);
+                return;
+            }
+        };
+        let spec = doc
+            .get("spec")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
+        let store = &mut self.store;
+        match config_kind {
+            ConfigKind::VirtualService => push_istio(
+                store,
+                origin,
+                &doc,
+                meta,
+                spec,
+                VirtualService::validate,
+                |s| &mut s.virtual_services,
+            ),
+            ConfigKind::DestinationRule => push_istio(
+                store,
+                origin,
+                &doc,
+                meta,
+                spec,
+                DestinationRule::validate,
+                |s| &mut s.destination_rules,
+            ),
+            ConfigKind::Gateway => {
+                push_istio(store, origin, &doc, meta, spec, Gateway::validate, |s| {
+                    &mut s.gateways
+                })
+            }
+            ConfigKind::ServiceEntry => push_istio(
+                store,
+                origin,
+                &doc,
+                meta,
+                spec,
+                ServiceEntry::validate,
+                |s| &mut s.service_entries,
+            ),
+            ConfigKind::Sidecar => {
+                push_istio(store, origin, &doc, meta, spec, Sidecar::validate, |s| {
+                    &mut s.sidecars
+                })
+            }
+            ConfigKind::WorkloadEntry => push_istio(
+                store,
+                origin,
+                &doc,
+                meta,
+                spec,
+                WorkloadEntry::validate,
+                |s| &mut s.workload_entries,
+            ),
+            ConfigKind::EnvoyFilter => store.envoy_filters.push(Config { meta, spec }),
+        }
+    }
+
+    /// Builds the ConfigStore: registry from Services + endpoints, namespaces, mesh config.
+    /// `mesh_override` (from `--mesh-config`) wins over an `istio` ConfigMap.
+    pub fn into_store(
+        mut self,
+        system_namespace: &str,
+        mesh_override: Option<&MeshConfig>,
+    ) -> ConfigStore {
+        let mut store = std::mem::take(&mut self.store);
+        if let Some(mesh) = mesh_override {
+            store.mesh = mesh.clone();
+        } else if let Some(cm) = self.config_maps.iter().find(|cm| {
+            cm.metadata.name.as_deref() == Some("istio")
+                && cm.metadata.namespace.as_deref().unwrap_or("default") == system_namespace
+        }) {
+            let text = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get("mesh"))
+                .cloned()
+                .unwrap_or_default();
+            match MeshConfig::from_yaml(&text) {
+                Ok(mesh) => store.mesh = mesh,
+                Err(e) => store.errors.push(ConfigError {
+                    source: "ConfigMap".into(),
+                    document: None,
+                    kind: Some("ConfigMap".into()),
+                    namespace: Some(system_namespace.into()),
+                    name: Some("istio".into()),
+                    field: Some("data.mesh".into()),
+                    message: format!("{e}; keeping the default mesh config"),
+                }),
+            }
+        }
+        for ns in &self.namespaces {
+            if let Some(name) = &ns.metadata.name {
+                store
+                    .namespaces
+                    .insert(name.clone(), ns.metadata.labels.clone().unwrap_or_default());
+            }
+        }
+        for pod in &self.pods {
+            let (Some(name), ns) = (&pod.metadata.name, namespace_of(&pod.metadata)) else {
+                continue;
+            };
+            store.pod_labels.insert(
+                format!("{name}.{ns}"),
+                pod.metadata.labels.clone().unwrap_or_default(),
+            );
+        }
+        for svc in &self.services {
+            let Some(service) = convert_service(svc) else {
+                continue;
+            };
+            let endpoints = self.endpoints_of(svc, &service);
+            store
+                .registry
+                .endpoints
+                .insert(service.hostname.clone(), endpoints);
+            store
+                .registry
+                .services
+                .insert(service.hostname.clone(), service);
+        }
+        store.normalize();
+        store
+    }
+
+    /// Endpoints of one service: from its EndpointSlices when it has any, else from legacy
+    /// Endpoints, else from the Pods its selector picks (as the endpoints controller would).
+    fn endpoints_of(&self, svc: &KubeService, service: &Service) -> Vec<Endpoint> {
+        let ns = &service.namespace;
+        let slices: Vec<&EndpointSlice> = self
+            .endpoint_slices
+            .iter()
+            .filter(|s| {
+                namespace_of(&s.metadata) == *ns
+                    && s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                        == Some(&service.name)
+            })
+            .collect();
+        let mut out = Vec::new();
+        if !slices.is_empty() {
+            for slice in slices {
+                for ep in &slice.endpoints {
+                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                    for addr in &ep.addresses {
+                        let Ok(address) = addr.parse::<IpAddr>() else {
+                            continue;
+                        };
+                        let pod = self.pod_for(
+                            ns,
+                            ep.target_ref.as_ref().and_then(|r| r.name.as_deref()),
+                            address,
+                        );
+                        for port in slice.ports.iter().flatten() {
+                            let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) else {
+                                continue;
+                            };
+                            out.push(endpoint(
+                                address,
+                                number,
+                                port.name.clone().unwrap_or_default(),
+                                pod,
+                                ns,
+                                ready,
+                            ));
+                        }
+                    }
+                }
+            }
+            return out;
+        }
+        let legacy: Vec<&Endpoints> = self
+            .endpoints
+            .iter()
+            .filter(|e| {
+                namespace_of(&e.metadata) == *ns
+                    && e.metadata.name.as_deref() == Some(&service.name)
+            })
+            .collect();
+        if !legacy.is_empty() {
+            for eps in legacy {
+                for subset in eps.subsets.iter().flatten() {
+                    for addr in subset.addresses.iter().flatten() {
+                        let Ok(address) = addr.ip.parse::<IpAddr>() else {
+                            continue;
+                        };
+                        let pod = self.pod_for(
+                            ns,
+                            addr.target_ref.as_ref().and_then(|r| r.name.as_deref()),
+                            address,
+                        );
+                        for port in subset.ports.iter().flatten() {
+                            let Ok(number) = u16::try_from(port.port) else {
+                                continue;
+                            };
+                            out.push(endpoint(
+                                address,
+                                number,
+                                port.name.clone().unwrap_or_default(),
+                                pod,
+                                ns,
+                                true,
+                            ));
+                        }
+                    }
+                }
+            }
+            return out;
+        }
+        let Some(selector) = &service.selector else {
+            return out;
+        };
+        let _ = svc;
+        for pod in &self.pods {
+            if namespace_of(&pod.metadata) != *ns {
+                continue;
+            }
+            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            if !labels_match(selector, &labels) {
+                continue;
+            }
+            let Some(status) = &pod.status else { continue };
+            if status.phase.as_deref() != Some("Running") {
+                continue;
+            }
+            let Some(address) = status
+                .pod_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            let ready = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Ready")
+                .is_none_or(|c| c.status == "True");
+            for port in &service.ports {
+                let Some(number) = resolve_target_port(&port.target_port, pod) else {
+                    continue;
+                };
+                out.push(endpoint(
+                    address,
+                    number,
+                    port.name.clone(),
+                    Some(pod),
+                    ns,
+                    ready,
+                ));
+            }
+        }
+        out
+    }
+
+    fn pod_for(&self, ns: &str, name: Option<&str>, ip: IpAddr) -> Option<&Pod> {
+        self.pods.iter().find(|p| {
+            namespace_of(&p.metadata) == ns
+                && match name {
+                    Some(n) => p.metadata.name.as_deref() == Some(n),
+                    None => {
+                        p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(&ip.to_string())
+                    }
+                }
+        })
+    }
+}
+
+fn endpoint(
+    address: IpAddr,
+    port: u16,
+    service_port_name: String,
+    pod: Option<&Pod>,
+    ns: &str,
+    ready: bool,
+) -> Endpoint {
+    Endpoint {
+        address,
+        port,
+        service_port_name,
+        labels: pod
+            .and_then(|p| p.metadata.labels.clone())
+            .unwrap_or_default(),
+        ready,
+        workload: pod.and_then(|p| p.metadata.name.clone()),
+        namespace: ns.to_string(),
+    }
+}
+
+fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| "default".into())
+}
+
+/// A named target port is looked up in the pod's container ports.
+fn resolve_target_port(target: &TargetPort, pod: &Pod) -> Option<u16> {
+    match target {
+        TargetPort::Number(n) => Some(*n),
+        TargetPort::Named(name) => pod
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}
+
+/// Kubernetes Service → registry Service.
+pub fn convert_service(svc: &KubeService) -> Option<Service> {
+    let name = svc.metadata.name.clone()?;
+    let namespace = namespace_of(&svc.metadata);
+    let spec = svc.spec.clone().unwrap_or_default();
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let port = u16::try_from(p.port).ok()?;
+            let port_name = p.name.clone().unwrap_or_default();
+            let target_port = match &p.target_port {
+                None => TargetPort::Number(port),
+                Some(IntOrString::Int(n)) => TargetPort::Number(u16::try_from(*n).ok()?),
+                Some(IntOrString::String(s)) => match s.parse::<u16>() {
+                    Ok(n) => TargetPort::Number(n),
+                    Err(_) => TargetPort::Named(s.clone()),
+                },
+            };
+            Some(ServicePort {
+                protocol: Protocol::select(
+                    &port_name,
+                    p.app_protocol.as_deref(),
+                    p.protocol.as_deref(),
+                ),
+                name: port_name,
+                port,
+                target_port,
+            })
+        })
+        .collect();
+    let export_to = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EXPORT_TO_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Service {
+        hostname: service_hostname(&name, &namespace),
+        cluster_ip: spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()),
+        selector: spec.selector.filter(|s| !s.is_empty()),
+        labels: svc.metadata.labels.clone().unwrap_or_default(),
+        name,
+        namespace,
+        ports,
+        export_to,
+    })
+}
+
+fn config_meta(
+    origin: &Origin,
+    kind: ConfigKind,
+    api_version: &str,
+    doc: &Value,
+) -> Result<ConfigMeta, Box<ConfigError>> {
+    let meta = doc.get("metadata").cloned().unwrap_or(Value::Null);
+    let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+    if name.is_empty() {
+        return Err(Box::new(origin.error(
+            doc,
+            Some("metadata.name".into()),
+            "metadata.name is required",
+        )));
+    }
+    let map = |key: &str| -> BTreeMap<String, String> {
+        meta.get(key)
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let s = |key: &str| meta.get(key).and_then(Value::as_str).map(str::to_string);
+    Ok(ConfigMeta {
+        kind,
+        api_version: api_version.to_string(),
+        name: name.to_string(),
+        namespace: s("namespace").unwrap_or_else(|| "default".into()),
+        labels: map("labels"),
+        annotations: map("annotations"),
+        creation_timestamp: s("creationTimestamp"),
+        resource_version: s("resourceVersion"),
+        source: origin.source.clone(),
+    })
+}
+
+fn push_istio<T: DeserializeOwned>(
+    store: &mut ConfigStore,
+    origin: &Origin,
+    doc: &Value,
+    meta: ConfigMeta,
+    spec: Value,
+    validate: fn(&T) -> Vec<ValidationError>,
+    list: fn(&mut ConfigStore) -> &mut Vec<Config<T>>,
+) {
+    let spec: T = match serde_path_to_error::deserialize(&spec) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "spec".to_string()
+            } else {
+                format!("spec.{path}")
+            };
+            store
+                .errors
+                .push(origin.error(doc, Some(field), e.inner().to_string()));
+            return;
+        }
+    };
+    let problems = validate(&spec);
+    if !problems.is_empty() {
+        for p in problems {
+            store
+                .errors
+                .push(origin.error(doc, Some(p.field.clone()), p.message.clone()));
+        }
+        return;
+    }
+    list(store).push(Config { meta, spec });
+}

@@ -1,0 +1,224 @@
+//! Translation: pure functions from a proxy and a snapshot to Envoy resources
+//! (`(&Proxy, &PushContext) -> Vec<Resource>`), with Istio's names and defaults.
+//!
+//! This is the one place that answers "what does this proxy get?"; the ADS server and
+//! `/debug/config_dump` both call it. It reads only the model, does no I/O, and knows nothing
+//! of streams, nonces or versions.
+
+pub mod cluster;
+pub mod endpoint;
+pub mod listener;
+pub mod route;
+
+use std::fmt;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
+};
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use prost::{Message, Name};
+
+use crate::model::proxy::Proxy;
+use crate::model::push_context::PushContext;
+
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+
+/// The xDS resource types navarch generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+}
+
+impl ResourceType {
+    /// Istio's push order: CDS, EDS, LDS, RDS (clusters before the listeners that use them).
+    pub const PUSH_ORDER: [ResourceType; 4] = [
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+        ResourceType::Listener,
+        ResourceType::Route,
+    ];
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => CLUSTER_TYPE,
+            ResourceType::Endpoint => ENDPOINT_TYPE,
+            ResourceType::Listener => LISTENER_TYPE,
+            ResourceType::Route => ROUTE_TYPE,
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<Self> {
+        Self::PUSH_ORDER.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// CDS and LDS are wildcard types (the proxy gets everything); EDS and RDS are requested by
+    /// name.
+    pub fn is_wildcard(self) -> bool {
+        matches!(self, ResourceType::Cluster | ResourceType::Listener)
+    }
+
+    /// Short name as istioctl shows it.
+    pub fn short(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "CDS",
+            ResourceType::Endpoint => "EDS",
+            ResourceType::Listener => "LDS",
+            ResourceType::Route => "RDS",
+        }
+    }
+
+    /// The proxy properties this type's output depends on. Proxies with equal keys get the
+    /// same bytes, so the xds layer encodes once per key.
+    pub fn scope_key(self, proxy: &Proxy) -> String {
+        match self {
+            // DestinationRule lookup and exportTo depend on the proxy namespace.
+            ResourceType::Cluster => {
+                format!("{}|{}", proxy.namespace, proxy.interception_mode.as_str())
+            }
+            // Subset labels come from the DestinationRule this namespace sees.
+            ResourceType::Endpoint => proxy.namespace.clone(),
+            // Bind addresses and layout depend on the IP and interception mode.
+            ResourceType::Listener => format!(
+                "{}|{}|{}",
+                proxy.namespace,
+                proxy.interception_mode.as_str(),
+                proxy.primary_ip()
+            ),
+            // Short domains, VirtualService visibility and sourceLabels matches.
+            ResourceType::Route => format!(
+                "{}|{}|{:?}",
+                proxy.namespace, proxy.dns_domain, proxy.labels
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short())
+    }
+}
+
+/// One named, encoded resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub resource: Any,
+}
+
+impl Resource {
+    fn new<M: Message + Name>(name: impl Into<String>, msg: &M) -> Self {
+        Resource {
+            name: name.into(),
+            resource: Any {
+                type_url: M::type_url(),
+                value: msg.encode_to_vec(),
+            },
+        }
+    }
+}
+
+/// All resources of one type for `proxy`. For EDS and RDS `names` narrows the result to what
+/// the proxy asked for (None = everything the proxy could ask for).
+pub fn generate(
+    kind: ResourceType,
+    proxy: &Proxy,
+    push: &PushContext,
+    names: Option<&[String]>,
+) -> Vec<Resource> {
+    let wanted = |n: &str| names.is_none_or(|names| names.iter().any(|w| w == n));
+    match kind {
+        ResourceType::Cluster => cluster::build_clusters(proxy, push)
+            .iter()
+            .map(|c| Resource::new(c.name.clone(), c))
+            .collect(),
+        ResourceType::Listener => listener::build_listeners(proxy, push)
+            .iter()
+            .map(|l| Resource::new(l.name.clone(), l))
+            .collect(),
+        ResourceType::Route => route::build_route_configs(proxy, push)
+            .iter()
+            .filter(|r| wanted(&r.name))
+            .map(|r| Resource::new(r.name.clone(), r))
+            .collect(),
+        ResourceType::Endpoint => {
+            let names: Vec<String> = match names {
+                Some(n) => n.to_vec(),
+                None => cluster::eds_cluster_names(proxy, push),
+            };
+            names
+                .iter()
+                .filter_map(|n| endpoint::build_load_assignment(proxy, push, n))
+                .map(|cla| Resource::new(cla.cluster_name.clone(), &cla))
+                .collect()
+        }
+    }
+}
+
+/// Istio's outbound cluster name: `outbound|<port>|<subset>|<host>`.
+pub fn outbound_cluster_name(port: u16, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+/// Parses `outbound|<port>|<subset>|<host>`.
+pub fn parse_outbound_cluster_name(name: &str) -> Option<(u16, &str, &str)> {
+    let mut parts = name.splitn(4, '|');
+    if parts.next()? != "outbound" {
+        return None;
+    }
+    let port = parts.next()?.parse().ok()?;
+    let subset = parts.next()?;
+    let host = parts.next()?;
+    Some((port, subset, host))
+}
+
+pub(crate) fn pb_duration(d: std::time::Duration) -> PbDuration {
+    PbDuration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// `{ads: {}, initial_fetch_timeout: 0s, resource_api_version: V3}`, as istiod writes it.
+pub(crate) fn ads_config_source() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        initial_fetch_timeout: Some(pb_duration(std::time::Duration::ZERO)),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    }
+}
+
+pub(crate) fn any<M: Message + Name>(msg: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: msg.encode_to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_round_trip() {
+        let n = outbound_cluster_name(8000, "v1", "httpbin.testns1.svc.cluster.local");
+        assert_eq!(n, "outbound|8000|v1|httpbin.testns1.svc.cluster.local");
+        assert_eq!(
+            parse_outbound_cluster_name(&n),
+            Some((8000, "v1", "httpbin.testns1.svc.cluster.local"))
+        );
+        assert_eq!(parse_outbound_cluster_name("inbound|80||"), None);
+    }
+}

@@ -1,0 +1,230 @@
+//! CDS: outbound clusters per service port (`outbound|port||host`), subset clusters from
+//! DestinationRule subsets, and Istio's PassthroughCluster / BlackHoleCluster /
+//! InboundPassthroughCluster.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster,
+    circuit_breakers::Thresholds,
+    cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, BindConfig, Http1ProtocolOptions, Http2ProtocolOptions, Metadata, SocketAddress,
+    address, socket_address::PortSpecifier,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions,
+    http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
+        explicit_http_config::ProtocolConfig,
+    },
+};
+use envoy_types::pb::google::protobuf::{ListValue, Struct, UInt32Value, Value, value::Kind};
+
+use crate::model::proxy::{InterceptionMode, Proxy};
+use crate::model::push_context::PushContext;
+use crate::model::registry::{Protocol, Service, ServicePort};
+use crate::translate::{
+    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, ads_config_source, any,
+    outbound_cluster_name, pb_duration,
+};
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// Istio binds inbound passthrough connections from this address so they skip iptables.
+const INBOUND_PASSTHROUGH_BIND_IP: &str = "127.0.0.6";
+
+/// Every cluster `proxy` gets, in a stable order.
+pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
+    let mut out = Vec::new();
+    for service in push.services_visible_to(&proxy.namespace) {
+        let dr = push.destination_rule_for(&proxy.namespace, &service.hostname);
+        for port in &service.ports {
+            out.push(outbound_cluster(push, service, port, ""));
+            if let Some(dr) = dr {
+                for subset in &dr.spec.subsets {
+                    out.push(outbound_cluster(push, service, port, &subset.name));
+                }
+            }
+        }
+    }
+    out.push(passthrough_cluster(push, PASSTHROUGH_CLUSTER, None));
+    out.push(blackhole_cluster(push));
+    if proxy.interception_mode != InterceptionMode::None {
+        out.push(passthrough_cluster(
+            push,
+            INBOUND_PASSTHROUGH_CLUSTER,
+            Some(INBOUND_PASSTHROUGH_BIND_IP),
+        ));
+    }
+    out
+}
+
+/// Names of the EDS clusters `proxy` gets (what it will ask EDS for).
+pub fn eds_cluster_names(proxy: &Proxy, push: &PushContext) -> Vec<String> {
+    build_clusters(proxy, push)
+        .into_iter()
+        .filter(|c| {
+            c.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+        })
+        .map(|c| c.name)
+        .collect()
+}
+
+fn outbound_cluster(
+    push: &PushContext,
+    service: &Service,
+    port: &ServicePort,
+    subset: &str,
+) -> Cluster {
+    let name = outbound_cluster_name(port.port, subset, &service.hostname);
+    let mut cluster = Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(ads_config_source()),
+            service_name: name,
+        }),
+        connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
+        // Istio's default when no DestinationRule picks a policy.
+        lb_policy: LbPolicy::LeastRequest as i32,
+        circuit_breakers: Some(default_circuit_breakers()),
+        metadata: Some(service_metadata(service, port, subset)),
+        ..Default::default()
+    };
+    if let Some(options) = upstream_protocol_options(port.protocol) {
+        cluster.typed_extension_protocol_options =
+            HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), any(&options))]);
+    }
+    cluster
+}
+
+/// HTTP/2 ports talk HTTP/2 upstream; HTTP/1.1 ports keep Envoy's default; unknown protocols
+/// follow the downstream.
+fn upstream_protocol_options(protocol: Protocol) -> Option<HttpProtocolOptions> {
+    let options = if protocol.is_http2() {
+        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                Http2ProtocolOptions::default(),
+            )),
+        })
+    } else if protocol == Protocol::Unsupported {
+        UpstreamProtocolOptions::UseDownstreamProtocolConfig(downstream_protocol())
+    } else {
+        return None;
+    };
+    Some(HttpProtocolOptions {
+        upstream_protocol_options: Some(options),
+        ..Default::default()
+    })
+}
+
+fn downstream_protocol() -> UseDownstreamHttpConfig {
+    UseDownstreamHttpConfig {
+        http_protocol_options: Some(Http1ProtocolOptions::default()),
+        http2_protocol_options: Some(Http2ProtocolOptions::default()),
+        ..Default::default()
+    }
+}
+
+/// istiod's defaults: effectively unlimited, with remaining-capacity tracking.
+fn default_circuit_breakers() -> CircuitBreakers {
+    let max = Some(UInt32Value { value: u32::MAX });
+    CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_connections: max,
+            max_pending_requests: max,
+            max_requests: max,
+            max_retries: max,
+            track_remaining: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// `filter_metadata.istio`: the service the cluster belongs to, as istiod records it.
+fn service_metadata(service: &Service, port: &ServicePort, subset: &str) -> Metadata {
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.to_string())),
+    };
+    let mut svc = Struct::default();
+    svc.fields.insert("host".into(), s(&service.hostname));
+    svc.fields.insert("name".into(), s(&service.name));
+    svc.fields.insert("namespace".into(), s(&service.namespace));
+    let mut istio = Struct::default();
+    istio.fields.insert(
+        "services".into(),
+        Value {
+            kind: Some(Kind::ListValue(ListValue {
+                values: vec![Value {
+                    kind: Some(Kind::StructValue(svc)),
+                }],
+            })),
+        },
+    );
+    istio.fields.insert(
+        "default_original_port".into(),
+        Value {
+            kind: Some(Kind::NumberValue(f64::from(port.port))),
+        },
+    );
+    if !subset.is_empty() {
+        istio.fields.insert("subset".into(), s(subset));
+    }
+    Metadata {
+        filter_metadata: HashMap::from([("istio".to_string(), istio)]),
+        ..Default::default()
+    }
+}
+
+fn passthrough_cluster(push: &PushContext, name: &str, bind_ip: Option<&str>) -> Cluster {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+            downstream_protocol(),
+        )),
+        ..Default::default()
+    };
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        circuit_breakers: Some(default_circuit_breakers()),
+        typed_extension_protocol_options: HashMap::from([(
+            HTTP_PROTOCOL_OPTIONS.to_string(),
+            any(&options),
+        )]),
+        upstream_bind_config: bind_ip.map(|ip| BindConfig {
+            source_address: Some(SocketAddress {
+                address: ip.to_string(),
+                port_specifier: Some(PortSpecifier::PortValue(0)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn blackhole_cluster(push: &PushContext) -> Cluster {
+    Cluster {
+        name: BLACKHOLE_CLUSTER.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
+        ..Default::default()
+    }
+}
+
+/// A socket address as Envoy wants it.
+pub(crate) fn socket_address(ip: &str, port: u32) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}

@@ -1,0 +1,144 @@
+//! The xDS server: ADS streams (State of the World), per-connection state, the push queue, the
+//! debounce, and the encoded-resource cache.
+//!
+//! It moves bytes and tracks ACK/NACK; it never interprets Istio semantics (that is
+//! translate's job) and never parses config (the sources' job).
+
+pub mod cache;
+pub mod connection;
+pub mod debounce;
+pub mod push_queue;
+pub mod server;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+
+use crate::model::proxy::Proxy;
+use crate::model::push_context::PushContext;
+use crate::status::SyncStatusStore;
+use crate::xds::cache::ResourceCache;
+use crate::xds::debounce::PushRequest;
+use crate::xds::push_queue::PushQueue;
+
+/// Counters exported on /metrics (istiod's pilot_* names where they exist).
+#[derive(Debug, Default)]
+pub struct XdsMetrics {
+    pub pushes: AtomicU64,
+    pub push_bytes: AtomicU64,
+    pub acks: AtomicU64,
+    pub rejects: AtomicU64,
+    pub expired_nonces: AtomicU64,
+    pub full_pushes: AtomicU64,
+}
+
+/// One live ADS stream.
+#[derive(Debug)]
+struct ConnectionEntry {
+    proxy: Proxy,
+    queue: Arc<PushQueue>,
+}
+
+/// Shared state of the discovery server: the current snapshot, the connected proxies' push
+/// queues, sync status and the resource cache.
+#[derive(Debug)]
+pub struct DiscoveryServer {
+    push_context: RwLock<Arc<PushContext>>,
+    connections: DashMap<String, ConnectionEntry>,
+    pub status: Arc<SyncStatusStore>,
+    pub cache: ResourceCache,
+    pub metrics: XdsMetrics,
+    /// This control plane's identity, sent in every response's `control_plane`.
+    pub instance_id: String,
+    connection_counter: AtomicU64,
+}
+
+impl DiscoveryServer {
+    pub fn new(initial: PushContext, status: Arc<SyncStatusStore>, instance_id: String) -> Self {
+        DiscoveryServer {
+            push_context: RwLock::new(Arc::new(initial)),
+            connections: DashMap::new(),
+            status,
+            cache: ResourceCache::default(),
+            metrics: XdsMetrics::default(),
+            instance_id,
+            connection_counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The snapshot new responses are computed from.
+    pub fn push_context(&self) -> Arc<PushContext> {
+        self.push_context.read().expect("push context lock").clone()
+    }
+
+    /// Installs a new snapshot and queues a push to every connected proxy.
+    pub fn push(&self, ctx: PushContext, req: PushRequest) {
+        let version = ctx.version.clone();
+        let changed = {
+            let mut cur = self.push_context.write().expect("push context lock");
+            let changed = cur.version != version;
+            *cur = Arc::new(ctx);
+            changed
+        };
+        self.cache.retain_version(&version);
+        if !changed {
+            tracing::debug!(version, "snapshot unchanged; nothing to push");
+            return;
+        }
+        if req.full {
+            self.metrics.full_pushes.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(
+            version,
+            proxies = self.connections.len(),
+            full = req.full,
+            "pushing new snapshot"
+        );
+        for c in self.connections.iter() {
+            c.queue.enqueue(req.clone());
+        }
+    }
+
+    pub(crate) fn register(&self, proxy: &Proxy) -> (String, Arc<PushQueue>) {
+        let n = self.connection_counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("{}-{n}", proxy.name());
+        let queue = Arc::new(PushQueue::default());
+        self.connections.insert(
+            id.clone(),
+            ConnectionEntry {
+                proxy: proxy.clone(),
+                queue: queue.clone(),
+            },
+        );
+        (id, queue)
+    }
+
+    /// A connected proxy by `pod.namespace`, full node id, or connection id.
+    pub fn find_proxy(&self, id: &str) -> Option<Proxy> {
+        self.connections
+            .iter()
+            .find(|c| c.key() == id || c.proxy.name() == id || c.proxy.id == id)
+            .map(|c| c.proxy.clone())
+    }
+
+    /// All connected proxies (one per connection), sorted by name.
+    pub fn proxies(&self) -> Vec<(String, Proxy)> {
+        let mut out: Vec<(String, Proxy)> = self
+            .connections
+            .iter()
+            .map(|c| (c.key().clone(), c.proxy.clone()))
+            .collect();
+        out.sort_by(|a, b| a.1.name().cmp(&b.1.name()).then(a.0.cmp(&b.0)));
+        out
+    }
+
+    pub(crate) fn deregister(&self, connection_id: &str) {
+        self.connections.remove(connection_id);
+        self.status.remove(connection_id);
+    }
+
+    pub fn connected_proxies(&self) -> usize {
+        self.connections.len()
+    }
+}
