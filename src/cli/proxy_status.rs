@@ -177,9 +177,8 @@ mod tests {
             "{out}"
         );
         assert!(
-            lines[1].contains(
-                "SYNCED (5s)     SYNCED (5s)     SYNCED (5s)     ERROR (5s)      IGNORED"
-            ),
+            lines[1]
+                .contains("SYNCED (5s)     SYNCED (5s)     SYNCED (5s)     ERROR (5s)     IGNORED"),
             "{out}"
         );
         assert!(lines[1].ends_with("navarch-x     1.24.0"), "{out}");

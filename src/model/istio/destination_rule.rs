@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    ExportToOwner, MatchLabelsSelector, PortSelector, is_default, nullable, validate_duration,
-    validate_export_to, validate_fqdn, validate_ip_address, validate_labels, validate_percent,
-    validate_port, validate_subset_name, validate_wildcard_domain,
+    ExportToOwner, MatchLabelsSelector, PortSelector, is_default, nullable, proto_u64,
+    validate_duration, validate_export_to, validate_fqdn, validate_ip_address, validate_labels,
+    validate_percent, validate_port, validate_subset_name, validate_wildcard_domain,
 };
 use super::{Errors, FieldPath, ValidationError, validate_spec};
 use crate::model::duration::Duration;
@@ -208,7 +208,7 @@ pub struct ConsistentHashLb {
     #[serde(skip_serializing_if = "is_default")]
     pub maglev: Option<MagLev>,
     /// Deprecated: ring size for ring hash (use `ringHash`).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    #[serde(deserialize_with = "proto_u64", skip_serializing_if = "is_default")]
     pub minimum_ring_size: u64,
 }
 
@@ -217,7 +217,7 @@ pub struct ConsistentHashLb {
 #[serde(rename_all = "camelCase", default)]
 pub struct RingHash {
     /// Minimum number of virtual nodes; 1024 if zero.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    #[serde(deserialize_with = "proto_u64", skip_serializing_if = "is_default")]
     pub minimum_ring_size: u64,
 }
 
@@ -226,7 +226,7 @@ pub struct RingHash {
 #[serde(rename_all = "camelCase", default)]
 pub struct MagLev {
     /// Lookup table size; must be prime.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
+    #[serde(deserialize_with = "proto_u64", skip_serializing_if = "is_default")]
     pub table_size: u64,
 }
 
@@ -1706,6 +1706,23 @@ trafficPolicy:
         assert!(validate_localities(&["us-west/zone1/*", "us-west/zone1/a"]).is_err());
         assert!(validate_localities(&["us-*-west"]).is_err());
         assert!(validate_localities(&["us-west//a"]).is_err());
+    }
+
+    #[test]
+    fn uint64_fields_accept_protobuf_json_strings() {
+        let hash: ConsistentHashLb = serde_json::from_value(serde_json::json!({
+            "useSourceIp": true, "maglev": {"tableSize": "65537"}, "minimumRingSize": null
+        }))
+        .unwrap();
+        assert_eq!(hash.maglev, Some(MagLev { table_size: 65537 }));
+        let ring: RingHash = serde_saphyr::from_str("minimumRingSize: 2048").unwrap();
+        assert_eq!(ring.minimum_ring_size, 2048);
+        assert_eq!(
+            serde_json::to_value(&ring).unwrap()["minimumRingSize"],
+            2048
+        );
+        assert!(serde_json::from_str::<RingHash>(r#"{"minimumRingSize": -1}"#).is_err());
+        assert!(serde_json::from_str::<RingHash>(r#"{"minimumRingSize": "x"}"#).is_err());
     }
 
     #[test]

@@ -1,0 +1,462 @@
+//! The test harness: a control plane over a temporary config dir, Envoy sidecars started from
+//! `navarch bootstrap`, and echo upstreams that say who answered and what they saw.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, Uri};
+use navarch::app::{DiscoveryConfig, Running};
+use navarch::envoy::EnvoyProcess;
+use navarch::proto::SyncStatus;
+use navarch::xds::debounce::DebounceOptions;
+use tempfile::TempDir;
+
+/// The navarch binary under test.
+pub fn navarch_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_navarch")
+}
+
+/// One request as an upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// An HTTP echo server on a loopback address: answers 200 with header `x-served-by: NAME`
+/// and a JSON body describing the request; records every request it saw.
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str, addr: &str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("binding upstream {name} on {addr}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (n, s) = (name.to_string(), seen.clone());
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, _body: Bytes| {
+            let (n, s) = (n.clone(), s.clone());
+            async move {
+                let headers: BTreeMap<String, String> = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                    .collect();
+                s.lock().unwrap().push(Seen {
+                    method: method.to_string(),
+                    path: uri.to_string(),
+                    headers: headers.clone(),
+                });
+                let body = serde_json::json!({"upstream": n, "method": method.as_str(), "path": uri.to_string(), "headers": headers});
+                ([("x-served-by", n)], axum::Json(body))
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Upstream {
+            name: name.to_string(),
+            addr,
+            seen,
+            task,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A control plane serving a temporary config directory.
+pub struct ControlPlane {
+    pub dir: TempDir,
+    pub running: Option<Running>,
+    pub grpc: SocketAddr,
+    pub http: String,
+}
+
+impl ControlPlane {
+    /// Writes `files` (name → YAML) and starts `navarch discovery` logic in-process on
+    /// ephemeral ports.
+    pub async fn start(files: &[(&str, &str)]) -> ControlPlane {
+        Self::start_with_mesh(files, None).await
+    }
+
+    pub async fn start_with_mesh(files: &[(&str, &str)], mesh: Option<&str>) -> ControlPlane {
+        let dir = tempfile::tempdir().unwrap();
+        let config_dir = dir.path().join("config");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        for (name, text) in files {
+            write_file(&config_dir.join(name), text);
+        }
+        let mesh_config = mesh.map(|m| {
+            let p = dir.path().join("mesh.yaml");
+            std::fs::write(&p, m).unwrap();
+            p
+        });
+        let running = navarch::app::start(DiscoveryConfig {
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            monitoring_addr: None,
+            config_dirs: vec![config_dir],
+            mesh_config,
+            system_namespace: "istio-system".into(),
+            debounce: DebounceOptions {
+                after: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+            },
+            instance_id: "navarch-test".into(),
+        })
+        .await
+        .expect("control plane starts");
+        let grpc = running.addrs.grpc;
+        let http = format!("http://{}", running.addrs.http);
+        ControlPlane {
+            dir,
+            running: Some(running),
+            grpc,
+            http,
+        }
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    /// Replaces a config file atomically (write + rename, as editors and kubectl-like tools do).
+    pub fn write(&self, name: &str, text: &str) {
+        write_file(&self.config_dir().join(name), text);
+    }
+
+    /// Starts an Envoy sidecar whose bootstrap comes from `navarch bootstrap`.
+    pub async fn sidecar(
+        &self,
+        ip: &str,
+        pod: &str,
+        namespace: &str,
+        labels: &str,
+        mode: &str,
+    ) -> EnvoyProcess {
+        let work = self.dir.path().join(format!("envoy-{pod}-{ip}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let bootstrap = work.join("bootstrap.yaml");
+        let out = std::process::Command::new(navarch_bin())
+            .args([
+                "bootstrap",
+                "--ip",
+                ip,
+                "--pod",
+                pod,
+                "--namespace",
+                namespace,
+                "--labels",
+                labels,
+            ])
+            .args(["--interception-mode", mode, "--admin-port", "0"])
+            .args(["--xds-address", &self.grpc.to_string()])
+            .arg("-o")
+            .arg(&bootstrap)
+            .output()
+            .expect("run navarch bootstrap");
+        assert!(
+            out.status.success(),
+            "navarch bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let envoy = EnvoyProcess::start(&bootstrap, &work, &[])
+            .await
+            .expect("Envoy starts");
+        envoy
+            .wait_for_lds(Duration::from_secs(30))
+            .await
+            .expect("Envoy receives listeners");
+        envoy
+    }
+
+    pub async fn syncz(&self) -> Vec<SyncStatus> {
+        reqwest::get(format!("{}/debug/syncz", self.http))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn configz(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/debug/configz", self.http))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `navarch proxy-status` (the CLI binary) against this control plane.
+    pub fn proxy_status(&self, extra: &[&str]) -> String {
+        let out = std::process::Command::new(navarch_bin())
+            .args(["proxy-status", "--server", &self.http])
+            .args(extra)
+            .output()
+            .expect("run navarch proxy-status");
+        assert!(
+            out.status.success(),
+            "proxy-status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn write_file(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// An HTTP client that never reuses connections across tests and never follows redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// One response as the client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub served_by: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+/// Sends `method path` with `Host: host` through the listener at `listener` (ip:port).
+pub async fn send(
+    client: &reqwest::Client,
+    method: &str,
+    listener: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = client
+        .request(method.parse().unwrap(), format!("http://{listener}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path} via {listener}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let served_by = headers
+        .get("x-served-by")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = resp.text().await.unwrap_or_default();
+    Reply {
+        status,
+        served_by,
+        headers,
+        body,
+    }
+}
+
+/// Sends `n` GETs and counts who served them (`None` = not an upstream answer).
+pub async fn split(
+    client: &reqwest::Client,
+    listener: &str,
+    host: &str,
+    path: &str,
+    n: usize,
+    headers: &[(&str, &str)],
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..n {
+        let r = send(client, "GET", listener, host, path, headers).await;
+        let key = r
+            .served_by
+            .unwrap_or_else(|| format!("status-{}", r.status));
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Polls `check` every 25 ms until it returns true or `timeout` passes; returns the time taken.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
+}
+
+/// The seed's testns1 sandbox on `127.<net>.0.x`: the httpbin Service (port 8000 → 8080),
+/// Pods v1 (.11) and v2 (.12), the sleep Pod (.21) and the v1/v2 DestinationRule.
+pub fn sandbox(net: u8) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: testns1
+  labels:
+    istio-injection: enabled
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin
+  namespace: testns1
+  labels:
+    app: httpbin
+spec:
+  ports:
+  - name: http
+    port: 8000
+    targetPort: 8080
+  selector:
+    app: httpbin
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: httpbin-v1
+  namespace: testns1
+  labels: {{app: httpbin, version: v1}}
+status:
+  phase: Running
+  podIP: 127.{net}.0.11
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: httpbin-v2
+  namespace: testns1
+  labels: {{app: httpbin, version: v2}}
+status:
+  phase: Running
+  podIP: 127.{net}.0.12
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sleep
+  namespace: testns1
+  labels: {{app: sleep}}
+status:
+  phase: Running
+  podIP: 127.{net}.0.21
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: httpbin
+  namespace: testns1
+spec:
+  host: httpbin.testns1.svc.cluster.local
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+"#
+    )
+}
+
+/// The seed's 90/10 VirtualService.
+pub const VS_90_10: &str = r#"apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: httpbin
+  namespace: testns1
+spec:
+  hosts:
+  - httpbin.testns1.svc.cluster.local
+  gateways:
+  - mesh
+  http:
+  - match:
+    - uri:
+        exact: /headers
+    - uri:
+        prefix: /status
+    - uri:
+        prefix: /delay
+    route:
+    - destination:
+        host: httpbin.testns1.svc.cluster.local
+        port:
+          number: 8000
+        subset: v1
+      weight: 90
+    - destination:
+        host: httpbin.testns1.svc.cluster.local
+        port:
+          number: 8000
+        subset: v2
+      weight: 10
+"#;
+
+pub const HOST: &str = "httpbin.testns1.svc.cluster.local";
+
+/// Everything a routing test needs: control plane, v1/v2 upstreams, the sleep sidecar.
+pub struct Sandbox {
+    pub cp: ControlPlane,
+    pub v1: Upstream,
+    pub v2: Upstream,
+    pub envoy: EnvoyProcess,
+    /// The sidecar's outbound listener for the httpbin port.
+    pub listener: String,
+    pub net: u8,
+}
+
+impl Sandbox {
+    pub async fn start(net: u8, extra: &[(&str, &str)], mode: &str) -> Sandbox {
+        let sandbox = sandbox(net);
+        let mut files: Vec<(&str, &str)> = vec![("sandbox.yaml", sandbox.as_str())];
+        files.extend_from_slice(extra);
+        let cp = ControlPlane::start(&files).await;
+        let v1 = Upstream::start("v1", &format!("127.{net}.0.11:8080")).await;
+        let v2 = Upstream::start("v2", &format!("127.{net}.0.12:8080")).await;
+        let ip = format!("127.{net}.0.21");
+        let envoy = cp.sidecar(&ip, "sleep", "testns1", "app=sleep", mode).await;
+        Sandbox {
+            cp,
+            v1,
+            v2,
+            envoy,
+            listener: format!("{ip}:8000"),
+            net,
+        }
+    }
+}
