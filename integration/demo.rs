@@ -67,7 +67,7 @@ async fn demo_runs_end_to_end() {
             .map(|i| i + 1)
             .unwrap_or_else(|| panic!("no {column} column in {header:?}"));
         let end = header[start..]
-            .find(|c: char| c == ' ')
+            .find(' ')
             .map(|n| start + n)
             .and_then(|e| header[e..].find(|c: char| c != ' ').map(|n| e + n))
             .unwrap_or(row.len());
