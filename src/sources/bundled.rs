@@ -49,7 +49,7 @@ pub fn load_store(system_namespace: &str, mesh: Option<&MeshConfig>) -> ConfigSt
                     );
                 }
             }
-            Err(e) => set.store.errors.push(e),
+            Err(e) => set.store.errors.push(*e),
         }
     }
     set.into_store(system_namespace, mesh)

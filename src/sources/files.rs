@@ -69,7 +69,7 @@ pub fn config_files(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, FileSourceError> {
 }
 
 /// Splits one file's text into JSON documents; a syntax error fails the whole file.
-pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, ConfigError> {
+pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, Box<ConfigError>> {
     let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
     let parsed: Result<Vec<Value>, String> = if is_json {
         serde_json::from_str::<Value>(text)
@@ -78,17 +78,19 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, ConfigErro
     } else {
         serde_saphyr::from_multiple::<Value>(text).map_err(|e| e.to_string())
     };
-    parsed.map_err(|message| ConfigError {
-        source: path.display().to_string(),
-        document: None,
-        kind: None,
-        namespace: None,
-        name: None,
-        field: None,
-        message: format!(
-            "not valid {}: {message}",
-            if is_json { "JSON" } else { "YAML" }
-        ),
+    parsed.map_err(|message| {
+        Box::new(ConfigError {
+            source: path.display().to_string(),
+            document: None,
+            kind: None,
+            namespace: None,
+            name: None,
+            field: None,
+            message: format!(
+                "not valid {}: {message}",
+                if is_json { "JSON" } else { "YAML" }
+            ),
+        })
     })
 }
 
@@ -123,7 +125,7 @@ pub fn load_objects(dirs: &[PathBuf]) -> Result<ObjectSet, FileSourceError> {
                     set.add_document(&origin, doc);
                 }
             }
-            Err(e) => set.store.errors.push(e),
+            Err(e) => set.store.errors.push(*e),
         }
     }
     Ok(set)
