@@ -489,9 +489,159 @@ async fn redirect_mode_layout_is_accepted_by_envoy() {
     })
     .await;
     assert!(ok.is_some());
+    // The control plane's config_dump for the proxy shows the same layout, in Envoy's JSON.
+    let cd: serde_json::Value = reqwest::get(format!(
+        "{}/debug/config_dump?proxyID=sleep.testns1",
+        cp.http
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let types: Vec<&str> = cd["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["@type"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.iter().any(|t| t.ends_with("ClustersConfigDump"))
+            && types.iter().any(|t| t.ends_with("RoutesConfigDump")),
+        "{types:?}"
+    );
+    let cds = &cd["configs"][0]["dynamic_active_clusters"];
+    assert!(
+        cds.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["cluster"]["name"] == "outbound|8000|v1|httpbin.testns1.svc.cluster.local")
+    );
+    let missing = reqwest::get(format!(
+        "{}/debug/config_dump?proxyID=nobody.nowhere",
+        cp.http
+    ))
+    .await
+    .unwrap();
+    assert_eq!(missing.status(), 404);
+
     let syncz = cp.syncz().await;
     for (t, r) in &syncz[0].resources {
         assert!(r.last_error.is_empty(), "{t} NACKed: {}", r.last_error);
         assert_eq!(r.sent, r.acked, "{t} acknowledged");
     }
+}
+
+/// A TCP echo server that prefixes every reply with its name.
+async fn tcp_echo(name: &'static str, addr: &str) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut reply = format!("{name}:").into_bytes();
+                    reply.extend_from_slice(&buf[..n]);
+                    if sock.write_all(&reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}
+
+async fn tcp_roundtrip(addr: &str, msg: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(msg).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("a TCP reply")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_ports_proxy_bytes_and_unknown_protocols_are_sniffed() {
+    let net = 109;
+    let services = format!(
+        r#"apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {{name: echo, namespace: testns1}}
+  spec:
+    selector: {{app: echo}}
+    ports: [{{name: tcp-echo, port: 9000, targetPort: 9000}}]
+- apiVersion: v1
+  kind: Service
+  metadata: {{name: web, namespace: testns1}}
+  spec:
+    selector: {{app: web}}
+    ports: [{{name: web, port: 7070, targetPort: 7070}}]
+- apiVersion: v1
+  kind: Pod
+  metadata: {{name: echo-1, namespace: testns1, labels: {{app: echo}}}}
+  status: {{phase: Running, podIP: 127.{net}.0.31}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {{name: web-1, namespace: testns1, labels: {{app: web}}}}
+  status: {{phase: Running, podIP: 127.{net}.0.41}}
+"#
+    );
+    let sb = Sandbox::start(net, &[("tcp.yaml", &services)], "NONE").await;
+    let _echo = tcp_echo("echo", &format!("127.{net}.0.31:9000")).await;
+    let web = Upstream::start("web", &format!("127.{net}.0.41:7070")).await;
+    let ip = format!("127.{net}.0.21");
+
+    // A tcp- port: bytes in, bytes out, through the TCP proxy to the service's endpoint.
+    assert_eq!(
+        tcp_roundtrip(&format!("{ip}:9000"), b"hello").await,
+        "echo:hello"
+    );
+
+    // An unnamed-protocol port: HTTP is recognised and routed by Host...
+    let c = client();
+    let r = send(
+        &c,
+        "GET",
+        &format!("{ip}:7070"),
+        "web.testns1.svc.cluster.local",
+        "/x",
+        &[],
+    )
+    .await;
+    assert_eq!((r.status, r.served_by.as_deref()), (200, Some("web")));
+    assert_eq!(web.count(), 1);
+    // ...and anything else is proxied as TCP to the same service.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(format!("{ip}:7070"))
+        .await
+        .unwrap();
+    s.write_all(b"PING\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("a reply from the TCP path")
+        .unwrap();
+    assert!(
+        n > 0,
+        "the TCP chain reached the web upstream (which answers with an HTTP error)"
+    );
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let _ = sb;
 }

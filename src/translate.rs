@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
 
-use crate::model::proxy::Proxy;
+use crate::model::proxy::{InterceptionMode, Proxy};
 use crate::model::push_context::PushContext;
 
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -88,13 +88,14 @@ impl ResourceType {
             }
             // Subset labels come from the DestinationRule this namespace sees.
             ResourceType::Endpoint => proxy.namespace.clone(),
-            // Bind addresses and layout depend on the IP and interception mode.
-            ResourceType::Listener => format!(
-                "{}|{}|{}",
-                proxy.namespace,
-                proxy.interception_mode.as_str(),
-                proxy.primary_ip()
-            ),
+            // The layout depends on the interception mode; without interception listeners
+            // also bind the proxy's own IP.
+            ResourceType::Listener => match proxy.interception_mode {
+                InterceptionMode::None => {
+                    format!("{}|NONE|{}", proxy.namespace, proxy.primary_ip())
+                }
+                mode => format!("{}|{}", proxy.namespace, mode.as_str()),
+            },
             // Short domains, VirtualService visibility and sourceLabels matches.
             ResourceType::Route => format!(
                 "{}|{}|{:?}",
@@ -210,6 +211,37 @@ pub(crate) fn any<M: Message + Name>(msg: &M) -> Any {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn proxy(id: &str, mode: &str) -> Proxy {
+        let meta = serde_json::json!({"INTERCEPTION_MODE": mode});
+        Proxy::from_node(id, meta.as_object().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn proxies_that_get_the_same_bytes_share_a_scope() {
+        let a = proxy("sidecar~127.0.0.21~a.ns1~ns1.svc.cluster.local", "NONE");
+        let b = proxy("sidecar~127.0.0.22~b.ns1~ns1.svc.cluster.local", "NONE");
+        let other_ns = proxy("sidecar~127.0.0.23~c.ns2~ns2.svc.cluster.local", "NONE");
+        for kind in [
+            ResourceType::Cluster,
+            ResourceType::Endpoint,
+            ResourceType::Route,
+        ] {
+            assert_eq!(kind.scope_key(&a), kind.scope_key(&b), "{kind}");
+            assert_ne!(kind.scope_key(&a), kind.scope_key(&other_ns), "{kind}");
+        }
+        // Without interception listeners bind the proxy's own IP; with REDIRECT they do not.
+        assert_ne!(
+            ResourceType::Listener.scope_key(&a),
+            ResourceType::Listener.scope_key(&b)
+        );
+        let ra = proxy("sidecar~10.0.0.1~a.ns1~ns1.svc.cluster.local", "REDIRECT");
+        let rb = proxy("sidecar~10.0.0.2~b.ns1~ns1.svc.cluster.local", "REDIRECT");
+        assert_eq!(
+            ResourceType::Listener.scope_key(&ra),
+            ResourceType::Listener.scope_key(&rb)
+        );
+    }
 
     #[test]
     fn cluster_names_round_trip() {

@@ -31,11 +31,11 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// Parses one protocol word as Istio does (case-insensitive).
+    /// Parses one protocol word as Istio's `protocol.Parse` does (case-insensitive).
     pub fn parse(word: &str) -> Option<Self> {
         Some(match word.to_ascii_lowercase().as_str() {
             "http" => Protocol::Http,
-            "http2" | "h2c" => Protocol::Http2,
+            "http2" => Protocol::Http2,
             "grpc" => Protocol::Grpc,
             "grpc-web" => Protocol::GrpcWeb,
             "https" => Protocol::Https,
@@ -49,10 +49,13 @@ impl Protocol {
         })
     }
 
-    /// Istio's rule: `appProtocol` wins when it names a known protocol, else the port name's
-    /// prefix (`http`, `http-web`, `grpc-foo`...), else the protocol is unknown (sniffed).
-    /// A Kubernetes port protocol of UDP is always UDP.
+    /// Istio's `ConvertProtocol` for Kubernetes service ports: UDP stays UDP; a set
+    /// `appProtocol` decides alone (Kubernetes' `kubernetes.io/h2c`, `/ws`, `/wss` included);
+    /// otherwise the port name's prefix before the first `-` (`http`, `http-web`, `grpc-x`;
+    /// `grpc-web` as a whole). Unknown protocols are sniffed, except on the server-first
+    /// well-known ports (SMTP 25, DNS 53, MySQL 3306, MongoDB 27017), which are TCP.
     pub fn select(
+        port: u16,
         port_name: &str,
         app_protocol: Option<&str>,
         kube_protocol: Option<&str>,
@@ -60,20 +63,27 @@ impl Protocol {
         if kube_protocol.is_some_and(|p| p.eq_ignore_ascii_case("UDP")) {
             return Protocol::Udp;
         }
-        if let Some(p) = app_protocol.and_then(|ap| {
-            // Kubernetes standard names such as `kubernetes.io/h2c`.
-            let ap = ap.strip_prefix("kubernetes.io/").unwrap_or(ap);
-            Protocol::parse(ap)
-        }) {
-            return p;
+        let selected = match app_protocol.filter(|ap| !ap.is_empty()) {
+            Some(ap) => match ap.to_ascii_lowercase().as_str() {
+                "kubernetes.io/h2c" => Protocol::Http2,
+                "kubernetes.io/ws" => Protocol::Http,
+                "kubernetes.io/wss" => Protocol::Https,
+                other => Protocol::parse(other).unwrap_or(Protocol::Unsupported),
+            },
+            None => {
+                let lower = port_name.to_ascii_lowercase();
+                if lower.starts_with("grpc-web") {
+                    Protocol::GrpcWeb
+                } else {
+                    let prefix = lower.split('-').next().unwrap_or_default();
+                    Protocol::parse(prefix).unwrap_or(Protocol::Unsupported)
+                }
+            }
+        };
+        if selected == Protocol::Unsupported && matches!(port, 25 | 53 | 3306 | 27017) {
+            return Protocol::Tcp;
         }
-        // Port name "<protocol>[-<suffix>]"; grpc-web is itself hyphenated.
-        let lower = port_name.to_ascii_lowercase();
-        if lower == "grpc-web" || lower.starts_with("grpc-web-") {
-            return Protocol::GrpcWeb;
-        }
-        let prefix = lower.split('-').next().unwrap_or_default();
-        Protocol::parse(prefix).unwrap_or(Protocol::Unsupported)
+        selected
     }
 
     /// HTTP-family protocols get an HTTP connection manager and route configuration.
@@ -219,25 +229,29 @@ mod tests {
 
     #[test]
     fn protocol_from_port_name_and_app_protocol() {
-        assert_eq!(Protocol::select("http", None, None), Protocol::Http);
-        assert_eq!(Protocol::select("http-web", None, None), Protocol::Http);
-        assert_eq!(Protocol::select("HTTP2", None, None), Protocol::Http2);
-        assert_eq!(Protocol::select("grpc-web", None, None), Protocol::GrpcWeb);
-        assert_eq!(Protocol::select("grpc-api", None, None), Protocol::Grpc);
-        assert_eq!(Protocol::select("tcp-db", None, None), Protocol::Tcp);
-        assert_eq!(Protocol::select("httpx", None, None), Protocol::Unsupported);
-        assert_eq!(Protocol::select("web", None, None), Protocol::Unsupported);
-        assert_eq!(Protocol::select("web", Some("http"), None), Protocol::Http);
+        let sel = |name: &str, ap: Option<&str>| Protocol::select(8000, name, ap, None);
+        assert_eq!(sel("http", None), Protocol::Http);
+        assert_eq!(sel("http-web", None), Protocol::Http);
+        assert_eq!(sel("HTTP2", None), Protocol::Http2);
+        assert_eq!(sel("grpc-web", None), Protocol::GrpcWeb);
+        assert_eq!(sel("grpc-web-x", None), Protocol::GrpcWeb);
+        assert_eq!(sel("grpc-api", None), Protocol::Grpc);
+        assert_eq!(sel("tcp-db", None), Protocol::Tcp);
+        assert_eq!(sel("httpx", None), Protocol::Unsupported);
+        assert_eq!(sel("web", None), Protocol::Unsupported);
+        assert_eq!(sel("", None), Protocol::Unsupported);
+        assert_eq!(sel("web", Some("http")), Protocol::Http);
+        assert_eq!(sel("tcp", Some("kubernetes.io/h2c")), Protocol::Http2);
+        assert_eq!(sel("http", Some("tcp")), Protocol::Tcp);
+        // appProtocol replaces the name entirely, even when it is not a protocol we know.
+        assert_eq!(sel("http", Some("weird")), Protocol::Unsupported);
+        assert_eq!(sel("x", Some("h2c")), Protocol::Unsupported);
         assert_eq!(
-            Protocol::select("tcp", Some("kubernetes.io/h2c"), None),
-            Protocol::Http2
+            Protocol::select(8000, "http", None, Some("UDP")),
+            Protocol::Udp
         );
-        assert_eq!(Protocol::select("http", Some("tcp"), None), Protocol::Tcp);
-        assert_eq!(
-            Protocol::select("http", Some("weird"), None),
-            Protocol::Http
-        );
-        assert_eq!(Protocol::select("http", None, Some("UDP")), Protocol::Udp);
+        assert_eq!(Protocol::select(3306, "db", None, None), Protocol::Tcp);
+        assert_eq!(Protocol::select(3306, "http", None, None), Protocol::Http);
     }
 
     #[test]

@@ -495,6 +495,7 @@ pub fn convert_service(svc: &KubeService) -> Option<Service> {
             };
             Some(ServicePort {
                 protocol: Protocol::select(
+                    port,
                     &port_name,
                     p.app_protocol.as_deref(),
                     p.protocol.as_deref(),

@@ -5,16 +5,20 @@
 //! - `NONE`: per-port listeners that really bind on the proxy's first instance IP.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, Listener, ListenerFilter, filter::ConfigType as FilterConfigType,
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+    filter::ConfigType as FilterConfigType,
     listener_filter::ConfigType as ListenerFilterConfigType,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds,
     http_connection_manager::{
@@ -30,6 +34,7 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use crate::model::mesh::OutboundTrafficMode;
 use crate::model::proxy::{InterceptionMode, Proxy};
 use crate::model::push_context::PushContext;
+use crate::model::registry::{Protocol, Service};
 use crate::translate::cluster::socket_address;
 use crate::translate::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, ads_config_source, any,
@@ -46,81 +51,228 @@ pub const VIRTUAL_INBOUND_PORT: u32 = 15006;
 pub enum OutboundPort {
     /// HTTP: all HTTP services on the port share one listener and the route config `<port>`.
     Http,
-    /// TCP: one service owns the port (first in hostname order, as istiod resolves conflicts
-    /// when it cannot tell services apart by address).
-    Tcp { hostname: String },
+    /// TCP only: each service with a ClusterIP gets its own `<vip>_<port>` listener under
+    /// REDIRECT; otherwise (and always without interception) the first service in hostname
+    /// order owns the port, as istiod resolves conflicts it cannot tell apart by address.
+    Tcp {
+        services: Vec<(String, Option<IpAddr>)>,
+    },
+    /// Unknown protocol, or HTTP and TCP services sharing the port: Istio sniffs. HTTP goes
+    /// through the route config `<port>`, everything else to `tcp_host`.
+    Auto { tcp_host: String },
+}
+
+impl OutboundPort {
+    /// Whether the port has an HTTP route configuration.
+    pub fn has_routes(&self) -> bool {
+        !matches!(self, OutboundPort::Tcp { .. })
+    }
 }
 
 /// The outbound ports this proxy serves, by port number.
 pub fn outbound_ports(proxy: &Proxy, push: &PushContext) -> BTreeMap<u16, OutboundPort> {
-    let mut ports = BTreeMap::new();
+    let mut by_port: BTreeMap<u16, Vec<(&Service, Protocol)>> = BTreeMap::new();
     for service in push.services_visible_to(&proxy.namespace) {
         for port in &service.ports {
-            let entry = if port.protocol.is_http() {
-                OutboundPort::Http
-            } else {
-                OutboundPort::Tcp {
-                    hostname: service.hostname.clone(),
-                }
-            };
-            match ports.get(&port.port) {
-                None => {
-                    ports.insert(port.port, entry);
-                }
-                // HTTP wins a conflict with TCP on the same port, since it can still route by
-                // Host; otherwise the first service keeps the port.
-                Some(OutboundPort::Tcp { .. }) if entry == OutboundPort::Http => {
-                    tracing::warn!(port = port.port, host = %service.hostname, "HTTP and TCP services share an outbound port; TCP traffic on it is routed as HTTP");
-                    ports.insert(port.port, entry);
-                }
-                Some(_) => {}
+            if port.protocol != Protocol::Udp {
+                by_port
+                    .entry(port.port)
+                    .or_default()
+                    .push((service, port.protocol));
             }
         }
     }
-    ports
+    by_port
+        .into_iter()
+        .map(|(port, services)| {
+            let all_http = services.iter().all(|(_, p)| p.is_http());
+            let any_http_or_auto = services
+                .iter()
+                .any(|(_, p)| p.is_http() || *p == Protocol::Unsupported);
+            let kind = if all_http {
+                OutboundPort::Http
+            } else if any_http_or_auto {
+                let tcp_host = services
+                    .iter()
+                    .find(|(_, p)| !p.is_http())
+                    .map(|(s, _)| s.hostname.clone())
+                    .unwrap_or_default();
+                OutboundPort::Auto { tcp_host }
+            } else {
+                OutboundPort::Tcp {
+                    services: services
+                        .iter()
+                        .map(|(s, _)| (s.hostname.clone(), s.cluster_ip))
+                        .collect(),
+                }
+            };
+            (port, kind)
+        })
+        .collect()
 }
 
 /// Every listener `proxy` gets.
 pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
     let bind_for_real = proxy.interception_mode == InterceptionMode::None;
-    let bind_ip = if bind_for_real {
+    let wildcard = if bind_for_real {
         proxy.primary_ip().to_string()
     } else {
         "0.0.0.0".to_string()
     };
     let mut out = Vec::new();
     for (port, kind) in outbound_ports(proxy, push) {
-        let name = format!("{bind_ip}_{port}");
-        let chain = match &kind {
-            OutboundPort::Http => FilterChain {
-                filters: vec![network_filter(
-                    "envoy.filters.network.http_connection_manager",
-                    any(&http_connection_manager(&name, &port.to_string())),
-                )],
-                ..Default::default()
-            },
-            OutboundPort::Tcp { hostname } => {
-                let cluster = outbound_cluster_name(port, "", hostname);
-                FilterChain {
+        match kind {
+            OutboundPort::Http if bind_for_real => {
+                let name = format!("{wildcard}_{port}");
+                let hcm = http_filter_chain(&name, port, false);
+                out.push(outbound_listener(
+                    name,
+                    &wildcard,
+                    port,
+                    vec![hcm],
+                    None,
+                    false,
+                    true,
+                ));
+            }
+            OutboundPort::Http => {
+                // istiod sniffs on the wildcard HTTP listener: non-HTTP traffic to the port
+                // falls through to the catch-all cluster.
+                let name = format!("{wildcard}_{port}");
+                let hcm = http_filter_chain(&name, port, true);
+                let cluster = catch_all_cluster(push);
+                let passthrough = FilterChain {
+                    name: "PassthroughFilterChain".into(),
+                    filters: vec![tcp_proxy_filter(cluster, cluster)],
+                    ..Default::default()
+                };
+                out.push(outbound_listener(
+                    name,
+                    &wildcard,
+                    port,
+                    vec![hcm],
+                    Some(passthrough),
+                    true,
+                    false,
+                ));
+            }
+            OutboundPort::Auto { tcp_host } => {
+                let name = format!("{wildcard}_{port}");
+                let hcm = http_filter_chain(&name, port, true);
+                let cluster = outbound_cluster_name(port, "", &tcp_host);
+                let tcp = FilterChain {
                     filters: vec![tcp_proxy_filter(&cluster, &cluster)],
                     ..Default::default()
+                };
+                out.push(outbound_listener(
+                    name,
+                    &wildcard,
+                    port,
+                    vec![hcm],
+                    Some(tcp),
+                    true,
+                    bind_for_real,
+                ));
+            }
+            OutboundPort::Tcp { services } => {
+                let mut wildcard_taken = false;
+                for (hostname, vip) in services {
+                    let bind = match vip {
+                        Some(vip) if !bind_for_real => vip.to_string(),
+                        _ if wildcard_taken => continue,
+                        _ => {
+                            wildcard_taken = true;
+                            wildcard.clone()
+                        }
+                    };
+                    let cluster = outbound_cluster_name(port, "", &hostname);
+                    let chain = FilterChain {
+                        filters: vec![tcp_proxy_filter(&cluster, &cluster)],
+                        ..Default::default()
+                    };
+                    out.push(outbound_listener(
+                        format!("{bind}_{port}"),
+                        &bind,
+                        port,
+                        vec![chain],
+                        None,
+                        false,
+                        bind_for_real,
+                    ));
                 }
             }
-        };
-        out.push(Listener {
-            name,
-            address: Some(socket_address(&bind_ip, u32::from(port))),
-            filter_chains: vec![chain],
-            traffic_direction: TrafficDirection::Outbound as i32,
-            bind_to_port: (!bind_for_real).then_some(BoolValue { value: false }),
-            ..Default::default()
-        });
+        }
     }
     if !bind_for_real {
         out.push(virtual_outbound(push));
         out.push(virtual_inbound());
     }
     out
+}
+
+/// An outbound listener; `bind_to_port: false` unless interception is off.
+fn outbound_listener(
+    name: String,
+    bind: &str,
+    port: u16,
+    filter_chains: Vec<FilterChain>,
+    default_filter_chain: Option<FilterChain>,
+    sniff: bool,
+    bind_for_real: bool,
+) -> Listener {
+    Listener {
+        name,
+        address: Some(socket_address(bind, u32::from(port))),
+        filter_chains,
+        default_filter_chain,
+        listener_filters: if sniff {
+            sniffing_listener_filters()
+        } else {
+            Vec::new()
+        },
+        listener_filters_timeout: Some(pb_duration(std::time::Duration::ZERO)),
+        continue_on_listener_filters_timeout: true,
+        traffic_direction: TrafficDirection::Outbound as i32,
+        bind_to_port: (!bind_for_real).then_some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+/// `tls_inspector` + `http_inspector`, as istiod adds them whenever a chain matches on
+/// application protocols.
+fn sniffing_listener_filters() -> Vec<ListenerFilter> {
+    vec![
+        ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".into(),
+            config_type: Some(ListenerFilterConfigType::TypedConfig(any(
+                &TlsInspector::default(),
+            ))),
+            ..Default::default()
+        },
+        ListenerFilter {
+            name: "envoy.filters.listener.http_inspector".into(),
+            config_type: Some(ListenerFilterConfigType::TypedConfig(any(
+                &HttpInspector::default(),
+            ))),
+            ..Default::default()
+        },
+    ]
+}
+
+/// The HCM chain of an outbound port; with `sniffed`, it only takes plaintext HTTP/1.1 and h2c.
+fn http_filter_chain(listener_name: &str, port: u16, sniffed: bool) -> FilterChain {
+    FilterChain {
+        filter_chain_match: sniffed.then(|| FilterChainMatch {
+            transport_protocol: "raw_buffer".into(),
+            application_protocols: vec!["http/1.1".into(), "h2c".into()],
+            ..Default::default()
+        }),
+        filters: vec![network_filter(
+            "envoy.filters.network.http_connection_manager",
+            any(&http_connection_manager(listener_name, &port.to_string())),
+        )],
+        ..Default::default()
+    }
 }
 
 /// The cluster that traffic to unknown destinations goes to under the mesh's policy.

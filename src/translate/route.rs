@@ -27,8 +27,8 @@ use crate::model::istio::virtual_service::{Destination, HttpMatchRequest, HttpRo
 use crate::model::mesh::OutboundTrafficMode;
 use crate::model::proxy::Proxy;
 use crate::model::push_context::{PushContext, resolve_short_name};
-use crate::model::registry::{DEFAULT_DOMAIN_SUFFIX, Service};
-use crate::translate::listener::{OutboundPort, outbound_ports};
+use crate::model::registry::{DEFAULT_DOMAIN_SUFFIX, Protocol, Service};
+use crate::translate::listener::outbound_ports;
 use crate::translate::{PASSTHROUGH_CLUSTER, any, outbound_cluster_name, pb_duration};
 
 /// Istio's default retry policy (1.24: 503 is not retried by default).
@@ -41,7 +41,7 @@ const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
 pub fn build_route_configs(proxy: &Proxy, push: &PushContext) -> Vec<RouteConfiguration> {
     outbound_ports(proxy, push)
         .into_iter()
-        .filter(|(_, kind)| *kind == OutboundPort::Http)
+        .filter(|(_, kind)| kind.has_routes())
         .map(|(port, _)| build_route_config(proxy, push, port))
         .collect()
 }
@@ -54,7 +54,8 @@ pub fn build_route_config(proxy: &Proxy, push: &PushContext, port: u16) -> Route
         let Some(sp) = service.port(port) else {
             continue;
         };
-        if !sp.protocol.is_http() {
+        // HTTP services, and sniffed ones whose HTTP traffic routes like HTTP.
+        if !(sp.protocol.is_http() || sp.protocol == Protocol::Unsupported) {
             continue;
         }
         let routes = match push.virtual_service_for_host(&proxy.namespace, &service.hostname) {

@@ -180,11 +180,12 @@ mod tests {
             max: Duration::from_secs(1),
         };
         let (tx, pushes, _) = spawn_debouncer(opts);
-        for _ in 0..25 {
+        // An event every 30 ms never leaves a 100 ms quiet period.
+        for _ in 0..40 {
             tx.send(PushRequest::full(TriggerReason::EndpointUpdate))
                 .await
                 .unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let got = pushes.lock().unwrap().clone();
@@ -193,8 +194,8 @@ mod tests {
             Duration::from_secs(1),
             "first batch capped at max"
         );
-        assert_eq!(got[0].1, 20);
-        assert_eq!(got.iter().map(|p| p.1).sum::<u32>(), 25, "no event lost");
+        assert_eq!(got[0].1, 34, "the events at 0..=990 ms");
+        assert_eq!(got.iter().map(|p| p.1).sum::<u32>(), 40, "no event lost");
     }
 
     #[test]
