@@ -324,6 +324,17 @@ async fn envoy_nack_is_recorded_and_traffic_keeps_the_last_good_config() {
         row.contains("ERROR"),
         "proxy-status shows the rejection: {table}"
     );
+    let detail = sb.cp.proxy_status(&["sleep.testns1"]);
+    assert!(
+        detail.contains("RDS rejected by the proxy (it keeps its last good config):"),
+        "{detail}"
+    );
+    assert!(
+        detail
+            .lines()
+            .any(|l| l.starts_with("CDS") && l.contains("SYNCED")),
+        "{detail}"
+    );
 
     // Traffic keeps flowing on the previous (v1) config.
     let counts = split(&c, &sb.listener, HOST, "/", 20, &[]).await;

@@ -46,6 +46,8 @@ pub async fn run(args: ProxyStatusArgs) -> anyhow::Result<()> {
     }
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else if args.proxy.is_some() {
+        print!("{}", render_detail(&entries[0], SystemTime::now()));
     } else {
         let istiod = fetch_instance(&args.server).await;
         print!("{}", render_table(&entries, &istiod, SystemTime::now()));
@@ -108,6 +110,63 @@ pub fn render_table(entries: &[SyncStatus], istiod: &str, now: SystemTime) -> St
             e.istio_version.clone(),
         ]);
     }
+    tabulate(rows)
+}
+
+/// One proxy's detail: per type, its status, the versions and nonces sent and acknowledged,
+/// and the last NACK's error.
+pub fn render_detail(e: &SyncStatus, now: SystemTime) -> String {
+    let mut out = format!(
+        "Proxy: {} ({})\nCluster: {}  Type: {}  Istio version: {}\n\n",
+        e.proxy, e.node_id, e.cluster_id, e.proxy_type, e.istio_version
+    );
+    let mut rows = vec![
+        [
+            "TYPE",
+            "STATUS",
+            "SENT VERSION",
+            "ACKED VERSION",
+            "SENT NONCE",
+            "ACKED NONCE",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let mut errors = Vec::new();
+    for (short, url) in [
+        ("CDS", CLUSTER_TYPE),
+        ("LDS", LISTENER_TYPE),
+        ("EDS", ENDPOINT_TYPE),
+        ("RDS", ROUTE_TYPE),
+        ("ECDS", EXTENSION_CONFIG_TYPE),
+    ] {
+        let r = e.resources.get(url);
+        rows.push(vec![
+            short.to_string(),
+            status_cell(r, now),
+            r.map(|r| r.sent_version.clone()).unwrap_or_default(),
+            r.map(|r| r.acked_version.clone()).unwrap_or_default(),
+            r.map(|r| r.sent.clone()).unwrap_or_default(),
+            r.map(|r| r.acked.clone()).unwrap_or_default(),
+        ]);
+        if let Some(r) = r.filter(|r| !r.last_error.is_empty()) {
+            errors.push(format!(
+                "{short} rejected by the proxy (it keeps its last good config): {}",
+                r.last_error
+            ));
+        }
+    }
+    out.push_str(&tabulate(rows));
+    for e in errors {
+        out.push('\n');
+        out.push_str(&e);
+        out.push('\n');
+    }
+    out
+}
+
+/// Aligns rows like Go's tabwriter with padding 5.
+fn tabulate(rows: Vec<Vec<String>>) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
