@@ -7,3 +7,5 @@ mod demo;
 mod golden;
 mod routing;
 mod support;
+mod traffic_policy;
+mod vs_http;
