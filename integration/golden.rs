@@ -179,3 +179,25 @@ fn every_routing_field_other_namespace_registry_only() {
     );
     golden("everything-elsewhere", &p, &push);
 }
+
+#[test]
+fn every_traffic_policy_field() {
+    let push = load("testdata/golden/traffic-policy", None);
+    let p = proxy(
+        "sidecar~10.2.0.99~client-1.shop~shop.svc.cluster.local",
+        "REDIRECT",
+        json!({"app": "client"}),
+    );
+    golden("traffic-policy-shop", &p, &push);
+}
+
+#[test]
+fn every_virtual_service_http_feature() {
+    let push = load("testdata/golden/http-features", None);
+    let p = proxy(
+        "sidecar~10.2.0.99~client.web~web.svc.cluster.local",
+        "REDIRECT",
+        json!({"app": "client"}),
+    );
+    golden("http-features", &p, &push);
+}

@@ -22,7 +22,8 @@ pub fn navarch_bin() -> &'static str {
     env!("CARGO_BIN_EXE_navarch")
 }
 
-/// One request as an upstream saw it.
+/// One request as an upstream saw it (`headers`: lower-case names; repeated headers joined
+/// with ",").
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
@@ -31,12 +32,77 @@ pub struct Seen {
 }
 
 /// An HTTP echo server on a loopback address: answers 200 with header `x-served-by: NAME`
-/// and a JSON body describing the request; records every request it saw.
+/// and a JSON body describing the request; records every request it saw (before any delay).
+///
+/// Test-only request headers change the answer (a mirrored or retried request carries them
+/// too):
+/// - `x-delay-ms: N`: answer after N milliseconds.
+/// - `x-fail-id: ID` with `x-fail-times: N` (and optionally `x-fail-status: CODE`, 503 by
+///   default): the first N requests this upstream sees with that id get CODE, later ones 200.
+/// - `x-response-header: name=value` (repeatable): add that header to the response.
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How the echo upstream answers one request, from its test-only headers.
+async fn echo(
+    name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    failures: Arc<Mutex<BTreeMap<String, u32>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+    // A header sent several times is one entry, its values joined with ",".
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &headers {
+        let v = v.to_str().unwrap_or_default();
+        map.entry(k.to_string())
+            .and_modify(|e| {
+                e.push(',');
+                e.push_str(v);
+            })
+            .or_insert_with(|| v.to_string());
+    }
+    seen.lock().unwrap().push(Seen {
+        method: method.to_string(),
+        path: uri.to_string(),
+        headers: map.clone(),
+    });
+    let mut status = axum::http::StatusCode::OK;
+    if let (Some(id), Some(times)) = (header("x-fail-id"), header("x-fail-times")) {
+        let times: u32 = times.parse().expect("x-fail-times is a number");
+        let mut failures = failures.lock().unwrap();
+        let count = failures.entry(id.to_string()).or_insert(0);
+        *count += 1;
+        if *count <= times {
+            let code = header("x-fail-status").map_or(503, |c| c.parse().expect("a status"));
+            status = axum::http::StatusCode::from_u16(code).unwrap();
+        }
+    }
+    if let Some(ms) = header("x-delay-ms") {
+        let ms: u64 = ms.parse().expect("x-delay-ms is a number");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let body = serde_json::json!({"upstream": name, "method": method.as_str(), "path": uri.to_string(), "headers": map});
+    let mut resp = (status, [("x-served-by", name)], axum::Json(body)).into_response();
+    for v in headers.get_all("x-response-header") {
+        let (k, v) = v
+            .to_str()
+            .unwrap()
+            .split_once('=')
+            .expect("x-response-header is name=value");
+        resp.headers_mut().append(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    resp
 }
 
 impl Upstream {
@@ -46,23 +112,13 @@ impl Upstream {
             .unwrap_or_else(|e| panic!("binding upstream {name} on {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let failures: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
         let (n, s) = (name.to_string(), seen.clone());
-        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, _body: Bytes| {
-            let (n, s) = (n.clone(), s.clone());
-            async move {
-                let headers: BTreeMap<String, String> = headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
-                    .collect();
-                s.lock().unwrap().push(Seen {
-                    method: method.to_string(),
-                    path: uri.to_string(),
-                    headers: headers.clone(),
-                });
-                let body = serde_json::json!({"upstream": n, "method": method.as_str(), "path": uri.to_string(), "headers": headers});
-                ([("x-served-by", n)], axum::Json(body))
-            }
-        });
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, _body: Bytes| {
+                echo(n.clone(), s.clone(), failures.clone(), method, uri, headers)
+            },
+        );
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -458,5 +514,111 @@ impl Sandbox {
             listener: format!("{ip}:8000"),
             net,
         }
+    }
+}
+
+impl Upstream {
+    /// An upstream whose every answer has the status currently held in `status` (a test can
+    /// break or heal it at any time), with `x-served-by: NAME`; records what it saw. For
+    /// outlier detection: a 5xx endpoint among healthy ones.
+    pub async fn start_with_status(
+        name: &str,
+        addr: &str,
+        status: Arc<std::sync::atomic::AtomicU16>,
+    ) -> Upstream {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("binding upstream {name} on {addr}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (n, s) = (name.to_string(), seen.clone());
+        let app =
+            axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
+                let (n, s, status) = (n.clone(), s.clone(), status.clone());
+                async move {
+                    s.lock().unwrap().push(Seen {
+                        method: method.to_string(),
+                        path: uri.to_string(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.to_string(), v.to_str().unwrap_or_default().to_string())
+                            })
+                            .collect(),
+                    });
+                    let code = status.load(std::sync::atomic::Ordering::SeqCst);
+                    let code = axum::http::StatusCode::from_u16(code).unwrap();
+                    (code, [("x-served-by", n.clone())], n)
+                }
+            });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Upstream {
+            name: name.to_string(),
+            addr,
+            seen,
+            task,
+        }
+    }
+
+    /// An upstream that answers every request with `status` (e.g. 503).
+    pub async fn start_failing(name: &str, addr: &str, status: u16) -> Upstream {
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        Self::start_with_status(name, addr, status).await
+    }
+}
+
+impl ControlPlane {
+    /// [`ControlPlane::sidecar`] with extra Envoy arguments (e.g. `--concurrency 1`, so that
+    /// every downstream connection shares one worker's load balancer and connection pool).
+    pub async fn sidecar_with_args(
+        &self,
+        ip: &str,
+        pod: &str,
+        namespace: &str,
+        labels: &str,
+        mode: &str,
+        envoy_args: &[&str],
+    ) -> EnvoyProcess {
+        let work = self.dir.path().join(format!("envoy-{pod}-{ip}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let bootstrap = work.join("bootstrap.yaml");
+        let out = std::process::Command::new(navarch_bin())
+            .args([
+                "bootstrap",
+                "--ip",
+                ip,
+                "--pod",
+                pod,
+                "--namespace",
+                namespace,
+            ])
+            .args([
+                "--labels",
+                labels,
+                "--interception-mode",
+                mode,
+                "--admin-port",
+                "0",
+            ])
+            .args(["--xds-address", &self.grpc.to_string()])
+            .arg("-o")
+            .arg(&bootstrap)
+            .output()
+            .expect("run navarch bootstrap");
+        assert!(
+            out.status.success(),
+            "navarch bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let envoy = EnvoyProcess::start(&bootstrap, &work, envoy_args)
+            .await
+            .expect("Envoy starts");
+        envoy
+            .wait_for_lds(Duration::from_secs(30))
+            .await
+            .expect("Envoy receives listeners");
+        envoy
     }
 }

@@ -7,8 +7,10 @@
 
 pub mod cluster;
 pub mod endpoint;
+pub mod http_policy;
 pub mod listener;
 pub mod route;
+pub mod traffic_policy;
 
 use std::fmt;
 

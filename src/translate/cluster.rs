@@ -1,17 +1,20 @@
 //! CDS: outbound clusters per service port (`outbound|port||host`), subset clusters from
 //! DestinationRule subsets, and Istio's PassthroughCluster / BlackHoleCluster /
 //! InboundPassthroughCluster.
+//!
+//! Each outbound cluster gets the DestinationRule traffic policy that applies to its port and
+//! subset (load balancing, connection pool, outlier detection, TLS): see `traffic_policy`.
 
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster,
-    circuit_breakers::Thresholds,
-    cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+    cluster::{ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, BindConfig, Http1ProtocolOptions, Http2ProtocolOptions, Metadata, SocketAddress,
-    address, socket_address::PortSpecifier,
+    Address, BindConfig, Http1ProtocolOptions, Http2ProtocolOptions,
+    HttpProtocolOptions as CommonHttpProtocolOptions, Metadata, SocketAddress, address,
+    socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
@@ -20,14 +23,17 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
         explicit_http_config::ProtocolConfig,
     },
 };
-use envoy_types::pb::google::protobuf::{ListValue, Struct, UInt32Value, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 
+use crate::model::config::Config;
+use crate::model::istio::DestinationRule;
+use crate::model::istio::destination_rule::TrafficPolicy;
 use crate::model::proxy::{InterceptionMode, Proxy};
 use crate::model::push_context::PushContext;
 use crate::model::registry::{Protocol, Service, ServicePort};
 use crate::translate::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, ads_config_source, any,
-    outbound_cluster_name, pb_duration,
+    outbound_cluster_name, pb_duration, traffic_policy,
 };
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -40,11 +46,43 @@ pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
     for service in push.services_visible_to(&proxy.namespace) {
         let dr = push.destination_rule_for(&proxy.namespace, &service.hostname);
         for port in &service.ports {
-            out.push(outbound_cluster(push, service, port, ""));
-            if let Some(dr) = dr {
-                for subset in &dr.spec.subsets {
-                    out.push(outbound_cluster(push, service, port, &subset.name));
+            let policy = dr.and_then(|dr| traffic_policy::cluster_policy(&dr.spec, port.port));
+            let main = outbound_cluster(
+                push,
+                service,
+                port,
+                "",
+                DiscoveryType::Eds,
+                policy.as_ref(),
+                dr,
+            );
+            // Subsets inherit the service cluster's type (ORIGINAL_DST after PASSTHROUGH), or
+            // become ORIGINAL_DST by their own PASSTHROUGH.
+            let main_type = match main.cluster_discovery_type {
+                Some(ClusterDiscoveryType::Type(t)) => {
+                    DiscoveryType::try_from(t).unwrap_or(DiscoveryType::Eds)
                 }
+                _ => DiscoveryType::Eds,
+            };
+            out.push(main);
+            let Some(dr) = dr else { continue };
+            for subset in &dr.spec.subsets {
+                let own = subset.traffic_policy.as_ref();
+                let discovery = if traffic_policy::is_passthrough(own) {
+                    DiscoveryType::OriginalDst
+                } else {
+                    main_type
+                };
+                let merged = traffic_policy::subset_policy(policy.as_ref(), own, port.port);
+                out.push(outbound_cluster(
+                    push,
+                    service,
+                    port,
+                    &subset.name,
+                    discovery,
+                    merged.as_ref(),
+                    Some(dr),
+                ));
             }
         }
     }
@@ -71,28 +109,65 @@ pub fn eds_cluster_names(proxy: &Proxy, push: &PushContext) -> Vec<String> {
         .collect()
 }
 
+/// One outbound cluster (`subset` "" for the service's own), built as istiod's
+/// `buildCluster` + `applyTrafficPolicy` + `maybeApplyEdsConfig`: `policy` is the traffic
+/// policy that applies to it (already merged for the port and subset), `dr` the rule it came
+/// from.
 fn outbound_cluster(
     push: &PushContext,
     service: &Service,
     port: &ServicePort,
     subset: &str,
+    discovery: DiscoveryType,
+    policy: Option<&TrafficPolicy>,
+    dr: Option<&Config<DestinationRule>>,
 ) -> Cluster {
     let name = outbound_cluster_name(port.port, subset, &service.hostname);
     let mut cluster = Cluster {
-        name: name.clone(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
-        eds_cluster_config: Some(EdsClusterConfig {
-            eds_config: Some(ads_config_source()),
-            service_name: name,
-        }),
-        connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
-        // Istio's default when no DestinationRule picks a policy.
-        lb_policy: LbPolicy::LeastRequest as i32,
-        circuit_breakers: Some(default_circuit_breakers()),
+        name,
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(discovery as i32)),
+        common_lb_config: Some(CommonLbConfig::default()),
         metadata: Some(service_metadata(service, port, subset)),
         ..Default::default()
     };
-    if let Some(options) = upstream_protocol_options(port.protocol) {
+    let mut http = upstream_protocol_options(port.protocol);
+    traffic_policy::apply(&mut cluster, &mut http, policy, push.mesh());
+    if cluster.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+    {
+        cluster.eds_cluster_config = Some(EdsClusterConfig {
+            eds_config: Some(ads_config_source()),
+            service_name: cluster.name.clone(),
+        });
+    }
+    if let Some(dr) = dr
+        && let Some(metadata) = cluster.metadata.as_mut()
+        && let Some(istio) = metadata.filter_metadata.get_mut("istio")
+    {
+        let s = |v: String| Value {
+            kind: Some(Kind::StringValue(v)),
+        };
+        istio.fields.insert(
+            "config".into(),
+            s(format!(
+                "/apis/networking.istio.io/v1/namespaces/{}/destination-rule/{}",
+                dr.meta.namespace, dr.meta.name
+            )),
+        );
+        if traffic_policy::overrides_alpn(policy) {
+            istio
+                .fields
+                .insert("alpn_override".into(), s("false".into()));
+        }
+    }
+    if let Some(mut options) = http {
+        // Envoy requires an upstream protocol; HTTP/1.1 unless something chose otherwise.
+        options.upstream_protocol_options.get_or_insert_with(|| {
+            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::HttpProtocolOptions(
+                    Http1ProtocolOptions::default(),
+                )),
+            })
+        });
         cluster.typed_extension_protocol_options =
             HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), any(&options))]);
     }
@@ -101,7 +176,7 @@ fn outbound_cluster(
 
 /// HTTP/2 ports talk HTTP/2 upstream; HTTP/1.1 ports keep Envoy's default; unknown protocols
 /// follow the downstream.
-fn upstream_protocol_options(protocol: Protocol) -> Option<HttpProtocolOptions> {
+pub(crate) fn upstream_protocol_options(protocol: Protocol) -> Option<HttpProtocolOptions> {
     let options = if protocol.is_http2() {
         UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
             protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
@@ -119,7 +194,7 @@ fn upstream_protocol_options(protocol: Protocol) -> Option<HttpProtocolOptions> 
     })
 }
 
-fn downstream_protocol() -> UseDownstreamHttpConfig {
+pub(crate) fn downstream_protocol() -> UseDownstreamHttpConfig {
     UseDownstreamHttpConfig {
         http_protocol_options: Some(Http1ProtocolOptions::default()),
         http2_protocol_options: Some(Http2ProtocolOptions::default()),
@@ -129,16 +204,8 @@ fn downstream_protocol() -> UseDownstreamHttpConfig {
 
 /// istiod's defaults: effectively unlimited, with remaining-capacity tracking.
 fn default_circuit_breakers() -> CircuitBreakers {
-    let max = Some(UInt32Value { value: u32::MAX });
     CircuitBreakers {
-        thresholds: vec![Thresholds {
-            max_connections: max,
-            max_pending_requests: max,
-            max_requests: max,
-            max_retries: max,
-            track_remaining: true,
-            ..Default::default()
-        }],
+        thresholds: vec![traffic_policy::default_thresholds()],
         ..Default::default()
     }
 }
@@ -178,8 +245,14 @@ fn service_metadata(service: &Service, port: &ServicePort, subset: &str) -> Meta
     }
 }
 
+/// istiod's passthrough clusters: original destination, the downstream's protocol, and idle
+/// upstream connections closed after 5 minutes.
 fn passthrough_cluster(push: &PushContext, name: &str, bind_ip: Option<&str>) -> Cluster {
     let options = HttpProtocolOptions {
+        common_http_protocol_options: Some(CommonHttpProtocolOptions {
+            idle_timeout: Some(pb_duration(std::time::Duration::from_secs(300))),
+            ..Default::default()
+        }),
         upstream_protocol_options: Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
             downstream_protocol(),
         )),

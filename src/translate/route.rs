@@ -1,41 +1,55 @@
 //! RDS: one route configuration per outbound HTTP port (named by the port, e.g. `8000`), a
 //! virtual host per service with Istio's domain forms, VirtualService HTTP routes or the
 //! default route, and the `allow_any` / `block_all` catch-all.
+//!
+//! A VirtualService `http` rule becomes one Envoy route per applicable match, as istiod 1.24
+//! builds it: the match (uri, headers, withoutHeaders, method, authority, scheme, queryParams,
+//! statPrefix), then one action — a redirect (authority, uri, scheme, port/derivePort, code),
+//! a direct response (string or bytes body), or a route to one cluster or weighted clusters
+//! with timeout, retries, mirrors, rewrites (uri prefix, uriRegexRewrite, authority) and
+//! header operations (route level, and per destination on the route or the `ClusterWeight`).
+//! Fault injection and CORS go in `typed_per_filter_config`. The policy pieces themselves
+//! (fault, CORS, retries, mirror fractions, header operations) live in `http_policy`.
 
 use std::collections::{BTreeSet, HashMap};
 
-use envoy_types::pb::envoy::config::core::v3::DataSource;
-use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier as DataSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{DataSource, Metadata};
 use envoy_types::pb::envoy::config::route::v3::{
-    Decorator, DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction,
-    RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+    Decorator, DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
     header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
-    redirect_action, retry_policy, route::Action, route_action::ClusterSpecifier,
+    redirect_action, route::Action, route_action::ClusterSpecifier,
+    route_action::HostRewriteSpecifier, route_action::RequestMirrorPolicy,
     route_match::PathSpecifier, weighted_cluster::ClusterWeight,
+    weighted_cluster::cluster_weight::HostRewriteSpecifier as WeightHostRewrite,
 };
-use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, UInt32Value, Value, value::Kind};
 
 use crate::model::config::Config;
 use crate::model::istio::VirtualService;
 use crate::model::istio::common::StringMatch;
-use crate::model::istio::virtual_service::{Destination, HttpMatchRequest, HttpRoute};
+use crate::model::istio::virtual_service::{
+    Destination, HttpDirectResponse, HttpMatchRequest, HttpRedirect, HttpRoute,
+    RedirectPortSelection,
+};
 use crate::model::mesh::OutboundTrafficMode;
 use crate::model::proxy::Proxy;
 use crate::model::push_context::{PushContext, resolve_short_name};
 use crate::model::registry::{DEFAULT_DOMAIN_SUFFIX, Protocol, Service};
+use crate::translate::http_policy::{
+    self, CORS_FILTER, FAULT_FILTER, default_retry_policy, header_operations,
+};
 use crate::translate::listener::outbound_ports;
+use crate::translate::traffic_policy;
 use crate::translate::{PASSTHROUGH_CLUSTER, any, outbound_cluster_name, pb_duration};
 
-/// Istio's default retry policy (1.24: 503 is not retried by default).
-pub const DEFAULT_RETRY_ON: &str =
-    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
-const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
+/// The gateway name sidecars answer to in `match.gateways`.
+const MESH_GATEWAY: &str = "mesh";
 
 /// Every route configuration `proxy` gets: one per outbound HTTP port.
 pub fn build_route_configs(proxy: &Proxy, push: &PushContext) -> Vec<RouteConfiguration> {
@@ -60,7 +74,14 @@ pub fn build_route_config(proxy: &Proxy, push: &PushContext, port: u16) -> Route
         }
         let routes = match push.virtual_service_for_host(&proxy.namespace, &service.hostname) {
             Some(vs) => virtual_service_routes(proxy, push, vs, service, port),
-            None => vec![default_route(service, port)],
+            None => {
+                let mut route = default_route(service, port);
+                if let Some(Action::Route(action)) = &mut route.action {
+                    let cluster = outbound_cluster_name(port, "", &service.hostname);
+                    action.hash_policy = traffic_policy::hash_policies(push, proxy, &cluster);
+                }
+                vec![route]
+            }
         };
         let domains: Vec<String> = domains_for(proxy, service, port)
             .into_iter()
@@ -121,8 +142,7 @@ fn catch_all_virtual_host(push: &PushContext) -> VirtualHost {
             "allow_any",
             Action::Route(RouteAction {
                 cluster_specifier: Some(ClusterSpecifier::Cluster(PASSTHROUGH_CLUSTER.into())),
-                timeout: Some(pb_duration(std::time::Duration::ZERO)),
-                ..Default::default()
+                ..timeout_action(None)
             }),
         ),
         OutboundTrafficMode::RegistryOnly => (
@@ -154,20 +174,15 @@ fn prefix_match(prefix: &str) -> RouteMatch {
     }
 }
 
-/// Istio's mesh-wide default retry policy.
-pub fn default_retry_policy() -> RetryPolicy {
-    RetryPolicy {
-        retry_on: DEFAULT_RETRY_ON.into(),
-        num_retries: Some(UInt32Value {
-            value: DEFAULT_RETRY_ATTEMPTS,
-        }),
-        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
-            name: "envoy.retry_host_predicates.previous_hosts".into(),
-            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
-                any(&PreviousHostsPredicate {}),
-            )),
-        }],
-        host_selection_retry_max_attempts: 5,
+/// A route action with istiod's `setTimeout`: `timeout` (0s, i.e. none, when unset) and the
+/// deprecated `max_grpc_timeout` equal to it, so that gRPC requests honour their
+/// `grpc-timeout` header, capped by the timeout (0s: uncapped).
+#[allow(deprecated)]
+fn timeout_action(timeout: Option<std::time::Duration>) -> RouteAction {
+    let timeout = pb_duration(timeout.unwrap_or_default());
+    RouteAction {
+        timeout: Some(timeout),
+        max_grpc_timeout: Some(timeout),
         ..Default::default()
     }
 }
@@ -187,9 +202,8 @@ pub fn default_route(service: &Service, port: u16) -> Route {
                 "",
                 &service.hostname,
             ))),
-            timeout: Some(pb_duration(std::time::Duration::ZERO)),
             retry_policy: Some(default_retry_policy()),
-            ..Default::default()
+            ..timeout_action(None)
         })),
         ..Default::default()
     }
@@ -215,52 +229,33 @@ fn config_metadata(vs: &Config<VirtualService>) -> Metadata {
 }
 
 /// The Envoy routes of a VirtualService's `http` section for one service port, in order; stops
-/// after a catch-all match, as istiod does. Routes whose match cannot apply to this proxy
-/// (another port, other source labels or namespace, a gateway other than `mesh`) are left out.
+/// after a catch-all, as istiod does (a rule without matches is one). Routes whose match cannot
+/// apply to this proxy (another port, other source labels or namespace, gateways without
+/// `mesh`) are left out.
 pub fn virtual_service_routes(
     proxy: &Proxy,
     push: &PushContext,
     vs: &Config<VirtualService>,
-    service: &Service,
+    _service: &Service,
     port: u16,
 ) -> Vec<Route> {
     let mut routes = Vec::new();
     for http in &vs.spec.http {
-        let matches: Vec<Option<&HttpMatchRequest>> = if http.r#match.is_empty() {
-            vec![None]
-        } else {
-            http.r#match.iter().map(Some).collect()
-        };
+        if http.r#match.is_empty() {
+            routes.extend(translate_route(proxy, push, vs, http, None, port));
+            break;
+        }
         let mut catch_all = false;
-        for m in matches {
-            if let Some(m) = m
-                && !match_applies(proxy, m, port)
-            {
+        for m in &http.r#match {
+            if !match_applies(proxy, m, port) {
                 continue;
             }
-            let Some(action) = route_action(push, vs, http, service, port) else {
-                continue;
-            };
-            let route_match = translate_match(m);
-            let is_catch_all = is_catch_all(&route_match);
-            let name = match m.map(|m| m.name.as_str()).filter(|n| !n.is_empty()) {
-                Some(match_name) => format!("{}.{match_name}", http.name),
-                None => http.name.clone(),
-            };
-            routes.push(Route {
-                name,
-                r#match: Some(route_match),
-                decorator: Some(Decorator {
-                    operation: operation(vs, http, &action, port, m),
-                    ..Default::default()
-                }),
-                metadata: Some(config_metadata(vs)),
-                action: Some(action),
-                ..Default::default()
-            });
-            if is_catch_all {
-                catch_all = true;
-                break;
+            if let Some(route) = translate_route(proxy, push, vs, http, Some(m), port) {
+                catch_all = route.r#match.as_ref().is_some_and(is_catch_all);
+                routes.push(route);
+                if catch_all {
+                    break;
+                }
             }
         }
         if catch_all {
@@ -271,26 +266,324 @@ pub fn virtual_service_routes(
 }
 
 /// Whether a match can apply to this proxy on this port (the parts Istio resolves when it
-/// builds config rather than at request time).
+/// builds config rather than at request time). As in istiod, a match naming gateways is
+/// decided by them alone (`mesh` for sidecars); otherwise source labels and namespace decide.
 fn match_applies(proxy: &Proxy, m: &HttpMatchRequest, port: u16) -> bool {
-    (m.port == 0 || m.port == u32::from(port))
-        && m.source_labels
-            .iter()
-            .all(|(k, v)| proxy.labels.get(k) == Some(v))
+    if m.port != 0 && m.port != u32::from(port) {
+        return false;
+    }
+    if !m.gateways.is_empty() {
+        return m.gateways.iter().any(|g| g == MESH_GATEWAY);
+    }
+    m.source_labels
+        .iter()
+        .all(|(k, v)| proxy.labels.get(k) == Some(v))
         && (m.source_namespace.is_empty() || m.source_namespace == proxy.namespace)
-        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
 }
 
+/// istiod's `IsCatchAllRoute`: prefix `/` or regex `.*`, with no header or query matches.
 fn is_catch_all(m: &RouteMatch) -> bool {
     let path_all = match &m.path_specifier {
         Some(PathSpecifier::Prefix(p)) => p == "/",
-        Some(PathSpecifier::SafeRegex(r)) => r.regex == "*" || r.regex == ".*",
+        Some(PathSpecifier::SafeRegex(r)) => r.regex == ".*",
         _ => false,
     };
     path_all && m.headers.is_empty() && m.query_parameters.is_empty()
 }
 
-fn string_matcher(m: &StringMatch, ignore_case: bool) -> Option<StringMatcher> {
+/// One `http` rule under one of its matches (or none) → an Envoy route; `None` when the rule
+/// has nothing Envoy can act on (no destination, an unsupported redirect code).
+fn translate_route(
+    proxy: &Proxy,
+    push: &PushContext,
+    vs: &Config<VirtualService>,
+    http: &HttpRoute,
+    m: Option<&HttpMatchRequest>,
+    port: u16,
+) -> Option<Route> {
+    let name = match m.map(|m| m.name.as_str()).filter(|n| !n.is_empty()) {
+        Some(match_name) => format!("{}.{match_name}", http.name),
+        None => http.name.clone(),
+    };
+    let mut out = Route {
+        name,
+        r#match: Some(translate_match(m)),
+        metadata: Some(config_metadata(vs)),
+        stat_prefix: m.map(|m| m.stat_prefix.clone()).unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut authority = String::new();
+    if let Some(headers) = &http.headers {
+        let ops = header_operations(headers);
+        out.request_headers_to_add = ops.request_add;
+        out.request_headers_to_remove = ops.request_remove;
+        out.response_headers_to_add = ops.response_add;
+        out.response_headers_to_remove = ops.response_remove;
+        authority = ops.authority;
+    }
+    let action = if let Some(redirect) = &http.redirect {
+        Action::Redirect(redirect_action(redirect, port)?)
+    } else if let Some(direct) = &http.direct_response {
+        Action::DirectResponse(direct_response_action(direct))
+    } else {
+        Action::Route(forward_action(
+            &mut out, proxy, push, vs, http, port, authority,
+        )?)
+    };
+    out.action = Some(action);
+    out.decorator = Some(Decorator {
+        operation: operation(&out, vs, port),
+        ..Default::default()
+    });
+    if let Some(fault) = &http.fault {
+        out.typed_per_filter_config
+            .insert(FAULT_FILTER.into(), any(&http_policy::fault(fault)));
+    }
+    if let Some(cors) = &http.cors_policy {
+        out.typed_per_filter_config
+            .insert(CORS_FILTER.into(), any(&http_policy::cors_policy(cors)));
+    }
+    Some(out)
+}
+
+/// istiod's `ApplyRedirect` for a sidecar (plaintext) listener on `port`. A port (explicit or
+/// `derivePort`) implies a scheme (`http` unless given) and is dropped when it is that
+/// scheme's default. Redirect codes other than 301/302/303/307/308 have no Envoy form: istiod
+/// emits a route without an action, which Envoy rejects; here the route is left out.
+fn redirect_action(r: &HttpRedirect, port: u16) -> Option<RedirectAction> {
+    let mut out = RedirectAction {
+        host_redirect: r.authority.clone(),
+        path_rewrite_specifier: Some(redirect_action::PathRewriteSpecifier::PathRedirect(
+            r.uri.clone(),
+        )),
+        ..Default::default()
+    };
+    if !r.scheme.is_empty() {
+        out.scheme_rewrite_specifier = Some(
+            redirect_action::SchemeRewriteSpecifier::SchemeRedirect(r.scheme.clone()),
+        );
+    }
+    if r.port.is_some() || r.derive_port.is_some() {
+        out.port_redirect = match (r.port, r.derive_port) {
+            (Some(p), _) => p,
+            (None, Some(RedirectPortSelection::FromRequestPort)) => u32::from(port),
+            // FROM_PROTOCOL_DEFAULT is what Envoy does without a port.
+            (None, _) => 0,
+        };
+        let scheme = if r.scheme.is_empty() {
+            "http"
+        } else {
+            &r.scheme
+        };
+        if (out.port_redirect == 80 && scheme == "http")
+            || (out.port_redirect == 443 && scheme == "https")
+        {
+            out.port_redirect = 0;
+        }
+    }
+    out.response_code = match r.redirect_code {
+        0 | 301 => redirect_action::RedirectResponseCode::MovedPermanently,
+        302 => redirect_action::RedirectResponseCode::Found,
+        303 => redirect_action::RedirectResponseCode::SeeOther,
+        307 => redirect_action::RedirectResponseCode::TemporaryRedirect,
+        308 => redirect_action::RedirectResponseCode::PermanentRedirect,
+        _ => return None,
+    } as i32;
+    Some(out)
+}
+
+/// A direct response: `string` bodies inline as a string, `bytes` (base64 in the API) inline as
+/// the decoded bytes.
+fn direct_response_action(d: &HttpDirectResponse) -> DirectResponseAction {
+    let body = d.body.as_ref().and_then(|b| {
+        let specifier = match (&b.string, &b.bytes) {
+            (Some(s), _) => DataSpecifier::InlineString(s.clone()),
+            (None, Some(_)) => DataSpecifier::InlineBytes(b.to_bytes()?),
+            (None, None) => return None,
+        };
+        Some(DataSource {
+            specifier: Some(specifier),
+            ..Default::default()
+        })
+    });
+    DirectResponseAction {
+        status: d.status,
+        body,
+        ..Default::default()
+    }
+}
+
+/// istiod's `applyHTTPRouteDestination`: timeout, rewrites, mirrors, destinations (one →
+/// `cluster`, with its header operations on the route; several → `weighted_clusters`, zero
+/// weights skipped, header operations on each `ClusterWeight`), and the retry policy.
+/// `authority` is the host rewrite the rule's own headers asked for.
+fn forward_action(
+    out: &mut Route,
+    proxy: &Proxy,
+    push: &PushContext,
+    vs: &Config<VirtualService>,
+    http: &HttpRoute,
+    port: u16,
+    mut authority: String,
+) -> Option<RouteAction> {
+    let mut action = timeout_action(http.timeout.map(|d| d.as_std()));
+    if let Some(rewrite) = &http.rewrite {
+        if let Some(re) = &rewrite.uri_regex_rewrite {
+            action.regex_rewrite = Some(RegexMatchAndSubstitute {
+                pattern: Some(regex_matcher(&re.r#match)),
+                substitution: re.rewrite.clone(),
+            });
+        } else if !rewrite.uri.is_empty() {
+            // Envoy replaces what the route matched: the prefix for a prefix match, the whole
+            // path for an exact or regex match.
+            action.prefix_rewrite = rewrite.uri.clone();
+        }
+        if !rewrite.authority.is_empty() {
+            authority = rewrite.authority.clone();
+        }
+    }
+    if !authority.is_empty() {
+        action.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(authority));
+    }
+    let mirrors = http
+        .mirror
+        .as_ref()
+        .and_then(|dest| Some((dest, http_policy::mirror_fraction(http)?)))
+        .into_iter()
+        .chain(http.mirrors.iter().filter_map(|m| {
+            Some((
+                m.destination.as_ref()?,
+                http_policy::mirror_policy_fraction(m)?,
+            ))
+        }));
+    for (dest, fraction) in mirrors {
+        action.request_mirror_policies.push(RequestMirrorPolicy {
+            cluster: destination_cluster(push, vs, dest, port),
+            runtime_fraction: Some(fraction),
+            trace_sampled: Some(BoolValue { value: false }),
+            // Envoy appends `-shadow` to the mirrored request's host, as with istiod.
+            ..Default::default()
+        });
+    }
+    let mut consistent_hash = false;
+    match http.route.as_slice() {
+        [] => return None,
+        [only] => {
+            let dest = only.destination.as_ref()?;
+            action.cluster_specifier = Some(ClusterSpecifier::Cluster(destination_cluster(
+                push, vs, dest, port,
+            )));
+            let (host, explicit_port) = destination_host_port(vs, dest);
+            action.hash_policy = traffic_policy::hash_policies_for_destination(
+                push,
+                proxy,
+                &host,
+                &dest.subset,
+                explicit_port,
+            );
+            // istiod drops the previous_hosts retry predicate for a consistent-hash
+            // destination (retrying on another host would defeat the stickiness).
+            consistent_hash = traffic_policy::is_consistent_hash_destination(
+                push,
+                proxy,
+                &host,
+                &dest.subset,
+                explicit_port,
+            );
+            if let Some(headers) = &only.headers {
+                let ops = header_operations(headers);
+                out.request_headers_to_add.extend(ops.request_add);
+                out.request_headers_to_remove.extend(ops.request_remove);
+                out.response_headers_to_add.extend(ops.response_add);
+                out.response_headers_to_remove.extend(ops.response_remove);
+                // The rule's own authority rewrite wins, so that one and several destinations
+                // behave alike.
+                if !ops.authority.is_empty() && action.host_rewrite_specifier.is_none() {
+                    action.host_rewrite_specifier =
+                        Some(HostRewriteSpecifier::HostRewriteLiteral(ops.authority));
+                }
+            }
+        }
+        many => {
+            let mut hash_policy = Vec::new();
+            let clusters: Vec<ClusterWeight> = many
+                .iter()
+                .filter(|rd| rd.weight != 0)
+                .filter_map(|rd| {
+                    let dest = rd.destination.as_ref()?;
+                    let (host, explicit_port) = destination_host_port(vs, dest);
+                    hash_policy.extend(traffic_policy::hash_policies_for_destination(
+                        push,
+                        proxy,
+                        &host,
+                        &dest.subset,
+                        explicit_port,
+                    ));
+                    let mut cw = ClusterWeight {
+                        name: destination_cluster(push, vs, dest, port),
+                        weight: Some(UInt32Value {
+                            value: rd.weight.unsigned_abs(),
+                        }),
+                        ..Default::default()
+                    };
+                    if let Some(headers) = &rd.headers {
+                        let ops = header_operations(headers);
+                        cw.request_headers_to_add = ops.request_add;
+                        cw.request_headers_to_remove = ops.request_remove;
+                        cw.response_headers_to_add = ops.response_add;
+                        cw.response_headers_to_remove = ops.response_remove;
+                        if !ops.authority.is_empty() {
+                            cw.host_rewrite_specifier =
+                                Some(WeightHostRewrite::HostRewriteLiteral(ops.authority));
+                        }
+                    }
+                    Some(cw)
+                })
+                .collect();
+            // Envoy rejects an empty weighted_clusters (validation forbids all-zero weights).
+            if clusters.is_empty() {
+                return None;
+            }
+            action.hash_policy = hash_policy;
+            // Weights are passed as given (no total_weight: Envoy sums them).
+            action.cluster_specifier = Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
+                clusters,
+                ..Default::default()
+            }));
+        }
+    }
+    action.retry_policy = http_policy::retry_policy(http.retries.as_ref(), consistent_hash);
+    Some(action)
+}
+
+/// istiod's `GetRouteOperation`: `<host>:<port><path>` for a single-cluster route to an
+/// outbound cluster, else `<vs name>:<listener port><path>`, where the path comes from the
+/// route's match (`<prefix>*`, the exact path, the regex).
+fn operation(route: &Route, vs: &Config<VirtualService>, port: u16) -> String {
+    let path = match route
+        .r#match
+        .as_ref()
+        .and_then(|m| m.path_specifier.as_ref())
+    {
+        Some(PathSpecifier::Prefix(p)) => format!("{p}*"),
+        Some(PathSpecifier::Path(p)) => p.clone(),
+        Some(PathSpecifier::SafeRegex(r)) => r.regex.clone(),
+        _ => "/*".into(),
+    };
+    match &route.action {
+        Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(c)),
+            ..
+        })) => match crate::translate::parse_outbound_cluster_name(c) {
+            Some((p, _, host)) => format!("{host}:{p}{path}"),
+            None => format!("{}:{port}{path}", vs.meta.name),
+        },
+        _ => format!("{}:{port}{path}", vs.meta.name),
+    }
+}
+
+/// A `StringMatch` as an Envoy `StringMatcher`; `None` for the empty match (`{}`).
+pub(crate) fn string_matcher(m: &StringMatch, ignore_case: bool) -> Option<StringMatcher> {
     let pattern = match m {
         StringMatch::Any => return None,
         StringMatch::Exact(s) => MatchPattern::Exact(s.clone()),
@@ -310,21 +603,27 @@ fn regex_matcher(regex: &str) -> RegexMatcher {
     }
 }
 
-fn header_matcher(name: &str, m: &StringMatch, invert: bool) -> HeaderMatcher {
+/// istiod's `canBeConvertedToPresentMatch`: `{}` and the regex `*` mean "present".
+fn is_present_match(m: &StringMatch) -> bool {
+    matches!(m, StringMatch::Any) || m.regex() == Some("*")
+}
+
+fn header_matcher(name: &str, m: &StringMatch) -> HeaderMatcher {
     let specifier = match string_matcher(m, false) {
-        // An empty match means "present" (and, inverted, "absent").
-        None => HeaderMatchSpecifier::PresentMatch(true),
-        Some(sm) => HeaderMatchSpecifier::StringMatch(sm),
+        Some(sm) if !is_present_match(m) => HeaderMatchSpecifier::StringMatch(sm),
+        _ => HeaderMatchSpecifier::PresentMatch(true),
     };
     HeaderMatcher {
         name: name.to_string(),
-        invert_match: invert,
         header_match_specifier: Some(specifier),
         ..Default::default()
     }
 }
 
-/// HTTPMatchRequest → Envoy RouteMatch (uri, headers, method, authority, scheme, queryParams).
+/// HTTPMatchRequest → Envoy RouteMatch, as istiod's `TranslateRouteMatch`: `headers` and
+/// `withoutHeaders` (inverted; a value match also treats a missing header as empty) sorted by
+/// name, then `:method`, `:authority`, `:scheme`; the uri; `case_sensitive` always set; query
+/// parameters.
 pub fn translate_match(m: Option<&HttpMatchRequest>) -> RouteMatch {
     let Some(m) = m else { return prefix_match("/") };
     let mut out = RouteMatch {
@@ -334,32 +633,36 @@ pub fn translate_match(m: Option<&HttpMatchRequest>) -> RouteMatch {
             Some(StringMatch::Regex(r)) => PathSpecifier::SafeRegex(regex_matcher(r)),
             Some(StringMatch::Any) | None => PathSpecifier::Prefix("/".into()),
         }),
+        case_sensitive: Some(BoolValue {
+            value: !m.ignore_uri_case,
+        }),
         ..Default::default()
     };
-    if m.ignore_uri_case {
-        out.case_sensitive = Some(BoolValue { value: false });
-    }
     for (name, sm) in &m.headers {
         out.headers
-            .push(header_matcher(&name.to_ascii_lowercase(), sm, false));
+            .push(header_matcher(&name.to_ascii_lowercase(), sm));
     }
     for (name, sm) in &m.without_headers {
-        out.headers
-            .push(header_matcher(&name.to_ascii_lowercase(), sm, true));
+        let mut hm = header_matcher(&name.to_ascii_lowercase(), sm);
+        hm.invert_match = true;
+        // A missing header is "not matching the value" rather than "not matching at all".
+        hm.treat_missing_header_as_empty = !is_present_match(sm);
+        out.headers.push(hm);
     }
+    out.headers.sort_by(|a, b| a.name.cmp(&b.name));
     for (pseudo, sm) in [
         (":method", &m.method),
         (":authority", &m.authority),
         (":scheme", &m.scheme),
     ] {
         if let Some(sm) = sm {
-            out.headers.push(header_matcher(pseudo, sm, false));
+            out.headers.push(header_matcher(pseudo, sm));
         }
     }
     for (name, sm) in &m.query_params {
         let specifier = match string_matcher(sm, false) {
-            None => QueryParameterMatchSpecifier::PresentMatch(true),
-            Some(sm) => QueryParameterMatchSpecifier::StringMatch(sm),
+            Some(sm2) if !is_present_match(sm) => QueryParameterMatchSpecifier::StringMatch(sm2),
+            _ => QueryParameterMatchSpecifier::PresentMatch(true),
         };
         out.query_parameters.push(QueryParameterMatcher {
             name: name.clone(),
@@ -367,6 +670,19 @@ pub fn translate_match(m: Option<&HttpMatchRequest>) -> RouteMatch {
         });
     }
     out
+}
+
+/// A destination's resolved host, and its port when it names one (istiod applies port-level
+/// hashing only then).
+fn destination_host_port(vs: &Config<VirtualService>, dest: &Destination) -> (String, Option<u16>) {
+    let host = resolve_short_name(&dest.host, &vs.meta.namespace);
+    let port = dest
+        .port
+        .as_ref()
+        .map(|p| p.number)
+        .filter(|n| *n != 0)
+        .and_then(|n| u16::try_from(n).ok());
+    (host, port)
 }
 
 /// The cluster a VirtualService destination names, from the listener port `port`'s point of view.
@@ -386,123 +702,4 @@ fn destination_cluster(
         },
     };
     outbound_cluster_name(dest_port, &dest.subset, &host)
-}
-
-fn route_action(
-    push: &PushContext,
-    vs: &Config<VirtualService>,
-    http: &HttpRoute,
-    _service: &Service,
-    port: u16,
-) -> Option<Action> {
-    if let Some(redirect) = &http.redirect {
-        let mut action = RedirectAction {
-            host_redirect: redirect.authority.clone(),
-            port_redirect: redirect.port.unwrap_or_default(),
-            ..Default::default()
-        };
-        if !redirect.uri.is_empty() {
-            action.path_rewrite_specifier = Some(
-                redirect_action::PathRewriteSpecifier::PathRedirect(redirect.uri.clone()),
-            );
-        }
-        if !redirect.scheme.is_empty() {
-            action.scheme_rewrite_specifier = Some(
-                redirect_action::SchemeRewriteSpecifier::SchemeRedirect(redirect.scheme.clone()),
-            );
-        }
-        action.response_code = match redirect.redirect_code {
-            302 => redirect_action::RedirectResponseCode::Found,
-            303 => redirect_action::RedirectResponseCode::SeeOther,
-            307 => redirect_action::RedirectResponseCode::TemporaryRedirect,
-            308 => redirect_action::RedirectResponseCode::PermanentRedirect,
-            _ => redirect_action::RedirectResponseCode::MovedPermanently,
-        } as i32;
-        return Some(Action::Redirect(action));
-    }
-    if let Some(direct) = &http.direct_response {
-        let body = direct
-            .body
-            .as_ref()
-            .and_then(|b| b.string.clone())
-            .map(|s| DataSource {
-                specifier: Some(DataSpecifier::InlineString(s)),
-                ..Default::default()
-            });
-        return Some(Action::DirectResponse(DirectResponseAction {
-            status: direct.status,
-            body,
-            ..Default::default()
-        }));
-    }
-    let destinations: Vec<(String, u32)> = http
-        .route
-        .iter()
-        .filter_map(|rd| {
-            let dest = rd.destination.as_ref()?;
-            Some((
-                destination_cluster(push, vs, dest, port),
-                u32::try_from(rd.weight).unwrap_or(0),
-            ))
-        })
-        .collect();
-    let cluster_specifier = match destinations.as_slice() {
-        [] => return None,
-        [(cluster, _)] => ClusterSpecifier::Cluster(cluster.clone()),
-        many => {
-            // Zero-weight destinations are dropped; weights are passed as given (Envoy sums
-            // them), and a single remaining destination is routed to directly.
-            let clusters: Vec<ClusterWeight> = many
-                .iter()
-                .filter(|(_, w)| *w > 0)
-                .map(|(name, w)| ClusterWeight {
-                    name: name.clone(),
-                    weight: Some(UInt32Value { value: *w }),
-                    ..Default::default()
-                })
-                .collect();
-            match clusters.as_slice() {
-                [] => return None,
-                [one] => ClusterSpecifier::Cluster(one.name.clone()),
-                _ => ClusterSpecifier::WeightedClusters(WeightedCluster {
-                    clusters,
-                    ..Default::default()
-                }),
-            }
-        }
-    };
-    let timeout = http.timeout.map(|d| d.as_std()).unwrap_or_default();
-    Some(Action::Route(RouteAction {
-        cluster_specifier: Some(cluster_specifier),
-        timeout: Some(pb_duration(timeout)),
-        retry_policy: Some(default_retry_policy()),
-        ..Default::default()
-    }))
-}
-
-/// istiod's decorator operation: `<host>:<port><path>` for a single destination, else
-/// `<vs name>:<port><path>`.
-fn operation(
-    vs: &Config<VirtualService>,
-    _http: &HttpRoute,
-    action: &Action,
-    port: u16,
-    m: Option<&HttpMatchRequest>,
-) -> String {
-    let path = match m.and_then(|m| m.uri.as_ref()) {
-        Some(StringMatch::Exact(p)) => p.clone(),
-        Some(StringMatch::Prefix(p)) => format!("{p}*"),
-        Some(StringMatch::Regex(r)) => r.clone(),
-        _ => "/*".into(),
-    };
-    match action {
-        Action::Route(RouteAction {
-            cluster_specifier: Some(ClusterSpecifier::Cluster(c)),
-            ..
-        }) => match crate::translate::parse_outbound_cluster_name(c) {
-            Some((p, _, host)) => format!("{host}:{p}{path}"),
-            None => format!("{}:{port}{path}", vs.meta.name),
-        },
-        _ => format!("{}:{port}{path}", vs.meta.name),
-    }
 }

@@ -210,15 +210,29 @@ impl Connection {
     }
 
     /// After a snapshot change: resend every watched type whose content changed.
+    ///
+    /// Envoy re-initialises a changed cluster and keeps it warming until it receives that
+    /// cluster's endpoints again, and likewise waits on the route configurations of a changed
+    /// listener; so after CDS is sent EDS is always resent, and RDS after LDS (istiod resends
+    /// every type on a full push).
     async fn push_changed(&mut self) -> Result<(), Status> {
+        let mut sent_cds = false;
+        let mut sent_lds = false;
         for kind in ResourceType::PUSH_ORDER {
             let Some(w) = self.watched.get(kind.type_url()) else {
                 continue;
             };
             let version_sent = w.version_sent.clone();
             let (resources, version) = self.generate(kind);
-            if version != version_sent {
+            let forced = match kind {
+                ResourceType::Endpoint => sent_cds,
+                ResourceType::Route => sent_lds,
+                _ => false,
+            };
+            if forced || version != version_sent {
                 self.send_generated(kind, resources, version).await?;
+                sent_cds |= kind == ResourceType::Cluster;
+                sent_lds |= kind == ResourceType::Listener;
             }
         }
         self.record_status();
