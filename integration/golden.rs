@@ -201,3 +201,83 @@ fn every_virtual_service_http_feature() {
     );
     golden("http-features", &p, &push);
 }
+
+#[test]
+fn every_service_entry_field() {
+    let push = load("testdata/golden/service-entries", None);
+    let p = proxy(
+        "sidecar~10.3.0.99~client.egress~egress.svc.cluster.local",
+        "REDIRECT",
+        json!({"app": "client"}),
+    );
+    golden("service-entries-egress", &p, &push);
+}
+
+#[test]
+fn service_entries_registry_only_without_interception() {
+    let push = load(
+        "testdata/golden/service-entries",
+        Some("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n"),
+    );
+    let p = proxy(
+        "sidecar~127.0.0.99~client.elsewhere~elsewhere.svc.cluster.local",
+        "NONE",
+        json!({"app": "client"}),
+    );
+    golden("service-entries-elsewhere", &p, &push);
+}
+
+#[test]
+fn sidecar_selected_by_workload_with_ingress_and_text_access_log() {
+    let push = load(
+        "testdata/golden/sidecar-scope",
+        Some("accessLogFile: /dev/stdout\n"),
+    );
+    let p = proxy(
+        "sidecar~127.0.0.99~web-1.shop~shop.svc.cluster.local",
+        "NONE",
+        json!({"app": "web"}),
+    );
+    golden("sidecar-scope-web", &p, &push);
+}
+
+#[test]
+fn sidecar_namespace_default_with_json_access_log() {
+    let push = load(
+        "testdata/golden/sidecar-scope",
+        Some("accessLogFile: /dev/stderr\naccessLogEncoding: JSON\n"),
+    );
+    let p = proxy(
+        "sidecar~10.3.0.12~cart-1.shop~shop.svc.cluster.local",
+        "REDIRECT",
+        json!({"app": "cart"}),
+    );
+    golden("sidecar-scope-cart", &p, &push);
+}
+
+#[test]
+fn sidecar_root_namespace_default_with_custom_formats() {
+    let push = load(
+        "testdata/golden/sidecar-scope",
+        Some(concat!(
+            "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n",
+            "accessLogFile: /tmp/access.log\n",
+            "accessLogFormat: \"%RESPONSE_CODE% %UPSTREAM_CLUSTER_RAW%\"\n",
+        )),
+    );
+    let p = proxy(
+        "sidecar~10.3.0.31~audit-1.ops~ops.svc.cluster.local",
+        "REDIRECT",
+        json!({"app": "audit"}),
+    );
+    golden("sidecar-scope-ops", &p, &push);
+    let json = load(
+        "testdata/golden/sidecar-scope",
+        Some(concat!(
+            "accessLogFile: /tmp/access.json\n",
+            "accessLogEncoding: JSON\n",
+            "accessLogFormat: '{\"code\": \"%RESPONSE_CODE%\", \"cluster\": \"%UPSTREAM_CLUSTER_RAW%\"}'\n",
+        )),
+    );
+    golden("sidecar-scope-ops-json", &p, &json);
+}

@@ -4,8 +4,11 @@
 
 mod cli;
 mod demo;
+mod egress;
 mod golden;
+mod observability;
 mod routing;
+mod sidecar_scope;
 mod support;
 mod traffic_policy;
 mod vs_http;

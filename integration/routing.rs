@@ -379,6 +379,21 @@ spec:
       weight: "ninety"
 "#;
 
+/// Valid on its own, but routes to a subset no DestinationRule defines.
+const DANGLING_SUBSET: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: dangling
+  namespace: testns1
+spec:
+  hosts: [httpbin.testns1.svc.cluster.local]
+  http:
+  - route:
+    - destination:
+        host: httpbin
+        subset: v3
+"#;
+
 const BAD_VALUE: &str = r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata:
@@ -392,7 +407,8 @@ spec:
 async fn broken_files_are_reported_and_the_rest_is_served() {
     let sb = Sandbox::start(
         106,
-        &[("vs.yaml", VS_90_10), ("zz-broken.yaml", BROKEN_YAML), ("sub/bad-weight.yaml", BAD_FIELD), ("bad-dr.json", "{\"apiVersion\": \"networking.istio.io/v1\", \"kind\": \"DestinationRule\", \"metadata\": {\"name\": \"bad-dr\", \"namespace\": \"testns1\"}, \"spec\": {\"host\": \"\"}}")],
+        &[("vs.yaml", VS_90_10), ("zz-broken.yaml", BROKEN_YAML), ("sub/bad-weight.yaml", BAD_FIELD),
+            ("dangling.yaml", DANGLING_SUBSET), ("bad-dr.json", "{\"apiVersion\": \"networking.istio.io/v1\", \"kind\": \"DestinationRule\", \"metadata\": {\"name\": \"bad-dr\", \"namespace\": \"testns1\"}, \"spec\": {\"host\": \"\"}}")],
         "NONE",
     )
     .await;
@@ -425,6 +441,18 @@ async fn broken_files_are_reported_and_the_rest_is_served() {
     assert_eq!(weight["namespace"], "testns1");
     assert_eq!(weight["name"], "bad-weight");
     assert_eq!(weight["field"], "spec.http[0].route[0].weight");
+    let dangling = find("dangling.yaml");
+    assert_eq!(
+        dangling["field"],
+        "spec.http[0].route[0].destination.subset"
+    );
+    assert!(
+        dangling["message"]
+            .as_str()
+            .unwrap()
+            .contains("subset \"v3\""),
+        "{dangling}"
+    );
     let dr = find("bad-dr.json");
     assert_eq!(dr["kind"], "DestinationRule");
     assert_eq!(dr["field"], "spec.host");
@@ -443,7 +471,10 @@ async fn broken_files_are_reported_and_the_rest_is_served() {
         .map(|c| c["metadata"]["name"].as_str().unwrap())
         .collect();
     assert!(
-        names.contains(&"httpbin") && !names.contains(&"bad-weight") && !names.contains(&"bad-dr"),
+        names.contains(&"httpbin")
+            && !names.contains(&"bad-weight")
+            && !names.contains(&"bad-dr")
+            && !names.contains(&"dangling"),
         "{names:?}"
     );
 }

@@ -848,3 +848,87 @@ async fn tls_origination_simple_and_mutual_with_file_certificates() {
         envoy.stop().await;
     }
 }
+
+/// Runs Debian's `hey` load generator (installed by .ci/run) and returns its status-code
+/// distribution (`[503] 12 responses` lines).
+fn hey(
+    listener: &str,
+    host: &str,
+    requests: u32,
+    concurrency: u32,
+    delay_ms: u32,
+) -> std::collections::BTreeMap<u16, u32> {
+    let out = std::process::Command::new("hey")
+        .args([
+            "-n",
+            &requests.to_string(),
+            "-c",
+            &concurrency.to_string(),
+            "-disable-keepalive",
+        ])
+        .args(["-host", host, "-H", &format!("x-delay-ms: {delay_ms}")])
+        .arg(format!("http://{listener}/"))
+        .output()
+        .expect("`hey` is installed (.ci/run installs it with apt-get)");
+    assert!(
+        out.status.success(),
+        "hey failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let code = l.strip_prefix('[')?.split(']').next()?.parse().ok()?;
+            let n = l.split_whitespace().nth(1)?.parse().ok()?;
+            Some((code, n))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_under_concurrent_load_from_hey() {
+    // The seed's circuit breaker: one connection, one pending request, one request per
+    // connection.
+    let m = Mesh::start(
+        129,
+        1,
+        &[(
+            "dr.yaml",
+            &dr("{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}}"),
+        )],
+    )
+    .await;
+    wait_for_cluster(&m.envoy, WEB_CLUSTER, |c| {
+        c["circuit_breakers"]["thresholds"][0]["max_connections"] == 1
+    })
+    .await;
+    let overflow = stat(WEB_CLUSTER, "upstream_rq_pending_overflow");
+    let listener = m.listener.clone();
+
+    // Within the limits (one client at a time): no overflow.
+    let calm = tokio::task::spawn_blocking({
+        let l = listener.clone();
+        move || hey(&l, WEB, 10, 1, 20)
+    })
+    .await
+    .unwrap();
+    assert_eq!(calm.get(&200), Some(&10), "{calm:?}");
+    assert_eq!(m.envoy.counter(&overflow).await.unwrap(), 0);
+
+    // Beyond them (5 concurrent clients against a slow upstream): 503s flagged UO.
+    let busy = tokio::task::spawn_blocking(move || hey(&listener, WEB, 40, 5, 100))
+        .await
+        .unwrap();
+    let rejected = busy.get(&503).copied().unwrap_or(0);
+    assert!(
+        rejected > 0 && busy.get(&200).copied().unwrap_or(0) > 0,
+        "{busy:?}"
+    );
+    assert_eq!(busy.values().sum::<u32>(), 40, "{busy:?}");
+    assert_eq!(
+        m.envoy.counter(&overflow).await.unwrap(),
+        u64::from(rejected),
+        "every 503 is a pending overflow (UO)"
+    );
+}

@@ -10,4 +10,5 @@ pub mod istio;
 pub mod mesh;
 pub mod proxy;
 pub mod push_context;
+pub mod references;
 pub mod registry;

@@ -82,25 +82,43 @@ impl ResourceType {
 
     /// The proxy properties this type's output depends on. Proxies with equal keys get the
     /// same bytes, so the xds layer encodes once per key.
-    pub fn scope_key(self, proxy: &Proxy) -> String {
+    pub fn scope_key(self, proxy: &Proxy, push: &PushContext) -> String {
+        // The Sidecar that scopes the proxy (chosen by namespace and labels) decides which
+        // services, VirtualServices, ingress listeners and catch-all policy it gets.
+        let sidecar = push.sidecar_key(proxy);
         match self {
-            // DestinationRule lookup and exportTo depend on the proxy namespace.
+            // DestinationRule lookup and exportTo depend on the proxy namespace; ingress
+            // clusters (no interception) on the proxy IP.
+            // clusters (a Sidecar's `ingress` without interception) on the proxy IP.
             ResourceType::Cluster => {
-                format!("{}|{}", proxy.namespace, proxy.interception_mode.as_str())
+                let with_ingress = proxy.interception_mode == InterceptionMode::None
+                    && push
+                        .sidecar_for(proxy)
+                        .is_some_and(|s| !s.spec.ingress.is_empty());
+                let ip = if with_ingress {
+                    proxy.primary_ip().to_string()
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{}|{}|{ip}|{sidecar}",
+                    proxy.namespace,
+                    proxy.interception_mode.as_str()
+                )
             }
             // Subset labels come from the DestinationRule this namespace sees.
-            ResourceType::Endpoint => proxy.namespace.clone(),
+            ResourceType::Endpoint => format!("{}|{sidecar}", proxy.namespace),
             // The layout depends on the interception mode; without interception listeners
             // also bind the proxy's own IP.
             ResourceType::Listener => match proxy.interception_mode {
                 InterceptionMode::None => {
-                    format!("{}|NONE|{}", proxy.namespace, proxy.primary_ip())
+                    format!("{}|NONE|{}|{sidecar}", proxy.namespace, proxy.primary_ip())
                 }
-                mode => format!("{}|{}", proxy.namespace, mode.as_str()),
+                mode => format!("{}|{}|{sidecar}", proxy.namespace, mode.as_str()),
             },
             // Short domains, VirtualService visibility and sourceLabels matches.
             ResourceType::Route => format!(
-                "{}|{}|{:?}",
+                "{}|{}|{:?}|{sidecar}",
                 proxy.namespace, proxy.dns_domain, proxy.labels
             ),
         }
@@ -224,24 +242,33 @@ mod tests {
         let a = proxy("sidecar~127.0.0.21~a.ns1~ns1.svc.cluster.local", "NONE");
         let b = proxy("sidecar~127.0.0.22~b.ns1~ns1.svc.cluster.local", "NONE");
         let other_ns = proxy("sidecar~127.0.0.23~c.ns2~ns2.svc.cluster.local", "NONE");
+        let push = PushContext::new(Default::default());
         for kind in [
             ResourceType::Cluster,
             ResourceType::Endpoint,
             ResourceType::Route,
         ] {
-            assert_eq!(kind.scope_key(&a), kind.scope_key(&b), "{kind}");
-            assert_ne!(kind.scope_key(&a), kind.scope_key(&other_ns), "{kind}");
+            assert_eq!(
+                kind.scope_key(&a, &push),
+                kind.scope_key(&b, &push),
+                "{kind}"
+            );
+            assert_ne!(
+                kind.scope_key(&a, &push),
+                kind.scope_key(&other_ns, &push),
+                "{kind}"
+            );
         }
         // Without interception listeners bind the proxy's own IP; with REDIRECT they do not.
         assert_ne!(
-            ResourceType::Listener.scope_key(&a),
-            ResourceType::Listener.scope_key(&b)
+            ResourceType::Listener.scope_key(&a, &push),
+            ResourceType::Listener.scope_key(&b, &push)
         );
         let ra = proxy("sidecar~10.0.0.1~a.ns1~ns1.svc.cluster.local", "REDIRECT");
         let rb = proxy("sidecar~10.0.0.2~b.ns1~ns1.svc.cluster.local", "REDIRECT");
         assert_eq!(
-            ResourceType::Listener.scope_key(&ra),
-            ResourceType::Listener.scope_key(&rb)
+            ResourceType::Listener.scope_key(&ra, &push),
+            ResourceType::Listener.scope_key(&rb, &push)
         );
     }
 

@@ -5,16 +5,18 @@
 //! DestinationRule a proxy sees for a host. Never changes after construction; a new push builds
 //! a new one. No I/O, no Envoy types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::model::config::{Config, ConfigError, istio_order};
+use crate::model::istio::sidecar::OutboundTrafficPolicyMode;
 use crate::model::istio::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
-use crate::model::mesh::MeshConfig;
+use crate::model::mesh::{MeshConfig, OutboundTrafficMode};
+use crate::model::proxy::{NodeType, Proxy};
 use crate::model::registry::{DEFAULT_DOMAIN_SUFFIX, Service, ServiceRegistry};
 
 /// Everything the sources know, in source-neutral form. Sources replace or edit it; the push
@@ -44,6 +46,7 @@ impl ConfigStore {
     pub fn normalize(&mut self) {
         self.virtual_services.sort_by(istio_order);
         self.destination_rules.sort_by(istio_order);
+        crate::model::references::reject_dangling_subsets(self);
         self.gateways.sort_by(istio_order);
         self.service_entries.sort_by(istio_order);
         self.sidecars.sort_by(istio_order);
@@ -81,28 +84,138 @@ impl PushContext {
         &self.store.registry
     }
 
-    /// Services visible from `namespace`, in hostname order.
-    pub fn services_visible_to<'a>(
-        &'a self,
-        namespace: &'a str,
-    ) -> impl Iterator<Item = &'a Service> + 'a {
-        self.store
+    /// The `Sidecar` that applies to a sidecar `proxy`, as istiod picks it: in the proxy's
+    /// namespace, the first (oldest, then by name) whose `workloadSelector` the proxy's labels
+    /// satisfy, else the namespace's selector-less one, else the root namespace's selector-less
+    /// one. Routers never get one.
+    pub fn sidecar_for(&self, proxy: &Proxy) -> Option<&Config<Sidecar>> {
+        if proxy.node_type != NodeType::Sidecar {
+            return None;
+        }
+        let in_ns = |ns: &str| {
+            let ns = ns.to_string();
+            self.store
+                .sidecars
+                .iter()
+                .filter(move |s| s.meta.namespace == ns)
+        };
+        let selected = in_ns(&proxy.namespace).find(|s| {
+            s.spec.workload_selector.as_ref().is_some_and(|sel| {
+                sel.labels
+                    .iter()
+                    .all(|(k, v)| proxy.labels.get(k) == Some(v))
+            })
+        });
+        selected
+            .or_else(|| in_ns(&proxy.namespace).find(|s| s.spec.workload_selector.is_none()))
+            .or_else(|| {
+                in_ns(&self.store.mesh.root_namespace).find(|s| s.spec.workload_selector.is_none())
+            })
+    }
+
+    /// `namespace/name` of the Sidecar that scopes `proxy` (`-` for none): what translate's
+    /// scope keys carry so that proxies sharing it share encodings.
+    pub fn sidecar_key(&self, proxy: &Proxy) -> String {
+        self.sidecar_for(proxy).map_or_else(
+            || "-".to_string(),
+            |s| format!("{}/{}", s.meta.namespace, s.meta.name),
+        )
+    }
+
+    /// The egress `hosts` of the proxy's Sidecar as (namespace, host) pairs, with `.`
+    /// resolved to the proxy's namespace; `None` means no restriction (no Sidecar, or one
+    /// without egress listeners: istiod's implicit `*/*`).
+    pub fn egress_hosts(&self, proxy: &Proxy) -> Option<Vec<(String, String)>> {
+        let sidecar = self.sidecar_for(proxy)?;
+        if sidecar.spec.egress.is_empty() {
+            return None;
+        }
+        let hosts = sidecar
+            .spec
+            .egress
+            .iter()
+            .flat_map(|l| &l.hosts)
+            .filter_map(|h| h.split_once('/'))
+            .map(|(ns, host)| {
+                let ns = if ns == "." {
+                    proxy.namespace.as_str()
+                } else {
+                    ns
+                };
+                (ns.to_string(), host.to_string())
+            })
+            .collect();
+        Some(hosts)
+    }
+
+    /// The outbound traffic mode for `proxy`: its Sidecar's `outboundTrafficPolicy` when set,
+    /// else the mesh's.
+    pub fn outbound_traffic_mode(&self, proxy: &Proxy) -> OutboundTrafficMode {
+        match self
+            .sidecar_for(proxy)
+            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+        {
+            Some(p) => match p.mode {
+                OutboundTrafficPolicyMode::AllowAny => OutboundTrafficMode::AllowAny,
+                OutboundTrafficPolicyMode::RegistryOnly => OutboundTrafficMode::RegistryOnly,
+            },
+            None => self.store.mesh.outbound_traffic_policy.mode,
+        }
+    }
+
+    /// Services `proxy` sees, in hostname order: those exported to its namespace and, under a
+    /// Sidecar with egress hosts, imported by one of them (`ns/host`, `*/host`, `./host`;
+    /// `~/*` imports nothing) or named as a destination by a VirtualService the Sidecar imports,
+    /// as istiod's `SidecarScope` collects them.
+    pub fn services_visible_to<'a>(&'a self, proxy: &Proxy) -> Vec<&'a Service> {
+        let exported = self
+            .store
             .registry
             .services
             .values()
-            .filter(move |s| is_exported_to(&s.export_to, &s.namespace, namespace))
+            .filter(|s| is_exported_to(&s.export_to, &s.namespace, &proxy.namespace));
+        let Some(hosts) = self.egress_hosts(proxy) else {
+            return exported.collect();
+        };
+        let mut destinations = BTreeSet::new();
+        for vs in self.sidecar_virtual_services(proxy) {
+            for d in vs_destination_hosts(&vs.spec) {
+                destinations.insert(resolve_short_name(d, &vs.meta.namespace));
+            }
+        }
+        exported
+            .filter(|s| {
+                destinations.contains(&s.hostname)
+                    || hosts.iter().any(|(ns, host)| {
+                        (ns == "*" || *ns == s.namespace) && host_matches(host, &s.hostname)
+                    })
+            })
+            .collect()
     }
 
-    /// VirtualServices bound to the mesh (sidecars) and visible from `namespace`, in Istio's
+    /// VirtualServices bound to the mesh (sidecars) and visible to `proxy`: exported to its
+    /// namespace and, under a Sidecar with egress hosts, imported by one of them. In Istio's
     /// precedence order.
     pub fn sidecar_virtual_services<'a>(
         &'a self,
-        namespace: &'a str,
+        proxy: &Proxy,
     ) -> impl Iterator<Item = &'a Config<VirtualService>> + 'a {
+        let namespace = proxy.namespace.clone();
+        let hosts = self.egress_hosts(proxy);
         self.store.virtual_services.iter().filter(move |vs| {
             let gateways = &vs.spec.gateways;
             let applies_to_mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
-            applies_to_mesh && is_exported_to(&vs.spec.export_to, &vs.meta.namespace, namespace)
+            applies_to_mesh
+                && is_exported_to(&vs.spec.export_to, &vs.meta.namespace, &namespace)
+                && hosts.as_ref().is_none_or(|hosts| {
+                    hosts.iter().any(|(ns, host)| {
+                        (ns == "*" || *ns == vs.meta.namespace)
+                            && vs.spec.hosts.iter().any(|h| {
+                                let h = resolve_short_name(h, &vs.meta.namespace);
+                                host_matches(host, &h) || host_matches(&h, host)
+                            })
+                    })
+                })
         })
     }
 
@@ -110,12 +223,13 @@ impl PushContext {
     /// service `hostname`, as istiod picks one per host for sidecars.
     pub fn virtual_service_for_host<'a>(
         &'a self,
-        proxy_namespace: &'a str,
+        proxy: &Proxy,
         hostname: &str,
     ) -> Option<&'a Config<VirtualService>> {
+        let proxy_namespace = proxy.namespace.as_str();
         // Istio prefers VirtualServices in the proxy's own namespace, then the rest.
         let mut candidates: Vec<&Config<VirtualService>> = self
-            .sidecar_virtual_services(proxy_namespace)
+            .sidecar_virtual_services(proxy)
             .filter(|vs| {
                 vs.spec
                     .hosts
@@ -156,6 +270,23 @@ impl PushContext {
         }
         None
     }
+}
+
+/// Hosts a VirtualService routes or mirrors to (HTTP, TLS and TCP routes).
+fn vs_destination_hosts(vs: &VirtualService) -> Vec<&str> {
+    let mut out = Vec::new();
+    for r in &vs.http {
+        out.extend(r.route.iter().filter_map(|d| d.destination.as_ref()));
+        out.extend(r.mirror.as_ref());
+        out.extend(r.mirrors.iter().filter_map(|m| m.destination.as_ref()));
+    }
+    for r in &vs.tls {
+        out.extend(r.route.iter().filter_map(|d| d.destination.as_ref()));
+    }
+    for r in &vs.tcp {
+        out.extend(r.route.iter().filter_map(|d| d.destination.as_ref()));
+    }
+    out.into_iter().map(|d| d.host.as_str()).collect()
 }
 
 /// `exportTo` semantics: empty or `*` = everywhere, `.` = own namespace, else listed namespaces.
@@ -215,5 +346,73 @@ mod tests {
             "httpbin.testns1.svc.cluster.local"
         ));
         assert!(host_matches("*", "anything"));
+    }
+
+    fn sidecar(ns: &str, name: &str, yaml: &str) -> Config<Sidecar> {
+        Config {
+            meta: crate::model::config::ConfigMeta {
+                kind: crate::model::config::ConfigKind::Sidecar,
+                api_version: "networking.istio.io/v1".into(),
+                name: name.into(),
+                namespace: ns.into(),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+                creation_timestamp: None,
+                resource_version: None,
+                source: "test".into(),
+            },
+            spec: serde_saphyr::from_str(yaml).unwrap(),
+        }
+    }
+
+    fn proxy(ns: &str, app: &str) -> Proxy {
+        let meta = serde_json::json!({"LABELS": {"app": app}});
+        Proxy::from_node(
+            &format!("sidecar~10.0.0.1~p.{ns}~{ns}.svc.cluster.local"),
+            meta.as_object().unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sidecar_selection_and_egress_hosts() {
+        let store = ConfigStore {
+            sidecars: vec![
+                sidecar("istio-system", "default", "egress: [{hosts: [\"./*\"]}]"),
+                sidecar("a", "default", "egress: [{hosts: [\"*/*\"]}]"),
+                sidecar(
+                    "a",
+                    "web",
+                    "workloadSelector: {labels: {app: web}}\negress: [{hosts: [\"./*\", \"b/x.b.svc.cluster.local\"]}]\noutboundTrafficPolicy: {mode: ALLOW_ANY}",
+                ),
+            ],
+            ..Default::default()
+        };
+        let mut store = store;
+        store.mesh.outbound_traffic_policy.mode = OutboundTrafficMode::RegistryOnly;
+        let push = PushContext::new(store);
+        assert_eq!(push.sidecar_key(&proxy("a", "web")), "a/web");
+        assert_eq!(push.sidecar_key(&proxy("a", "other")), "a/default");
+        assert_eq!(push.sidecar_key(&proxy("c", "web")), "istio-system/default");
+        assert_eq!(
+            push.egress_hosts(&proxy("a", "web")).unwrap(),
+            [
+                ("a".to_string(), "*".to_string()),
+                ("b".to_string(), "x.b.svc.cluster.local".to_string())
+            ]
+        );
+        // `.` in the root-namespace default means the proxy's own namespace.
+        assert_eq!(
+            push.egress_hosts(&proxy("c", "x")).unwrap(),
+            [("c".to_string(), "*".to_string())]
+        );
+        assert_eq!(
+            push.outbound_traffic_mode(&proxy("a", "web")),
+            OutboundTrafficMode::AllowAny
+        );
+        assert_eq!(
+            push.outbound_traffic_mode(&proxy("a", "other")),
+            OutboundTrafficMode::RegistryOnly
+        );
     }
 }

@@ -140,6 +140,30 @@ pub struct ServicePort {
     pub protocol: Protocol,
 }
 
+/// How a service's endpoints are found (istiod's `model.Resolution`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum Resolution {
+    /// Endpoints are known to the mesh and sent over EDS (Kubernetes services, STATIC
+    /// ServiceEntries).
+    #[default]
+    ClientSideLb,
+    /// Forward to the original destination (ServiceEntry resolution NONE).
+    Passthrough,
+    /// Envoy resolves every endpoint name with DNS and balances over all addresses (DNS).
+    DnsLb,
+    /// Envoy resolves one name and connects to its first address (DNS_ROUND_ROBIN).
+    DnsRoundRobinLb,
+}
+
+/// Which registry a service came from; a Kubernetes service wins a hostname it shares with a
+/// ServiceEntry in the same namespace (istiod's "domain squatting" rule).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum ServiceSource {
+    #[default]
+    Kubernetes,
+    ServiceEntry,
+}
+
 /// A service in the mesh, keyed by its fully qualified hostname.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Service {
@@ -155,6 +179,12 @@ pub struct Service {
     /// `networking.istio.io/exportTo` annotation, kept for the visibility rules.
     pub export_to: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    pub resolution: Resolution,
+    /// ServiceEntry `location: MESH_EXTERNAL` (clusters carry istio `external: true`).
+    pub mesh_external: bool,
+    /// Virtual IPs / CIDRs (ServiceEntry `addresses`); `cluster_ip` holds the first plain IP.
+    pub addresses: Vec<String>,
+    pub source: ServiceSource,
 }
 
 impl Service {
@@ -175,7 +205,10 @@ pub fn service_hostname(name: &str, namespace: &str) -> String {
 /// One address serving one port of one service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Endpoint {
+    /// The endpoint's IP; unspecified (`0.0.0.0`) when `hostname` names it instead.
     pub address: IpAddr,
+    /// A DNS name to resolve (endpoints of DNS-resolved ServiceEntries may be names).
+    pub hostname: Option<String>,
     /// The port on the workload (the service port's target).
     pub port: u16,
     /// Name of the service port this endpoint serves.
@@ -186,6 +219,17 @@ pub struct Endpoint {
     /// The workload's name (pod name) when known.
     pub workload: Option<String>,
     pub namespace: String,
+    /// Load-balancing weight (ServiceEntry / WorkloadEntry `weight`; 1 when unset).
+    pub weight: u32,
+}
+
+impl Endpoint {
+    /// The address Envoy connects to or resolves: the name when there is one, else the IP.
+    pub fn target(&self) -> String {
+        self.hostname
+            .clone()
+            .unwrap_or_else(|| self.address.to_string())
+    }
 }
 
 /// The registry part of a snapshot: services by hostname and their endpoints.

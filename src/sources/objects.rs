@@ -15,14 +15,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::model::config::{Config, ConfigError, ConfigKind, ConfigMeta};
+use crate::model::config::{Config, ConfigError, ConfigKind, ConfigMeta, istio_order};
+use crate::model::istio::service_entry::ServiceEntryResolution;
 use crate::model::istio::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, ValidationError, VirtualService, WorkloadEntry,
 };
 use crate::model::mesh::MeshConfig;
 use crate::model::push_context::ConfigStore;
 use crate::model::registry::{
-    Endpoint, Protocol, Service, ServicePort, TargetPort, labels_match, service_hostname,
+    Endpoint, Protocol, Resolution, Service, ServicePort, ServiceSource, TargetPort, labels_match,
+    service_hostname,
 };
 
 /// The Istio API versions we accept for networking.istio.io kinds.
@@ -284,8 +286,154 @@ impl ObjectSet {
                 .services
                 .insert(service.hostname.clone(), service);
         }
+        self.add_service_entries(&mut store);
         store.normalize();
         store
+    }
+
+    /// ServiceEntries → registry services, one per host (istiod's `convertServices`), with
+    /// endpoints from `endpoints`, from the WorkloadEntries and Pods `workloadSelector` picks in
+    /// the entry's namespace, or (DNS resolutions without either) from the host itself
+    /// (`convertServiceEntryToInstances`). The oldest entry keeps a hostname; a Kubernetes
+    /// Service keeps its hostname unless it has no ports (a port-less headless Service yields
+    /// no clusters in istiod, so the entry's ports serve the host, as in the seed's
+    /// non-existent-service case).
+    fn add_service_entries(&self, store: &mut ConfigStore) {
+        let mut entries = store.service_entries.clone();
+        entries.sort_by(istio_order);
+        let workload_entries = store.workload_entries.clone();
+        for se in &entries {
+            for host in &se.spec.hosts {
+                if let Some(existing) = store.registry.services.get(host)
+                    && (existing.source == ServiceSource::ServiceEntry
+                        || !existing.ports.is_empty())
+                {
+                    continue;
+                }
+                let (service, endpoints) = self.convert_service_entry(se, host, &workload_entries);
+                store.registry.endpoints.insert(host.clone(), endpoints);
+                store.registry.services.insert(host.clone(), service);
+            }
+        }
+    }
+
+    fn convert_service_entry(
+        &self,
+        se: &Config<ServiceEntry>,
+        host: &str,
+        workload_entries: &[Config<WorkloadEntry>],
+    ) -> (Service, Vec<Endpoint>) {
+        let spec = &se.spec;
+        let ns = se.meta.namespace.as_str();
+        let ports: Vec<ServicePort> = spec
+            .ports
+            .iter()
+            .filter_map(|p| {
+                let port = u16::try_from(p.number).ok()?;
+                let target = u16::try_from(p.target_port).ok().filter(|t| *t > 0);
+                Some(ServicePort {
+                    name: p.name.clone(),
+                    port,
+                    target_port: TargetPort::Number(target.unwrap_or(port)),
+                    // istiod's `protocol.Parse` of the port's `protocol` field, never the name.
+                    protocol: Protocol::parse(&p.protocol).unwrap_or(Protocol::Unsupported),
+                })
+            })
+            .collect();
+        let resolution = match spec.resolution {
+            ServiceEntryResolution::None => Resolution::Passthrough,
+            ServiceEntryResolution::Static => Resolution::ClientSideLb,
+            ServiceEntryResolution::Dns => Resolution::DnsLb,
+            ServiceEntryResolution::DnsRoundRobin => Resolution::DnsRoundRobinLb,
+        };
+        let service = Service {
+            hostname: host.to_string(),
+            name: host.to_string(),
+            namespace: ns.to_string(),
+            cluster_ip: spec.addresses.iter().find_map(|a| a.parse::<IpAddr>().ok()),
+            ports: ports.clone(),
+            selector: spec
+                .workload_selector
+                .as_ref()
+                .map(|s| s.labels.clone())
+                .filter(|l| !l.is_empty()),
+            export_to: spec.export_to.clone(),
+            labels: se.meta.labels.clone(),
+            resolution,
+            mesh_external: spec.location
+                == crate::model::istio::service_entry::ServiceEntryLocation::MeshExternal,
+            addresses: spec.addresses.clone(),
+            source: ServiceSource::ServiceEntry,
+        };
+        // The workload port: the entry's own port map by port name, else targetPort, else
+        // the service port.
+        let port_for = |map: &BTreeMap<String, u32>, p: &ServicePort| -> u16 {
+            map.get(&p.name)
+                .and_then(|n| u16::try_from(*n).ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(match p.target_port {
+                    TargetPort::Number(n) => n,
+                    TargetPort::Named(_) => p.port,
+                })
+        };
+        let mut out = Vec::new();
+        let mut push_entry = |we: &WorkloadEntry, workload: Option<String>| {
+            let Some((address, hostname)) = entry_address(&we.address) else {
+                return;
+            };
+            for p in &ports {
+                out.push(Endpoint {
+                    address,
+                    hostname: hostname.clone(),
+                    port: port_for(&we.ports, p),
+                    service_port_name: p.name.clone(),
+                    labels: we.labels.clone(),
+                    ready: true,
+                    workload: workload.clone(),
+                    namespace: ns.to_string(),
+                    weight: we.weight.max(1),
+                });
+            }
+        };
+        if let Some(selector) = &spec.workload_selector {
+            for we in workload_entries.iter().filter(|we| {
+                we.meta.namespace == ns && labels_match(&selector.labels, &we.spec.labels)
+            }) {
+                push_entry(&we.spec, Some(we.meta.name.clone()));
+            }
+            for pod in &self.pods {
+                let labels = pod.metadata.labels.clone().unwrap_or_default();
+                if namespace_of(&pod.metadata) != ns || !labels_match(&selector.labels, &labels) {
+                    continue;
+                }
+                let Some(status) = &pod.status else { continue };
+                if status.phase.as_deref() != Some("Running") {
+                    continue;
+                }
+                let Some(ip) = status.pod_ip.clone() else {
+                    continue;
+                };
+                let as_entry = WorkloadEntry {
+                    address: ip,
+                    labels,
+                    ..Default::default()
+                };
+                push_entry(&as_entry, pod.metadata.name.clone());
+            }
+        } else if !spec.endpoints.is_empty() {
+            for we in &spec.endpoints {
+                push_entry(we, None);
+            }
+        } else if matches!(resolution, Resolution::DnsLb | Resolution::DnsRoundRobinLb) {
+            push_entry(
+                &WorkloadEntry {
+                    address: host.to_string(),
+                    ..Default::default()
+                },
+                None,
+            );
+        }
+        (service, out)
     }
 
     /// Endpoints of one service: from its EndpointSlices when it has any, else from legacy
@@ -433,6 +581,21 @@ impl ObjectSet {
     }
 }
 
+/// A WorkloadEntry address as an IP, or as a DNS name to resolve (unspecified IP). Unix
+/// sockets and network-only (empty) addresses have no endpoint a sidecar can reach.
+fn entry_address(address: &str) -> Option<(IpAddr, Option<String>)> {
+    if address.is_empty() || address.starts_with("unix://") {
+        return None;
+    }
+    match address.parse::<IpAddr>() {
+        Ok(ip) => Some((ip, None)),
+        Err(_) => Some((
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            Some(address.to_string()),
+        )),
+    }
+}
+
 fn endpoint(
     address: IpAddr,
     port: u16,
@@ -451,6 +614,8 @@ fn endpoint(
         ready,
         workload: pod.and_then(|p| p.metadata.name.clone()),
         namespace: ns.to_string(),
+        hostname: None,
+        weight: 1,
     }
 }
 
@@ -527,6 +692,10 @@ pub fn convert_service(svc: &KubeService) -> Option<Service> {
         namespace,
         ports,
         export_to,
+        resolution: Resolution::ClientSideLb,
+        mesh_external: false,
+        addresses: Vec::new(),
+        source: ServiceSource::Kubernetes,
     })
 }
 

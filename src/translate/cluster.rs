@@ -6,16 +6,21 @@
 //! subset (load balancing, connection pool, outlier detection, TLS): see `traffic_policy`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster,
-    cluster::{ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig, LbPolicy},
+    cluster::{
+        ClusterDiscoveryType, CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig,
+        LbPolicy,
+    },
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Address, BindConfig, Http1ProtocolOptions, Http2ProtocolOptions,
     HttpProtocolOptions as CommonHttpProtocolOptions, Metadata, SocketAddress, address,
     socket_address::PortSpecifier,
 };
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
     http_protocol_options::{
@@ -30,12 +35,14 @@ use crate::model::istio::DestinationRule;
 use crate::model::istio::destination_rule::TrafficPolicy;
 use crate::model::proxy::{InterceptionMode, Proxy};
 use crate::model::push_context::PushContext;
-use crate::model::registry::{Protocol, Service, ServicePort};
+use crate::model::registry::{Protocol, Resolution, Service, ServicePort};
 use crate::translate::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, ads_config_source, any,
-    outbound_cluster_name, pb_duration, traffic_policy,
+    endpoint, outbound_cluster_name, pb_duration, traffic_policy,
 };
 
+/// istiod's default `dnsRefreshRate` (MeshConfig).
+const DNS_REFRESH_RATE: std::time::Duration = std::time::Duration::from_secs(60);
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// Istio binds inbound passthrough connections from this address so they skip iptables.
 const INBOUND_PASSTHROUGH_BIND_IP: &str = "127.0.0.6";
@@ -43,19 +50,22 @@ const INBOUND_PASSTHROUGH_BIND_IP: &str = "127.0.0.6";
 /// Every cluster `proxy` gets, in a stable order.
 pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
     let mut out = Vec::new();
-    for service in push.services_visible_to(&proxy.namespace) {
+    for service in push.services_visible_to(proxy) {
         let dr = push.destination_rule_for(&proxy.namespace, &service.hostname);
         for port in &service.ports {
             let policy = dr.and_then(|dr| traffic_policy::cluster_policy(&dr.spec, port.port));
-            let main = outbound_cluster(
+            let Some(main) = outbound_cluster(
+                proxy,
                 push,
                 service,
                 port,
                 "",
-                DiscoveryType::Eds,
+                discovery_type(service.resolution),
                 policy.as_ref(),
                 dr,
-            );
+            ) else {
+                continue;
+            };
             // Subsets inherit the service cluster's type (ORIGINAL_DST after PASSTHROUGH), or
             // become ORIGINAL_DST by their own PASSTHROUGH.
             let main_type = match main.cluster_discovery_type {
@@ -74,7 +84,8 @@ pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
                     main_type
                 };
                 let merged = traffic_policy::subset_policy(policy.as_ref(), own, port.port);
-                out.push(outbound_cluster(
+                out.extend(outbound_cluster(
+                    proxy,
                     push,
                     service,
                     port,
@@ -95,6 +106,9 @@ pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
             Some(INBOUND_PASSTHROUGH_BIND_IP),
         ));
     }
+    out.extend(crate::translate::listener::sidecar_ingress_clusters(
+        proxy, push,
+    ));
     out
 }
 
@@ -109,11 +123,25 @@ pub fn eds_cluster_names(proxy: &Proxy, push: &PushContext) -> Vec<String> {
         .collect()
 }
 
+/// istiod's `convertResolution`: mesh-known endpoints over EDS (Kubernetes services and
+/// STATIC ServiceEntries alike), DNS as STRICT_DNS, DNS_ROUND_ROBIN as LOGICAL_DNS, NONE as
+/// the original destination.
+fn discovery_type(resolution: Resolution) -> DiscoveryType {
+    match resolution {
+        Resolution::ClientSideLb => DiscoveryType::Eds,
+        Resolution::Passthrough => DiscoveryType::OriginalDst,
+        Resolution::DnsLb => DiscoveryType::StrictDns,
+        Resolution::DnsRoundRobinLb => DiscoveryType::LogicalDns,
+    }
+}
+
 /// One outbound cluster (`subset` "" for the service's own), built as istiod's
 /// `buildCluster` + `applyTrafficPolicy` + `maybeApplyEdsConfig`: `policy` is the traffic
 /// policy that applies to it (already merged for the port and subset), `dr` the rule it came
-/// from.
+/// from. None, as in istiod, for a DNS cluster without endpoints to resolve.
+#[allow(clippy::too_many_arguments)]
 fn outbound_cluster(
+    proxy: &Proxy,
     push: &PushContext,
     service: &Service,
     port: &ServicePort,
@@ -121,7 +149,7 @@ fn outbound_cluster(
     discovery: DiscoveryType,
     policy: Option<&TrafficPolicy>,
     dr: Option<&Config<DestinationRule>>,
-) -> Cluster {
+) -> Option<Cluster> {
     let name = outbound_cluster_name(port.port, subset, &service.hostname);
     let mut cluster = Cluster {
         name,
@@ -130,6 +158,41 @@ fn outbound_cluster(
         metadata: Some(service_metadata(service, port, subset)),
         ..Default::default()
     };
+    if matches!(
+        discovery,
+        DiscoveryType::StrictDns | DiscoveryType::LogicalDns
+    ) {
+        // istiod: the proxy's address family decides the lookup family (dual stack: V4_ONLY
+        // while ISTIO_DUAL_STACK is off), the mesh's dnsRefreshRate (default 60 s), TTLs
+        // respected, and the endpoints (names or IPs) as a load assignment.
+        let all_v6 = proxy.ip_addresses.iter().all(IpAddr::is_ipv6);
+        cluster.dns_lookup_family = if all_v6 && !proxy.ip_addresses.is_empty() {
+            DnsLookupFamily::V6Only
+        } else {
+            DnsLookupFamily::V4Only
+        } as i32;
+        // The fields istiod 1.24 still sets (Envoy 1.40 accepts them, deprecated in favour of
+        // the `envoy.cluster.dns` extension).
+        #[allow(deprecated)]
+        {
+            cluster.dns_refresh_rate = Some(pb_duration(DNS_REFRESH_RATE));
+            cluster.respect_dns_ttl = true;
+        }
+        let subset_labels = match subset {
+            "" => None,
+            name => Some(&dr?.spec.subsets.iter().find(|s| s.name == name)?.labels),
+        };
+        let endpoints =
+            endpoint::locality_lb_endpoints(push, &service.hostname, &port.name, subset_labels);
+        if endpoints.is_empty() {
+            return None;
+        }
+        cluster.load_assignment = Some(ClusterLoadAssignment {
+            cluster_name: cluster.name.clone(),
+            endpoints,
+            ..Default::default()
+        });
+    }
     let mut http = upstream_protocol_options(port.protocol);
     traffic_policy::apply(&mut cluster, &mut http, policy, push.mesh());
     if cluster.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
@@ -171,7 +234,7 @@ fn outbound_cluster(
         cluster.typed_extension_protocol_options =
             HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), any(&options))]);
     }
-    cluster
+    Some(cluster)
 }
 
 /// HTTP/2 ports talk HTTP/2 upstream; HTTP/1.1 ports keep Envoy's default; unknown protocols
@@ -238,6 +301,14 @@ fn service_metadata(service: &Service, port: &ServicePort, subset: &str) -> Meta
     );
     if !subset.is_empty() {
         istio.fields.insert("subset".into(), s(subset));
+    }
+    if service.mesh_external {
+        istio.fields.insert(
+            "external".into(),
+            Value {
+                kind: Some(Kind::BoolValue(true)),
+            },
+        );
     }
     Metadata {
         filter_metadata: HashMap::from([("istio".to_string(), istio)]),

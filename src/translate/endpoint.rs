@@ -1,6 +1,8 @@
 //! EDS: one `ClusterLoadAssignment` per outbound cluster, the service's ready endpoints on the
 //! target port, filtered by the subset's labels.
 
+use std::collections::BTreeMap;
+
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
@@ -43,28 +45,47 @@ pub fn build_load_assignment(
             None => return Some(cla),
         }
     };
+    cla.endpoints = locality_lb_endpoints(push, host, &service_port.name, subset_labels);
+    Some(cla)
+}
+
+/// The ready endpoints of `host` serving the service port `port_name` (filtered by a subset's
+/// labels), as one locality: shared by EDS and by the load assignments of STRICT_DNS /
+/// LOGICAL_DNS clusters, whose endpoints may be names Envoy resolves. Weights are the
+/// endpoints' own (ServiceEntry / WorkloadEntry `weight`), the locality's their sum.
+pub(crate) fn locality_lb_endpoints(
+    push: &PushContext,
+    host: &str,
+    port_name: &str,
+    subset_labels: Option<&BTreeMap<String, String>>,
+) -> Vec<LocalityLbEndpoints> {
     let lb_endpoints: Vec<LbEndpoint> = push
         .registry()
-        .endpoints_for(host, &service_port.name)
+        .endpoints_for(host, port_name)
         .filter(|e| e.ready)
         .filter(|e| subset_labels.is_none_or(|sel| labels_match(sel, &e.labels)))
         .map(|e| LbEndpoint {
             host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
-                address: Some(socket_address(&e.address.to_string(), u32::from(e.port))),
+                address: Some(socket_address(&e.target(), u32::from(e.port))),
                 ..Default::default()
             })),
             health_status: HealthStatus::Healthy as i32,
-            load_balancing_weight: Some(UInt32Value { value: 1 }),
+            load_balancing_weight: Some(UInt32Value {
+                value: e.weight.max(1),
+            }),
             ..Default::default()
         })
         .collect();
-    if !lb_endpoints.is_empty() {
-        let weight = lb_endpoints.len() as u32;
-        cla.endpoints.push(LocalityLbEndpoints {
-            lb_endpoints,
-            load_balancing_weight: Some(UInt32Value { value: weight }),
-            ..Default::default()
-        });
+    if lb_endpoints.is_empty() {
+        return Vec::new();
     }
-    Some(cla)
+    let weight = lb_endpoints
+        .iter()
+        .map(|e| e.load_balancing_weight.as_ref().map_or(1, |w| w.value))
+        .sum();
+    vec![LocalityLbEndpoints {
+        lb_endpoints,
+        load_balancing_weight: Some(UInt32Value { value: weight }),
+        ..Default::default()
+    }]
 }

@@ -7,11 +7,33 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::accesslog::v3::{
+    AccessLog, AccessLogFilter, ResponseFlagFilter, access_log::ConfigType as AccessLogConfigType,
+    access_log_filter::FilterSpecifier,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster,
+    cluster::{ClusterDiscoveryType, CommonLbConfig, DiscoveryType},
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, DataSource, JsonFormatOptions, Pipe, SubstitutionFormatString, TrafficDirection,
+    address, data_source::Specifier as DataSourceSpecifier, substitution_format_string::Format,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
+};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
     filter::ConfigType as FilterConfigType,
     listener_filter::ConfigType as ListenerFilterConfigType,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    Decorator, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    route_action::ClusterSpecifier as RouteClusterSpecifier, route_action::MaxStreamDuration,
+    route_match::PathSpecifier,
+};
+use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
+    FileAccessLog, file_access_log::AccessLogFormat,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
@@ -29,9 +51,15 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier,
 };
-use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions,
+    http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    },
+};
+use envoy_types::pb::google::protobuf::{BoolValue, ListValue, Struct, Value, value::Kind};
 
-use crate::model::mesh::OutboundTrafficMode;
+use crate::model::mesh::{AccessLogEncoding, MeshConfig, OutboundTrafficMode};
 use crate::model::proxy::{InterceptionMode, Proxy};
 use crate::model::push_context::PushContext;
 use crate::model::registry::{Protocol, Service};
@@ -72,7 +100,7 @@ impl OutboundPort {
 /// The outbound ports this proxy serves, by port number.
 pub fn outbound_ports(proxy: &Proxy, push: &PushContext) -> BTreeMap<u16, OutboundPort> {
     let mut by_port: BTreeMap<u16, Vec<(&Service, Protocol)>> = BTreeMap::new();
-    for service in push.services_visible_to(&proxy.namespace) {
+    for service in push.services_visible_to(proxy) {
         for port in &service.ports {
             if port.protocol != Protocol::Udp {
                 by_port
@@ -124,7 +152,7 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
         match kind {
             OutboundPort::Http if bind_for_real => {
                 let name = format!("{wildcard}_{port}");
-                let hcm = http_filter_chain(&name, port, false);
+                let hcm = http_filter_chain(push, &name, port, false);
                 out.push(outbound_listener(
                     name,
                     &wildcard,
@@ -139,11 +167,11 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
                 // istiod sniffs on the wildcard HTTP listener: non-HTTP traffic to the port
                 // falls through to the catch-all cluster.
                 let name = format!("{wildcard}_{port}");
-                let hcm = http_filter_chain(&name, port, true);
-                let cluster = catch_all_cluster(push);
+                let hcm = http_filter_chain(push, &name, port, true);
+                let cluster = catch_all_cluster(proxy, push);
                 let passthrough = FilterChain {
                     name: "PassthroughFilterChain".into(),
-                    filters: vec![tcp_proxy_filter(cluster, cluster)],
+                    filters: vec![tcp_proxy_filter(push, cluster, cluster)],
                     ..Default::default()
                 };
                 out.push(outbound_listener(
@@ -158,10 +186,10 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
             }
             OutboundPort::Auto { tcp_host } => {
                 let name = format!("{wildcard}_{port}");
-                let hcm = http_filter_chain(&name, port, true);
+                let hcm = http_filter_chain(push, &name, port, true);
                 let cluster = outbound_cluster_name(port, "", &tcp_host);
                 let tcp = FilterChain {
-                    filters: vec![tcp_proxy_filter(&cluster, &cluster)],
+                    filters: vec![tcp_proxy_filter(push, &cluster, &cluster)],
                     ..Default::default()
                 };
                 out.push(outbound_listener(
@@ -187,7 +215,7 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
                     };
                     let cluster = outbound_cluster_name(port, "", &hostname);
                     let chain = FilterChain {
-                        filters: vec![tcp_proxy_filter(&cluster, &cluster)],
+                        filters: vec![tcp_proxy_filter(push, &cluster, &cluster)],
                         ..Default::default()
                     };
                     out.push(outbound_listener(
@@ -204,8 +232,12 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
         }
     }
     if !bind_for_real {
-        out.push(virtual_outbound(push));
-        out.push(virtual_inbound());
+        out.push(virtual_outbound(proxy, push));
+        out.push(virtual_inbound(push));
+    }
+    out.extend(sidecar_ingress_listeners(proxy, push));
+    for listener in &mut out {
+        listener.access_log = listener_access_logs(push.mesh());
     }
     out
 }
@@ -260,7 +292,12 @@ fn sniffing_listener_filters() -> Vec<ListenerFilter> {
 }
 
 /// The HCM chain of an outbound port; with `sniffed`, it only takes plaintext HTTP/1.1 and h2c.
-fn http_filter_chain(listener_name: &str, port: u16, sniffed: bool) -> FilterChain {
+fn http_filter_chain(
+    push: &PushContext,
+    listener_name: &str,
+    port: u16,
+    sniffed: bool,
+) -> FilterChain {
     FilterChain {
         filter_chain_match: sniffed.then(|| FilterChainMatch {
             transport_protocol: "raw_buffer".into(),
@@ -269,15 +306,22 @@ fn http_filter_chain(listener_name: &str, port: u16, sniffed: bool) -> FilterCha
         }),
         filters: vec![network_filter(
             "envoy.filters.network.http_connection_manager",
-            any(&http_connection_manager(listener_name, &port.to_string())),
+            any(&http_connection_manager(
+                push,
+                format!("outbound_{listener_name}"),
+                RouteSpecifier::Rds(Rds {
+                    config_source: Some(ads_config_source()),
+                    route_config_name: port.to_string(),
+                }),
+            )),
         )],
         ..Default::default()
     }
 }
 
 /// The cluster that traffic to unknown destinations goes to under the mesh's policy.
-fn catch_all_cluster(push: &PushContext) -> &'static str {
-    match push.mesh().outbound_traffic_policy.mode {
+fn catch_all_cluster(proxy: &Proxy, push: &PushContext) -> &'static str {
+    match push.outbound_traffic_mode(proxy) {
         OutboundTrafficMode::AllowAny => PASSTHROUGH_CLUSTER,
         OutboundTrafficMode::RegistryOnly => BLACKHOLE_CLUSTER,
     }
@@ -285,8 +329,8 @@ fn catch_all_cluster(push: &PushContext) -> &'static str {
 
 /// 15001: receives all redirected outbound traffic and hands it to the listener that owns the
 /// original destination; what no listener claims goes to the catch-all cluster.
-fn virtual_outbound(push: &PushContext) -> Listener {
-    let cluster = catch_all_cluster(push);
+fn virtual_outbound(proxy: &Proxy, push: &PushContext) -> Listener {
+    let cluster = catch_all_cluster(proxy, push);
     Listener {
         name: VIRTUAL_OUTBOUND.into(),
         address: Some(socket_address("0.0.0.0", VIRTUAL_OUTBOUND_PORT)),
@@ -294,7 +338,7 @@ fn virtual_outbound(push: &PushContext) -> Listener {
         traffic_direction: TrafficDirection::Outbound as i32,
         filter_chains: vec![FilterChain {
             name: "virtualOutbound-catchall-tcp".into(),
-            filters: vec![tcp_proxy_filter(cluster, cluster)],
+            filters: vec![tcp_proxy_filter(push, cluster, cluster)],
             ..Default::default()
         }],
         ..Default::default()
@@ -302,7 +346,7 @@ fn virtual_outbound(push: &PushContext) -> Listener {
 }
 
 /// 15006: receives redirected inbound traffic and passes it to the original destination.
-fn virtual_inbound() -> Listener {
+fn virtual_inbound(push: &PushContext) -> Listener {
     Listener {
         name: VIRTUAL_INBOUND.into(),
         address: Some(socket_address("0.0.0.0", VIRTUAL_INBOUND_PORT)),
@@ -315,6 +359,7 @@ fn virtual_inbound() -> Listener {
         filter_chains: vec![FilterChain {
             name: "virtualInbound-catchall-tcp".into(),
             filters: vec![tcp_proxy_filter(
+                push,
                 INBOUND_PASSTHROUGH_CLUSTER,
                 INBOUND_PASSTHROUGH_CLUSTER,
             )],
@@ -331,12 +376,13 @@ fn network_filter(name: &str, typed: envoy_types::pb::google::protobuf::Any) -> 
     }
 }
 
-fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+fn tcp_proxy_filter(push: &PushContext, stat_prefix: &str, cluster: &str) -> Filter {
     network_filter(
         "envoy.filters.network.tcp_proxy",
         any(&TcpProxy {
             stat_prefix: stat_prefix.into(),
             cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
+            access_log: file_access_logs(push.mesh(), None),
             ..Default::default()
         }),
     )
@@ -351,14 +397,16 @@ fn http_filter(name: &str, typed: envoy_types::pb::google::protobuf::Any) -> Htt
 }
 
 /// The outbound HCM as istiod writes it for sidecars, minus Istio-proxy-only filters.
-fn http_connection_manager(listener_name: &str, route_config_name: &str) -> HttpConnectionManager {
+fn http_connection_manager(
+    push: &PushContext,
+    stat_prefix: String,
+    routes: RouteSpecifier,
+) -> HttpConnectionManager {
     HttpConnectionManager {
-        stat_prefix: format!("outbound_{listener_name}"),
+        stat_prefix,
         codec_type: CodecType::Auto as i32,
-        route_specifier: Some(RouteSpecifier::Rds(Rds {
-            config_source: Some(ads_config_source()),
-            route_config_name: route_config_name.into(),
-        })),
+        route_specifier: Some(routes),
+        access_log: file_access_logs(push.mesh(), None),
         http_filters: vec![
             http_filter("envoy.filters.http.fault", any(&HttpFault::default())),
             http_filter("envoy.filters.http.cors", any(&Cors::default())),
@@ -375,4 +423,308 @@ fn http_connection_manager(listener_name: &str, route_config_name: &str) -> Http
         proxy_100_continue: true,
         ..Default::default()
     }
+}
+
+/// istiod 1.24's default TEXT access log format (`model.EnvoyTextLogFormat`).
+pub const ISTIO_TEXT_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
+
+/// istiod 1.24's default JSON access log fields (`model.EnvoyJSONLogFormatIstio`).
+pub const ISTIO_JSON_LOG_FIELDS: [(&str, &str); 24] = [
+    ("start_time", "%START_TIME%"),
+    ("route_name", "%ROUTE_NAME%"),
+    ("method", "%REQ(:METHOD)%"),
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    ("protocol", "%PROTOCOL%"),
+    ("response_code", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+    (
+        "connection_termination_details",
+        "%CONNECTION_TERMINATION_DETAILS%",
+    ),
+    ("bytes_received", "%BYTES_RECEIVED%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+    ("duration", "%DURATION%"),
+    (
+        "upstream_service_time",
+        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    ),
+    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+    ("user_agent", "%REQ(USER-AGENT)%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ("authority", "%REQ(:AUTHORITY)%"),
+    ("upstream_host", "%UPSTREAM_HOST%"),
+    ("upstream_cluster", "%UPSTREAM_CLUSTER_RAW%"),
+    ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+    ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
+    (
+        "upstream_transport_failure_reason",
+        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    ),
+];
+
+/// The MeshConfig access log (`accessLogFile`, `accessLogEncoding`, `accessLogFormat`) as an
+/// `envoy.access_loggers.file` entry, as istiod's `FileAccessLogFromMeshConfig` builds it;
+/// empty when `accessLogFile` is unset. `filter` restricts it (listener-level logs only log
+/// `NR`).
+pub fn file_access_logs(mesh: &MeshConfig, filter: Option<AccessLogFilter>) -> Vec<AccessLog> {
+    if mesh.access_log_file.is_empty() {
+        return Vec::new();
+    }
+    let format = match mesh.access_log_encoding {
+        AccessLogEncoding::Text => {
+            let text = if mesh.access_log_format.is_empty() {
+                ISTIO_TEXT_LOG_FORMAT.to_string()
+            } else if mesh.access_log_format.ends_with('\n') {
+                mesh.access_log_format.clone()
+            } else {
+                // "Istio will insert a newline ('\n') on all formats (if missing)."
+                format!("{}\n", mesh.access_log_format)
+            };
+            SubstitutionFormatString {
+                format: Some(Format::TextFormatSource(DataSource {
+                    specifier: Some(DataSourceSpecifier::InlineString(text)),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        }
+        AccessLogEncoding::Json => SubstitutionFormatString {
+            format: Some(Format::JsonFormat(json_log_struct(&mesh.access_log_format))),
+            // istiod's `SortProperties: false`, the default.
+            json_format_options: Some(JsonFormatOptions::default()),
+            ..Default::default()
+        },
+    };
+    vec![AccessLog {
+        name: "envoy.access_loggers.file".into(),
+        filter,
+        config_type: Some(AccessLogConfigType::TypedConfig(any(&FileAccessLog {
+            path: mesh.access_log_file.clone(),
+            access_log_format: Some(AccessLogFormat::LogFormat(format)),
+        }))),
+    }]
+}
+
+/// Listener-level access logs: only connections no filter chain took (`NR`), as istiod's
+/// `setListenerAccessLog`.
+fn listener_access_logs(mesh: &MeshConfig) -> Vec<AccessLog> {
+    file_access_logs(
+        mesh,
+        Some(AccessLogFilter {
+            filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
+                flags: vec!["NR".into()],
+            })),
+        }),
+    )
+}
+
+/// A custom JSON `accessLogFormat` (an object of string fields), else Istio's default fields.
+/// As istiod, an unparsable custom format falls back to the default.
+fn json_log_struct(custom: &str) -> Struct {
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    let parsed: Option<serde_json::Map<String, serde_json::Value>> = (!custom.trim().is_empty())
+        .then(|| serde_json::from_str(custom).ok())
+        .flatten();
+    let fields = match parsed {
+        Some(map) if !map.is_empty() => map
+            .into_iter()
+            .map(|(k, v)| (k, json_to_pb_value(v)))
+            .collect(),
+        _ => ISTIO_JSON_LOG_FIELDS
+            .iter()
+            .map(|(k, v)| (k.to_string(), string(v)))
+            .collect(),
+    };
+    Struct { fields }
+}
+
+fn json_to_pb_value(v: serde_json::Value) -> Value {
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => Kind::ListValue(ListValue {
+            values: a.into_iter().map(json_to_pb_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(Struct {
+            fields: o
+                .into_iter()
+                .map(|(k, v)| (k, json_to_pb_value(v)))
+                .collect(),
+        }),
+    };
+    Value { kind: Some(kind) }
+}
+
+/// Istio's cluster name for a Sidecar ingress port: `inbound|<port>||`.
+pub fn inbound_cluster_name(port: u32) -> String {
+    format!("inbound|{port}||")
+}
+
+/// The Sidecar `ingress` listeners of a proxy without interception: each binds `bind` (else
+/// the proxy's IP) at its port and forwards to its `defaultEndpoint` through the
+/// `inbound|<port>||` cluster; HTTP ports get an HCM with an inline route, others a TCP proxy.
+fn sidecar_ingress_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
+    if proxy.interception_mode != InterceptionMode::None {
+        return Vec::new();
+    }
+    let Some(sidecar) = push.sidecar_for(proxy) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ingress in &sidecar.spec.ingress {
+        let Some(port) = &ingress.port else { continue };
+        if ingress.default_endpoint.is_empty() {
+            continue;
+        }
+        let bind = if ingress.bind.is_empty() {
+            proxy.primary_ip().to_string()
+        } else {
+            ingress.bind.clone()
+        };
+        let name = format!("{bind}_{}", port.number);
+        let cluster = inbound_cluster_name(port.number);
+        let protocol = Protocol::parse(&port.protocol).unwrap_or(Protocol::Unsupported);
+        let filter = if protocol.is_http() {
+            let route = RouteConfiguration {
+                name: cluster.clone(),
+                validate_clusters: Some(BoolValue { value: false }),
+                virtual_hosts: vec![VirtualHost {
+                    name: format!("inbound|http|{}", port.number),
+                    domains: vec!["*".into()],
+                    routes: vec![Route {
+                        name: "default".into(),
+                        r#match: Some(RouteMatch {
+                            path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                            ..Default::default()
+                        }),
+                        decorator: Some(Decorator {
+                            operation: format!("{}/*", cluster),
+                            ..Default::default()
+                        }),
+                        action: Some(Action::Route(RouteAction {
+                            cluster_specifier: Some(RouteClusterSpecifier::Cluster(
+                                cluster.clone(),
+                            )),
+                            timeout: Some(pb_duration(std::time::Duration::ZERO)),
+                            max_stream_duration: Some(MaxStreamDuration {
+                                max_stream_duration: Some(pb_duration(std::time::Duration::ZERO)),
+                                grpc_timeout_header_max: Some(pb_duration(
+                                    std::time::Duration::ZERO,
+                                )),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            network_filter(
+                "envoy.filters.network.http_connection_manager",
+                any(&http_connection_manager(
+                    push,
+                    format!("inbound_{bind}_{}", port.number),
+                    RouteSpecifier::RouteConfig(route),
+                )),
+            )
+        } else {
+            tcp_proxy_filter(push, &cluster, &cluster)
+        };
+        out.push(Listener {
+            name,
+            address: Some(socket_address(&bind, port.number)),
+            filter_chains: vec![FilterChain {
+                filters: vec![filter],
+                ..Default::default()
+            }],
+            traffic_direction: TrafficDirection::Inbound as i32,
+            ..Default::default()
+        });
+    }
+    out
+}
+
+/// The STATIC `inbound|<port>||` clusters behind [`sidecar_ingress_listeners`]: one endpoint,
+/// the `defaultEndpoint` (`0.0.0.0:<port>` means the proxy's own IP, `unix://` a socket).
+pub fn sidecar_ingress_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
+    if proxy.interception_mode != InterceptionMode::None {
+        return Vec::new();
+    }
+    let Some(sidecar) = push.sidecar_for(proxy) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ingress in &sidecar.spec.ingress {
+        let Some(port) = &ingress.port else { continue };
+        let address = if let Some(path) = ingress.default_endpoint.strip_prefix("unix://") {
+            Address {
+                address: Some(address::Address::Pipe(Pipe {
+                    path: path.to_string(),
+                    mode: 0,
+                })),
+            }
+        } else {
+            let Some((host, ep_port)) = ingress.default_endpoint.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(ep_port) = ep_port.parse::<u32>() else {
+                continue;
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let host = match host {
+                "0.0.0.0" | "::" | "" => proxy.primary_ip().to_string(),
+                h => h.to_string(),
+            };
+            socket_address(&host, ep_port)
+        };
+        let name = inbound_cluster_name(port.number);
+        let protocol = Protocol::parse(&port.protocol).unwrap_or(Protocol::Unsupported);
+        let mut cluster = Cluster {
+            name: name.clone(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+            connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
+            common_lb_config: Some(CommonLbConfig::default()),
+            load_assignment: Some(ClusterLoadAssignment {
+                cluster_name: name,
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints: vec![LbEndpoint {
+                        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                            address: Some(address),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if matches!(protocol, Protocol::Http2 | Protocol::Grpc) {
+            cluster.typed_extension_protocol_options.insert(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+                any(&HttpProtocolOptions {
+                    upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                        ExplicitHttpConfig {
+                            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                                Default::default(),
+                            )),
+                        },
+                    )),
+                    ..Default::default()
+                }),
+            );
+        }
+        out.push(cluster);
+    }
+    out
 }

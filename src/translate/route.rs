@@ -64,7 +64,7 @@ pub fn build_route_configs(proxy: &Proxy, push: &PushContext) -> Vec<RouteConfig
 pub fn build_route_config(proxy: &Proxy, push: &PushContext, port: u16) -> RouteConfiguration {
     let mut virtual_hosts = Vec::new();
     let mut seen_domains: BTreeSet<String> = BTreeSet::new();
-    for service in push.services_visible_to(&proxy.namespace) {
+    for service in push.services_visible_to(proxy) {
         let Some(sp) = service.port(port) else {
             continue;
         };
@@ -72,7 +72,7 @@ pub fn build_route_config(proxy: &Proxy, push: &PushContext, port: u16) -> Route
         if !(sp.protocol.is_http() || sp.protocol == Protocol::Unsupported) {
             continue;
         }
-        let routes = match push.virtual_service_for_host(&proxy.namespace, &service.hostname) {
+        let routes = match push.virtual_service_for_host(proxy, &service.hostname) {
             Some(vs) => virtual_service_routes(proxy, push, vs, service, port),
             None => {
                 let mut route = default_route(service, port);
@@ -100,7 +100,7 @@ pub fn build_route_config(proxy: &Proxy, push: &PushContext, port: u16) -> Route
         });
     }
     virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
-    virtual_hosts.push(catch_all_virtual_host(push));
+    virtual_hosts.push(catch_all_virtual_host(push.outbound_traffic_mode(proxy)));
     RouteConfiguration {
         name: port.to_string(),
         virtual_hosts,
@@ -118,9 +118,13 @@ pub fn build_route_config(proxy: &Proxy, push: &PushContext, port: u16) -> Route
 pub fn domains_for(proxy: &Proxy, service: &Service, port: u16) -> Vec<String> {
     let mut hosts = vec![service.hostname.clone()];
     let suffix = format!(".svc.{DEFAULT_DOMAIN_SUFFIX}");
-    if let Some(name_ns) = service.hostname.strip_suffix(&suffix) {
-        if service.namespace == proxy.namespace {
-            hosts.push(service.name.clone());
+    // istiod's GenerateAltVirtualHosts works on the hostname alone, so a ServiceEntry host
+    // shaped like a Kubernetes one gets the short forms too; other names get only their own.
+    if let Some(name_ns) = service.hostname.strip_suffix(&suffix)
+        && let Some((name, ns)) = name_ns.split_once('.')
+    {
+        if ns == proxy.namespace {
+            hosts.push(name.to_string());
         }
         hosts.push(format!("{name_ns}.svc"));
         hosts.push(name_ns.to_string());
@@ -136,8 +140,8 @@ pub fn domains_for(proxy: &Proxy, service: &Service, port: u16) -> Vec<String> {
     out
 }
 
-fn catch_all_virtual_host(push: &PushContext) -> VirtualHost {
-    let (name, action) = match push.mesh().outbound_traffic_policy.mode {
+fn catch_all_virtual_host(mode: OutboundTrafficMode) -> VirtualHost {
+    let (name, action) = match mode {
         OutboundTrafficMode::AllowAny => (
             "allow_any",
             Action::Route(RouteAction {

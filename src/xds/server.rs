@@ -246,7 +246,7 @@ impl Connection {
         let push = self.server.push_context();
         let generated = self.server.cache.get_or_generate(
             kind,
-            kind.scope_key(&self.proxy),
+            kind.scope_key(&self.proxy, &push),
             &push.version,
             || translate::generate(kind, &self.proxy, &push, None),
         );
