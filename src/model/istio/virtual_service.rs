@@ -1386,8 +1386,9 @@ impl CorsPolicy {
     }
 }
 
-/// gRPC status names accepted by `abort.grpcStatus`.
-const SUPPORTED_GRPC_STATUS: &[&str] = &[
+/// gRPC status names accepted by `abort.grpcStatus`, in code order (`OK` = 0 …
+/// `UNAUTHENTICATED` = 16).
+pub const SUPPORTED_GRPC_STATUS: &[&str] = &[
     "OK",
     "CANCELLED",
     "UNKNOWN",
