@@ -379,6 +379,22 @@ spec:
       weight: "ninety"
 "#;
 
+/// Two destinations whose weights do not sum to 100.
+const BAD_SUM: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bad-sum
+  namespace: testns1
+spec:
+  hosts: [httpbin]
+  http:
+  - route:
+    - destination: {host: httpbin, subset: v1}
+      weight: 60
+    - destination: {host: httpbin, subset: v2}
+      weight: 60
+"#;
+
 /// Valid on its own, but routes to a subset no DestinationRule defines.
 const DANGLING_SUBSET: &str = r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -408,7 +424,8 @@ async fn broken_files_are_reported_and_the_rest_is_served() {
     let sb = Sandbox::start(
         106,
         &[("vs.yaml", VS_90_10), ("zz-broken.yaml", BROKEN_YAML), ("sub/bad-weight.yaml", BAD_FIELD),
-            ("dangling.yaml", DANGLING_SUBSET), ("bad-dr.json", "{\"apiVersion\": \"networking.istio.io/v1\", \"kind\": \"DestinationRule\", \"metadata\": {\"name\": \"bad-dr\", \"namespace\": \"testns1\"}, \"spec\": {\"host\": \"\"}}")],
+            ("dangling.yaml", DANGLING_SUBSET),
+            ("bad-sum.yaml", BAD_SUM), ("bad-dr.json", "{\"apiVersion\": \"networking.istio.io/v1\", \"kind\": \"DestinationRule\", \"metadata\": {\"name\": \"bad-dr\", \"namespace\": \"testns1\"}, \"spec\": {\"host\": \"\"}}")],
         "NONE",
     )
     .await;
@@ -441,6 +458,15 @@ async fn broken_files_are_reported_and_the_rest_is_served() {
     assert_eq!(weight["namespace"], "testns1");
     assert_eq!(weight["name"], "bad-weight");
     assert_eq!(weight["field"], "spec.http[0].route[0].weight");
+    let sum = find("bad-sum.yaml");
+    assert_eq!(sum["field"], "spec.http[0].route");
+    assert!(
+        sum["message"]
+            .as_str()
+            .unwrap()
+            .contains("total destination weight 120 != 100"),
+        "{sum}"
+    );
     let dangling = find("dangling.yaml");
     assert_eq!(
         dangling["field"],

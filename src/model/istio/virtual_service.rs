@@ -1007,8 +1007,11 @@ impl Destination {
     }
 }
 
-/// Per-destination weights must not be negative, and several destinations
-/// must not all weigh zero.
+/// Per-destination weights must not be negative, and several destinations must not all weigh
+/// zero (istiod's rules). navarch also holds several destinations to the API's documented
+/// contract that their weights sum to 100 (istiod 1.24 accepts other sums and treats weights
+/// as relative): a split that does not add up is almost always a typo, and it is reported with
+/// the field instead of silently skewing traffic. A single destination's weight is ignored.
 fn validate_weights(weights: &[i32], path: &FieldPath, errs: &mut Errors) {
     for (i, weight) in weights.iter().enumerate() {
         if *weight < 0 {
@@ -1021,6 +1024,11 @@ fn validate_weights(weights: &[i32], path: &FieldPath, errs: &mut Errors) {
     let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
     if weights.len() > 1 && total == 0 {
         errs.add(path, "total destination weight = 0");
+    } else if weights.len() > 1 && weights.iter().all(|w| *w >= 0) && total != 100 {
+        errs.add(
+            path,
+            format!("total destination weight {total} != 100; make the weights of the destinations sum to 100"),
+        );
     }
 }
 
@@ -2479,6 +2487,11 @@ http:
 - route:
   - destination: {host: a}
     weight: 150
+- route:
+  - destination: {host: a}
+    weight: 60
+  - destination: {host: b}
+    weight: 60
 "#,
         );
         let errs = vs.validate();
@@ -2492,7 +2505,12 @@ http:
                 "spec.http[0].route[0].weight",
                 "spec.http[0].route",
                 "spec.http[1].route",
+                "spec.http[3].route",
             ]
+        );
+        assert_eq!(
+            errs[7].message,
+            "total destination weight 120 != 100; make the weights of the destinations sum to 100"
         );
         assert_eq!(errs[4].message, "weight -1 < 0");
         // -1 + 1 + 0 sums to zero too, as istiod counts it.
