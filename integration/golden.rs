@@ -261,3 +261,20 @@ fn sidecar_root_namespace_default_with_custom_formats() {
     );
     golden("sidecar-scope-ops-json", &p, &json);
 }
+
+#[test]
+fn tcp_and_tls_routes_and_delegates() {
+    let push = load("testdata/golden/tcp-tls", None);
+    let p = proxy(
+        "sidecar~10.4.0.99~client-1.shop~shop.svc.cluster.local",
+        "REDIRECT",
+        json!({"app": "client"}),
+    );
+    golden("tcp-tls-redirect", &p, &push);
+    let p = proxy(
+        "sidecar~10.4.0.99~client-1.shop~shop.svc.cluster.local",
+        "NONE",
+        json!({"app": "client"}),
+    );
+    golden("tcp-tls-none", &p, &push);
+}

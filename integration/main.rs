@@ -10,5 +10,6 @@ mod observability;
 mod routing;
 mod sidecar_scope;
 mod support;
+mod tcp_tls;
 mod traffic_policy;
 mod vs_http;

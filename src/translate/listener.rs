@@ -1,5 +1,6 @@
 //! LDS: outbound listeners per service port (an HTTP connection manager fed by RDS for HTTP
-//! ports, a TCP proxy otherwise), in both interception layouts:
+//! ports, a TCP proxy otherwise, routed by VirtualService `tcp` routes, or `tls` routes by SNI
+//! on TLS/HTTPS ports), in both interception layouts:
 //! - `REDIRECT` / `TPROXY`: Istio's `virtualOutbound` (15001) and `virtualInbound` (15006) plus
 //!   per-port `0.0.0.0_<port>` listeners with `bind_to_port: false`;
 //! - `NONE`: per-port listeners that really bind on the proxy's first instance IP.
@@ -15,6 +16,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
     cluster::{ClusterDiscoveryType, CommonLbConfig, DiscoveryType},
 };
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, DataSource, JsonFormatOptions, Pipe, SubstitutionFormatString, TrafficDirection,
     address, data_source::Specifier as DataSourceSpecifier, substitution_format_string::Format,
@@ -49,7 +51,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_filter::ConfigType as HttpFilterConfigType,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    TcpProxy, tcp_proxy::ClusterSpecifier,
+    TcpProxy,
+    tcp_proxy::{ClusterSpecifier, WeightedCluster, weighted_cluster::ClusterWeight},
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
@@ -57,13 +60,19 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
         ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
     },
 };
+use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::pb::google::protobuf::{BoolValue, ListValue, Struct, Value, value::Kind};
 
+use crate::model::config::Config;
+use crate::model::istio::virtual_service::{
+    Destination, L4MatchAttributes, RouteDestination, VirtualService,
+};
 use crate::model::mesh::{AccessLogEncoding, MeshConfig, OutboundTrafficMode};
 use crate::model::proxy::{InterceptionMode, Proxy};
-use crate::model::push_context::PushContext;
+use crate::model::push_context::{PushContext, host_matches, resolve_short_name};
 use crate::model::registry::{Protocol, Service};
 use crate::translate::cluster::socket_address;
+use crate::translate::route::destination_cluster;
 use crate::translate::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, ads_config_source, any,
     outbound_cluster_name, pb_duration,
@@ -187,11 +196,11 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
             OutboundPort::Auto { tcp_host } => {
                 let name = format!("{wildcard}_{port}");
                 let hcm = http_filter_chain(push, &name, port, true);
-                let cluster = outbound_cluster_name(port, "", &tcp_host);
-                let tcp = FilterChain {
-                    filters: vec![tcp_proxy_filter(push, &cluster, &cluster)],
-                    ..Default::default()
-                };
+                // The default chain cannot match on addresses: only a catch-all tcp route fits.
+                let tcp = outbound_tcp_chains(proxy, push, &tcp_host, port)
+                    .into_iter()
+                    .find(|c| c.filter_chain_match.is_none())
+                    .unwrap_or_else(|| default_tcp_chain(push, &tcp_host, port));
                 out.push(outbound_listener(
                     name,
                     &wildcard,
@@ -213,20 +222,34 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
                             wildcard.clone()
                         }
                     };
-                    let cluster = outbound_cluster_name(port, "", &hostname);
-                    let chain = FilterChain {
-                        filters: vec![tcp_proxy_filter(push, &cluster, &cluster)],
-                        ..Default::default()
+                    let is_tls = push
+                        .registry()
+                        .service(&hostname)
+                        .and_then(|s| s.port(port))
+                        .is_some_and(|p| matches!(p.protocol, Protocol::Https | Protocol::Tls));
+                    let chains = if is_tls {
+                        outbound_tls_chains(proxy, push, &hostname, port)
+                    } else {
+                        outbound_tcp_chains(proxy, push, &hostname, port)
                     };
-                    out.push(outbound_listener(
+                    let by_sni = chains.iter().any(|c| {
+                        c.filter_chain_match
+                            .as_ref()
+                            .is_some_and(|m| !m.server_names.is_empty())
+                    });
+                    let mut listener = outbound_listener(
                         format!("{bind}_{port}"),
                         &bind,
                         port,
-                        vec![chain],
+                        chains,
                         None,
                         false,
                         bind_for_real,
-                    ));
+                    );
+                    if by_sni {
+                        listener.listener_filters = vec![tls_inspector()];
+                    }
+                    out.push(listener);
                 }
             }
         }
@@ -270,17 +293,21 @@ fn outbound_listener(
     }
 }
 
+fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(ListenerFilterConfigType::TypedConfig(any(
+            &TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
 /// `tls_inspector` + `http_inspector`, as istiod adds them whenever a chain matches on
 /// application protocols.
 fn sniffing_listener_filters() -> Vec<ListenerFilter> {
     vec![
-        ListenerFilter {
-            name: "envoy.filters.listener.tls_inspector".into(),
-            config_type: Some(ListenerFilterConfigType::TypedConfig(any(
-                &TlsInspector::default(),
-            ))),
-            ..Default::default()
-        },
+        tls_inspector(),
         ListenerFilter {
             name: "envoy.filters.listener.http_inspector".into(),
             config_type: Some(ListenerFilterConfigType::TypedConfig(any(
@@ -377,15 +404,241 @@ fn network_filter(name: &str, typed: envoy_types::pb::google::protobuf::Any) -> 
 }
 
 fn tcp_proxy_filter(push: &PushContext, stat_prefix: &str, cluster: &str) -> Filter {
+    tcp_proxy_with(push, stat_prefix, ClusterSpecifier::Cluster(cluster.into()))
+}
+
+fn tcp_proxy_with(push: &PushContext, stat_prefix: &str, specifier: ClusterSpecifier) -> Filter {
     network_filter(
         "envoy.filters.network.tcp_proxy",
         any(&TcpProxy {
             stat_prefix: stat_prefix.into(),
-            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
+            cluster_specifier: Some(specifier),
             access_log: file_access_logs(push.mesh(), None),
             ..Default::default()
         }),
     )
+}
+
+/// The chain to a service's own cluster on `port`, when no tcp route takes the traffic.
+fn default_tcp_chain(push: &PushContext, hostname: &str, port: u16) -> FilterChain {
+    // As istiod: a single-port service is reached on its port, else on the listener's.
+    let target = match push.registry().service(hostname) {
+        Some(s) if s.ports.len() == 1 => s.ports[0].port,
+        _ => port,
+    };
+    let cluster = outbound_cluster_name(target, "", hostname);
+    FilterChain {
+        filters: vec![tcp_proxy_filter(push, &cluster, &cluster)],
+        ..Default::default()
+    }
+}
+
+/// The outbound TCP filter chains for `hostname` on `port`, as istiod's
+/// `buildSidecarOutboundTCPFilterChainOpts`: the `tcp` routes of the sidecar VirtualServices
+/// for the host, in order, until one applies to any destination address (a route without
+/// matches, or an applicable match without `destinationSubnets`); applicable matches with
+/// subnets become chains matching those prefixes. Without a catch-all route, the service's
+/// own cluster takes the rest.
+fn outbound_tcp_chains(
+    proxy: &Proxy,
+    push: &PushContext,
+    hostname: &str,
+    port: u16,
+) -> Vec<FilterChain> {
+    let mut out: Vec<FilterChain> = Vec::new();
+    for vs in virtual_services_for(proxy, push, hostname) {
+        for tcp in &vs.spec.tcp {
+            let Some(filter) = tcp_route_filter(push, vs, &tcp.route, port) else {
+                continue;
+            };
+            let applicable: Vec<&L4MatchAttributes> = tcp
+                .r#match
+                .iter()
+                .filter(|m| l4_match_applies(proxy, m, port))
+                .collect();
+            if tcp.r#match.is_empty() || applicable.iter().any(|m| m.destination_subnets.is_empty())
+            {
+                out.push(FilterChain {
+                    filters: vec![filter],
+                    ..Default::default()
+                });
+                return out;
+            }
+            let ranges: Vec<CidrRange> = applicable
+                .iter()
+                .flat_map(|m| m.destination_subnets.iter())
+                .filter_map(|s| cidr_range(s))
+                .collect();
+            if ranges.is_empty() {
+                continue;
+            }
+            let chain_match = FilterChainMatch {
+                prefix_ranges: ranges,
+                ..Default::default()
+            };
+            // Envoy rejects two chains with the same match; the first one wins.
+            if out
+                .iter()
+                .any(|c| c.filter_chain_match.as_ref() == Some(&chain_match))
+            {
+                continue;
+            }
+            out.push(FilterChain {
+                filter_chain_match: Some(chain_match),
+                filters: vec![filter],
+                ..Default::default()
+            });
+        }
+    }
+    out.push(default_tcp_chain(push, hostname, port));
+    out
+}
+
+/// istiod's `matchTCP` for a sidecar (whose only gateway is `mesh`).
+fn l4_match_applies(proxy: &Proxy, m: &L4MatchAttributes, port: u16) -> bool {
+    source_applies(
+        proxy,
+        port,
+        (&m.gateways, &m.source_labels, m.port, &m.source_namespace),
+    )
+}
+
+/// The parts of an L4 or TLS match decided when config is built: gateways (`mesh` for a
+/// sidecar), source labels, port and source namespace.
+fn source_applies(
+    proxy: &Proxy,
+    port: u16,
+    (gateways, labels, match_port, namespace): (&[String], &BTreeMap<String, String>, u32, &str),
+) -> bool {
+    (gateways.is_empty() || gateways.iter().any(|g| g == "mesh"))
+        && labels.iter().all(|(k, v)| proxy.labels.get(k) == Some(v))
+        && (match_port == 0 || match_port == u32::from(port))
+        && (namespace.is_empty() || namespace == proxy.namespace)
+}
+
+/// The sidecar VirtualServices with a host matching `hostname`, the proxy's namespace first.
+fn virtual_services_for<'a>(
+    proxy: &Proxy,
+    push: &'a PushContext,
+    hostname: &str,
+) -> Vec<&'a Config<VirtualService>> {
+    let mut vss: Vec<_> = push
+        .sidecar_virtual_services(proxy)
+        .filter(|vs| {
+            vs.spec
+                .hosts
+                .iter()
+                .any(|h| host_matches(&resolve_short_name(h, &vs.meta.namespace), hostname))
+        })
+        .collect();
+    vss.sort_by_key(|vs| vs.meta.namespace != proxy.namespace);
+    vss
+}
+
+/// The outbound filter chains of a TLS/HTTPS port, as istiod's
+/// `buildSidecarOutboundTLSFilterChainOpts`: one chain per applicable `tls` match (its SNI
+/// hosts as `server_names`, its destination subnets as prefix ranges; repeats skipped), or,
+/// without any, the service's own cluster.
+fn outbound_tls_chains(
+    proxy: &Proxy,
+    push: &PushContext,
+    hostname: &str,
+    port: u16,
+) -> Vec<FilterChain> {
+    let mut out: Vec<FilterChain> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for vs in virtual_services_for(proxy, push, hostname) {
+        for tls in &vs.spec.tls {
+            for m in &tls.r#match {
+                let applies = source_applies(
+                    proxy,
+                    port,
+                    (&m.gateways, &m.source_labels, m.port, &m.source_namespace),
+                );
+                if !applies || !seen.insert((m.sni_hosts.clone(), m.destination_subnets.clone())) {
+                    continue;
+                }
+                let Some(filter) = tcp_route_filter(push, vs, &tls.route, port) else {
+                    continue;
+                };
+                let chain_match = FilterChainMatch {
+                    server_names: m.sni_hosts.clone(),
+                    prefix_ranges: m
+                        .destination_subnets
+                        .iter()
+                        .filter_map(|s| cidr_range(s))
+                        .collect(),
+                    ..Default::default()
+                };
+                out.push(FilterChain {
+                    filter_chain_match: (chain_match != FilterChainMatch::default())
+                        .then_some(chain_match),
+                    filters: vec![filter],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(default_tcp_chain(push, hostname, port));
+    }
+    out
+}
+
+/// `10.0.0.0/8` or a bare address → an Envoy CIDR range; `None` when it does not parse.
+fn cidr_range(s: &str) -> Option<CidrRange> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l.parse::<u32>().ok()?)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(max);
+    (len <= max).then(|| CidrRange {
+        address_prefix: ip.to_string(),
+        prefix_len: Some(UInt32Value { value: len }),
+    })
+}
+
+/// A tcp route's destinations → a tcp_proxy, as istiod's `buildOutboundNetworkFilters`: one
+/// destination → its cluster; several → weighted clusters (zero weights left out) under the
+/// stat prefix `<vs name>.<vs namespace>`. `None` without any destination.
+fn tcp_route_filter(
+    push: &PushContext,
+    vs: &Config<VirtualService>,
+    routes: &[RouteDestination],
+    port: u16,
+) -> Option<Filter> {
+    let dests: Vec<(&Destination, i32)> = routes
+        .iter()
+        .filter_map(|r| r.destination.as_ref().map(|d| (d, r.weight)))
+        .collect();
+    match dests.as_slice() {
+        [] => None,
+        [(d, _)] => {
+            let cluster = destination_cluster(push, vs, d, port);
+            Some(tcp_proxy_filter(push, &cluster, &cluster))
+        }
+        _ => {
+            let clusters: Vec<ClusterWeight> = dests
+                .iter()
+                .filter(|(_, w)| *w > 0)
+                .map(|(d, w)| ClusterWeight {
+                    name: destination_cluster(push, vs, d, port),
+                    weight: u32::try_from(*w).unwrap_or_default(),
+                    ..Default::default()
+                })
+                .collect();
+            if clusters.is_empty() {
+                return None;
+            }
+            Some(tcp_proxy_with(
+                push,
+                &format!("{}.{}", vs.meta.name, vs.meta.namespace),
+                ClusterSpecifier::WeightedClusters(WeightedCluster { clusters }),
+            ))
+        }
+    }
 }
 
 fn http_filter(name: &str, typed: envoy_types::pb::google::protobuf::Any) -> HttpFilter {

@@ -11,7 +11,7 @@
 //! Fault injection and CORS go in `typed_per_filter_config`. The policy pieces themselves
 //! (fault, CORS, retries, mirror fractions, header operations) live in `http_policy`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier as DataSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, Metadata};
@@ -38,7 +38,7 @@ use crate::model::istio::virtual_service::{
 };
 use crate::model::mesh::OutboundTrafficMode;
 use crate::model::proxy::Proxy;
-use crate::model::push_context::{PushContext, resolve_short_name};
+use crate::model::push_context::{PushContext, is_exported_to, resolve_short_name};
 use crate::model::registry::{DEFAULT_DOMAIN_SUFFIX, Protocol, Service};
 use crate::translate::http_policy::{
     self, CORS_FILTER, FAULT_FILTER, default_retry_policy, header_operations,
@@ -244,7 +244,7 @@ pub fn virtual_service_routes(
     port: u16,
 ) -> Vec<Route> {
     let mut routes = Vec::new();
-    for http in &vs.spec.http {
+    for http in &with_delegates(push, vs) {
         if http.r#match.is_empty() {
             routes.extend(translate_route(proxy, push, vs, http, None, port));
             break;
@@ -267,6 +267,211 @@ pub fn virtual_service_routes(
         }
     }
     routes
+}
+
+/// The root's `http` rules with each `delegate` rule replaced by the delegate
+/// VirtualService's rules merged into it, as istiod's `mergeVirtualServicesIfNeeded`: a
+/// delegate (no hosts, exported to the root's namespace) contributes each rule whose matches
+/// all fit under one of the root rule's (`mergeHTTPMatchRequests`), with the root rule's
+/// settings where the delegate has none. A missing delegate contributes nothing. The
+/// delegate's short destination names are resolved in its own namespace.
+fn with_delegates(push: &PushContext, vs: &Config<VirtualService>) -> Vec<HttpRoute> {
+    let mut out = Vec::new();
+    for root in &vs.spec.http {
+        let Some(d) = &root.delegate else {
+            out.push(root.clone());
+            continue;
+        };
+        let namespace = if d.namespace.is_empty() {
+            vs.meta.namespace.as_str()
+        } else {
+            d.namespace.as_str()
+        };
+        let Some(delegate) = push.store.virtual_services.iter().find(|c| {
+            c.meta.name == d.name
+                && c.meta.namespace == namespace
+                && c.spec.is_delegate()
+                && is_exported_to(&c.spec.export_to, &c.meta.namespace, &vs.meta.namespace)
+        }) else {
+            continue;
+        };
+        for leaf in &delegate.spec.http {
+            if leaf.delegate.is_some() {
+                continue; // istiod supports one level of delegation only
+            }
+            let mut leaf = leaf.clone();
+            resolve_destinations(&mut leaf, &delegate.meta.namespace);
+            if let Some(merged) = merge_http_route(root, leaf) {
+                out.push(merged);
+            }
+        }
+    }
+    out
+}
+
+/// Rewrites a rule's destination hosts to their full names in `namespace`.
+fn resolve_destinations(http: &mut HttpRoute, namespace: &str) {
+    let resolve = |d: &mut Destination| d.host = resolve_short_name(&d.host, namespace);
+    http.route
+        .iter_mut()
+        .filter_map(|r| r.destination.as_mut())
+        .for_each(resolve);
+    http.mirror.iter_mut().for_each(resolve);
+    http.mirrors
+        .iter_mut()
+        .filter_map(|m| m.destination.as_mut())
+        .for_each(resolve);
+}
+
+/// istiod's `mergeHTTPRoute`; `None` on a match conflict.
+fn merge_http_route(root: &HttpRoute, mut leaf: HttpRoute) -> Option<HttpRoute> {
+    leaf.r#match = merge_match_requests(&root.r#match, &leaf.r#match)?;
+    leaf.name = join_names(&root.name, &leaf.name);
+    leaf.rewrite = leaf.rewrite.or_else(|| root.rewrite.clone());
+    leaf.direct_response = leaf
+        .direct_response
+        .or_else(|| root.direct_response.clone());
+    leaf.timeout = leaf.timeout.or(root.timeout);
+    leaf.retries = leaf.retries.or_else(|| root.retries.clone());
+    leaf.fault = leaf.fault.or_else(|| root.fault.clone());
+    leaf.mirror = leaf.mirror.or_else(|| root.mirror.clone());
+    leaf.mirror_percent = leaf.mirror_percent.or(root.mirror_percent);
+    leaf.mirror_percentage = leaf.mirror_percentage.or(root.mirror_percentage);
+    leaf.cors_policy = leaf.cors_policy.or_else(|| root.cors_policy.clone());
+    if leaf.mirrors.is_empty() {
+        leaf.mirrors = root.mirrors.clone();
+    }
+    leaf.headers = leaf.headers.or_else(|| root.headers.clone());
+    Some(leaf)
+}
+
+/// istiod joins a root and a delegate name with `-` when both are set.
+fn join_names(root: &str, leaf: &str) -> String {
+    match (root.is_empty(), leaf.is_empty()) {
+        (_, true) => root.to_string(),
+        (true, false) => leaf.to_string(),
+        (false, false) => format!("{root}-{leaf}"),
+    }
+}
+
+/// istiod's `mergeHTTPMatchRequests`: every delegate match must fit under at least one root
+/// match (each fitting pair is merged); `None` on a conflict.
+fn merge_match_requests(
+    root: &[HttpMatchRequest],
+    leaf: &[HttpMatchRequest],
+) -> Option<Vec<HttpMatchRequest>> {
+    if root.is_empty() {
+        return Some(leaf.to_vec());
+    }
+    if leaf.is_empty() {
+        return Some(root.to_vec());
+    }
+    let mut out = Vec::new();
+    for l in leaf {
+        let before = out.len();
+        for r in root {
+            if !match_conflict(r, l) {
+                out.push(merge_match(r, l));
+            }
+        }
+        if out.len() == before {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// istiod's `mergeHTTPMatchRequest`: the delegate's match, completed by the root's.
+fn merge_match(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> HttpMatchRequest {
+    let mut out = leaf.clone();
+    out.name = join_names(&root.name, &leaf.name);
+    out.uri = out.uri.or_else(|| root.uri.clone());
+    out.scheme = out.scheme.or_else(|| root.scheme.clone());
+    out.method = out.method.or_else(|| root.method.clone());
+    out.authority = out.authority.or_else(|| root.authority.clone());
+    let merge = |r: &BTreeMap<String, StringMatch>, l: &BTreeMap<String, StringMatch>| {
+        let mut m = r.clone();
+        m.extend(l.iter().map(|(k, v)| (k.clone(), v.clone())));
+        m
+    };
+    out.headers = merge(&root.headers, &leaf.headers);
+    out.without_headers = merge(&root.without_headers, &leaf.without_headers);
+    out.query_params = merge(&root.query_params, &leaf.query_params);
+    if out.port == 0 {
+        out.port = root.port;
+    }
+    let mut labels = root.source_labels.clone();
+    labels.extend(leaf.source_labels.clone());
+    out.source_labels = labels;
+    if out.source_namespace.is_empty() {
+        out.source_namespace = root.source_namespace.clone();
+    }
+    if out.gateways.is_empty() {
+        out.gateways = root.gateways.clone();
+    }
+    if out.stat_prefix.is_empty() {
+        out.stat_prefix = root.stat_prefix.clone();
+    }
+    out
+}
+
+/// istiod's `hasConflict`: whether the delegate match `leaf` cannot narrow `root`.
+fn match_conflict(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> bool {
+    let pairs = [
+        (&root.uri, &leaf.uri),
+        (&root.scheme, &leaf.scheme),
+        (&root.method, &leaf.method),
+        (&root.authority, &leaf.authority),
+    ];
+    if pairs
+        .iter()
+        .any(|(r, l)| string_match_conflict(r.as_ref(), l.as_ref()))
+    {
+        return true;
+    }
+    let maps = [
+        (&root.headers, &leaf.headers),
+        (&root.without_headers, &leaf.without_headers),
+        (&root.query_params, &leaf.query_params),
+    ];
+    if maps.iter().any(|(r, l)| {
+        l.iter()
+            .any(|(k, lv)| string_match_conflict(r.get(k), Some(lv)))
+    }) {
+        return true;
+    }
+    if root.ignore_uri_case != leaf.ignore_uri_case
+        || (root.port > 0 && leaf.port > 0 && root.port != leaf.port)
+        || (!root.source_namespace.is_empty() && leaf.source_namespace != root.source_namespace)
+    {
+        return true;
+    }
+    if leaf
+        .source_labels
+        .iter()
+        .any(|(k, v)| root.source_labels.get(k).is_some_and(|rv| rv != v))
+    {
+        return true;
+    }
+    !root.gateways.is_empty()
+        && !leaf.gateways.is_empty()
+        && (root.gateways.len() < leaf.gateways.len()
+            || leaf.gateways.iter().any(|g| !root.gateways.contains(g)))
+}
+
+/// istiod's `stringMatchConflict`: a delegate string match must narrow the root's.
+fn string_match_conflict(root: Option<&StringMatch>, leaf: Option<&StringMatch>) -> bool {
+    let (Some(root), Some(leaf)) = (root, leaf) else {
+        return false;
+    };
+    // Only an equal exact, or an exact or prefix under the root's prefix, narrows it.
+    match (root, leaf) {
+        (StringMatch::Exact(r), StringMatch::Exact(l)) => r != l,
+        (StringMatch::Prefix(p), StringMatch::Prefix(l) | StringMatch::Exact(l)) => {
+            !l.starts_with(p.as_str())
+        }
+        _ => true,
+    }
 }
 
 /// Whether a match can apply to this proxy on this port (the parts Istio resolves when it
@@ -690,7 +895,7 @@ fn destination_host_port(vs: &Config<VirtualService>, dest: &Destination) -> (St
 }
 
 /// The cluster a VirtualService destination names, from the listener port `port`'s point of view.
-fn destination_cluster(
+pub(crate) fn destination_cluster(
     push: &PushContext,
     vs: &Config<VirtualService>,
     dest: &Destination,
