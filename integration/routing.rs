@@ -600,32 +600,6 @@ async fn redirect_mode_layout_is_accepted_by_envoy() {
     }
 }
 
-/// A TCP echo server that prefixes every reply with its name.
-async fn tcp_echo(name: &'static str, addr: &str) -> tokio::task::JoinHandle<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = sock.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut reply = format!("{name}:").into_bytes();
-                    reply.extend_from_slice(&buf[..n]);
-                    if sock.write_all(&reply).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    })
-}
-
 async fn tcp_roundtrip(addr: &str, msg: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -616,3 +616,29 @@ pub fn envoy_validate(path: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A TCP server that answers every read with `NAME:` followed by the bytes read.
+pub async fn tcp_echo(name: &'static str, addr: &str) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut reply = format!("{name}:").into_bytes();
+                    reply.extend_from_slice(&buf[..n]);
+                    if sock.write_all(&reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}

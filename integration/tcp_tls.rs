@@ -5,32 +5,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// A TCP server that answers every read with `NAME:` followed by the bytes read.
-async fn tcp_echo(name: &'static str, addr: &str) -> tokio::task::JoinHandle<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = sock.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut reply = format!("{name}:").into_bytes();
-                    reply.extend_from_slice(&buf[..n]);
-                    if sock.write_all(&reply).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    })
-}
-
 /// One write and one read on a fresh connection; `None` if anything fails.
 async fn tcp_roundtrip(addr: &str, msg: &[u8]) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -215,15 +215,20 @@ impl EnvoyProcess {
     }
 
     /// Waits until Envoy has accepted a listener config from the control plane
-    /// (`listener_manager.lds.version_text` is set), not merely until it is LIVE.
+    /// (`listener_manager.lds.version_text` is set), not merely until it is LIVE, and until no
+    /// listener or cluster is still warming.
     pub async fn wait_for_lds(
         &self,
         timeout: std::time::Duration,
     ) -> Result<String, EnvoyProcessError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
+            // Accepted listeners may still be warming (waiting for their routes or clusters)
+            // and not yet bound: wait until none is.
             if let Ok(Some(v)) = self.stat("listener_manager.lds.version_text").await
                 && !v.is_empty()
+                && self.counter("listener_manager.total_listeners_warming").await.ok() == Some(0)
+                && self.counter("cluster_manager.warming_clusters").await.ok() == Some(0)
             {
                 return Ok(v);
             }

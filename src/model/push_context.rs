@@ -226,8 +226,18 @@ impl PushContext {
         proxy: &Proxy,
         hostname: &str,
     ) -> Option<&'a Config<VirtualService>> {
-        let proxy_namespace = proxy.namespace.as_str();
-        // Istio prefers VirtualServices in the proxy's own namespace, then the rest.
+        self.virtual_services_for_host(proxy, hostname)
+            .into_iter()
+            .next()
+    }
+
+    /// Every sidecar VirtualService with a host matching `hostname` that `proxy` sees, in
+    /// Istio's precedence order: the proxy's own namespace first, then the rest.
+    pub fn virtual_services_for_host<'a>(
+        &'a self,
+        proxy: &Proxy,
+        hostname: &str,
+    ) -> Vec<&'a Config<VirtualService>> {
         let mut candidates: Vec<&Config<VirtualService>> = self
             .sidecar_virtual_services(proxy)
             .filter(|vs| {
@@ -237,8 +247,8 @@ impl PushContext {
                     .any(|h| host_matches(&resolve_short_name(h, &vs.meta.namespace), hostname))
             })
             .collect();
-        candidates.sort_by_key(|vs| vs.meta.namespace != proxy_namespace);
-        candidates.into_iter().next()
+        candidates.sort_by_key(|vs| vs.meta.namespace != proxy.namespace);
+        candidates
     }
 
     /// The DestinationRule that applies to `hostname` for a proxy in `proxy_namespace`:

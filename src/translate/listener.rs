@@ -69,7 +69,7 @@ use crate::model::istio::virtual_service::{
 };
 use crate::model::mesh::{AccessLogEncoding, MeshConfig, OutboundTrafficMode};
 use crate::model::proxy::{InterceptionMode, Proxy};
-use crate::model::push_context::{PushContext, host_matches, resolve_short_name};
+use crate::model::push_context::PushContext;
 use crate::model::registry::{Protocol, Service};
 use crate::translate::cluster::socket_address;
 use crate::translate::route::destination_cluster;
@@ -522,17 +522,7 @@ fn virtual_services_for<'a>(
     push: &'a PushContext,
     hostname: &str,
 ) -> Vec<&'a Config<VirtualService>> {
-    let mut vss: Vec<_> = push
-        .sidecar_virtual_services(proxy)
-        .filter(|vs| {
-            vs.spec
-                .hosts
-                .iter()
-                .any(|h| host_matches(&resolve_short_name(h, &vs.meta.namespace), hostname))
-        })
-        .collect();
-    vss.sort_by_key(|vs| vs.meta.namespace != proxy.namespace);
-    vss
+    push.virtual_services_for_host(proxy, hostname)
 }
 
 /// The outbound filter chains of a TLS/HTTPS port, as istiod's
