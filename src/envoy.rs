@@ -227,7 +227,11 @@ impl EnvoyProcess {
             // and not yet bound: wait until none is.
             if let Ok(Some(v)) = self.stat("listener_manager.lds.version_text").await
                 && !v.is_empty()
-                && self.counter("listener_manager.total_listeners_warming").await.ok() == Some(0)
+                && self
+                    .counter("listener_manager.total_listeners_warming")
+                    .await
+                    .ok()
+                    == Some(0)
                 && self.counter("cluster_manager.warming_clusters").await.ok() == Some(0)
             {
                 return Ok(v);

@@ -118,6 +118,39 @@ fn validate_spec(validate: impl FnOnce(&FieldPath, &mut Errors)) -> Vec<Validati
     errs.finish()
 }
 
+/// Helpers shared by the spec modules' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+    use super::ValidationError;
+
+    /// The `spec` of a whole Kubernetes object written in YAML.
+    pub fn parse_object<T: DeserializeOwned>(yaml: &str) -> T {
+        #[derive(Deserialize)]
+        struct Resource<T> {
+            spec: T,
+        }
+        serde_saphyr::from_str::<Resource<T>>(yaml)
+            .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
+            .spec
+    }
+
+    /// The field paths of validation errors, in order.
+    pub fn fields(errs: &[ValidationError]) -> Vec<&str> {
+        errs.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    /// Serializing to JSON and parsing again yields the same value.
+    pub fn assert_json_round_trip<T>(value: &T)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let json = serde_json::to_string(value).unwrap();
+        assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

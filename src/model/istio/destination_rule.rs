@@ -1043,16 +1043,10 @@ impl ClientTlsSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Deserialize)]
-    struct Resource<T> {
-        spec: T,
-    }
+    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
 
     fn parse(yaml: &str) -> DestinationRule {
-        serde_saphyr::from_str::<Resource<DestinationRule>>(yaml)
-            .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
-            .spec
+        parse_object(yaml)
     }
 
     fn parse_spec(yaml: &str) -> DestinationRule {
@@ -1060,13 +1054,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
     }
 
-    fn fields(errs: &[ValidationError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
-    }
-
     fn assert_round_trip(dr: &DestinationRule) {
-        let json = serde_json::to_string(dr).unwrap();
-        assert_eq!(&serde_json::from_str::<DestinationRule>(&json).unwrap(), dr);
+        assert_json_round_trip(dr);
         let yaml = serde_saphyr::to_string(dr).unwrap();
         assert_eq!(
             &serde_saphyr::from_str::<DestinationRule>(&yaml).unwrap(),

@@ -399,20 +399,10 @@ impl ServerTlsSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Deserialize)]
-    struct Resource<T> {
-        spec: T,
-    }
+    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
 
     fn parse(yaml: &str) -> Gateway {
-        serde_saphyr::from_str::<Resource<Gateway>>(yaml)
-            .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
-            .spec
-    }
-
-    fn fields(errs: &[ValidationError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
+        parse_object(yaml)
     }
 
     #[test]
@@ -480,8 +470,7 @@ spec:
         );
         assert_eq!(gw.servers[4].port.as_ref().unwrap().protocol, "MONGO");
         assert!(gw.validate().is_empty(), "{:#?}", gw.validate());
-        let json = serde_json::to_string(&gw).unwrap();
-        assert_eq!(serde_json::from_str::<Gateway>(&json).unwrap(), gw);
+        assert_json_round_trip(&gw);
         let yaml = serde_saphyr::to_string(&gw).unwrap();
         assert_eq!(serde_saphyr::from_str::<Gateway>(&yaml).unwrap(), gw);
     }

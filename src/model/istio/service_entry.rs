@@ -284,26 +284,15 @@ impl ServiceEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Deserialize)]
-    struct Resource<T> {
-        spec: T,
-    }
+    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
 
     fn parse(yaml: &str) -> ServiceEntry {
-        serde_saphyr::from_str::<Resource<ServiceEntry>>(yaml)
-            .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
-            .spec
-    }
-
-    fn fields(errs: &[ValidationError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
+        parse_object(yaml)
     }
 
     fn assert_valid_and_round_trips(se: &ServiceEntry) {
         assert!(se.validate().is_empty(), "{:#?}", se.validate());
-        let json = serde_json::to_string(se).unwrap();
-        assert_eq!(&serde_json::from_str::<ServiceEntry>(&json).unwrap(), se);
+        assert_json_round_trip(se);
     }
 
     #[test]

@@ -405,26 +405,15 @@ impl OutboundTrafficPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Deserialize)]
-    struct Resource<T> {
-        spec: T,
-    }
+    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
 
     fn parse(yaml: &str) -> Sidecar {
-        serde_saphyr::from_str::<Resource<Sidecar>>(yaml)
-            .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
-            .spec
-    }
-
-    fn fields(errs: &[ValidationError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
+        parse_object(yaml)
     }
 
     fn assert_valid_and_round_trips(sidecar: &Sidecar) {
         assert!(sidecar.validate().is_empty(), "{:#?}", sidecar.validate());
-        let json = serde_json::to_string(sidecar).unwrap();
-        assert_eq!(&serde_json::from_str::<Sidecar>(&json).unwrap(), sidecar);
+        assert_json_round_trip(sidecar);
     }
 
     #[test]

@@ -1720,17 +1720,10 @@ fn decode_base64(input: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A whole Kubernetes object; only the spec is kept.
-    #[derive(Deserialize)]
-    struct Resource<T> {
-        spec: T,
-    }
+    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
 
     fn parse(yaml: &str) -> VirtualService {
-        serde_saphyr::from_str::<Resource<VirtualService>>(yaml)
-            .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
-            .spec
+        parse_object(yaml)
     }
 
     fn parse_spec(yaml: &str) -> VirtualService {
@@ -1738,15 +1731,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
     }
 
-    fn fields(errs: &[ValidationError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
-    }
-
     /// Serializing and parsing again yields the same value, through JSON
     /// and through YAML.
     fn assert_round_trip(vs: &VirtualService) {
-        let json = serde_json::to_string(vs).unwrap();
-        assert_eq!(&serde_json::from_str::<VirtualService>(&json).unwrap(), vs);
+        assert_json_round_trip(vs);
         let yaml = serde_saphyr::to_string(vs).unwrap();
         assert_eq!(
             &serde_saphyr::from_str::<VirtualService>(&yaml).unwrap(),

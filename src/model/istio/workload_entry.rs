@@ -135,19 +135,11 @@ impl WorkloadEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Deserialize)]
-    struct Resource<T> {
-        spec: T,
-    }
-
-    fn fields(errs: &[ValidationError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
-    }
+    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
 
     #[test]
     fn reference_example() {
-        let we = serde_saphyr::from_str::<Resource<WorkloadEntry>>(
+        let we = parse_object::<WorkloadEntry>(
             r#"
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -164,15 +156,12 @@ spec:
     app: details-legacy
     instance-id: vm1
 "#,
-        )
-        .unwrap()
-        .spec;
+        );
         assert_eq!(we.service_account, "details-legacy");
         assert_eq!(we.address, "2.2.2.2");
         assert_eq!(we.labels["instance-id"], "vm1");
         assert!(we.validate().is_empty());
-        let json = serde_json::to_string(&we).unwrap();
-        assert_eq!(serde_json::from_str::<WorkloadEntry>(&json).unwrap(), we);
+        assert_json_round_trip(&we);
     }
 
     #[test]
