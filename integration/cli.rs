@@ -136,3 +136,72 @@ fn bootstrap_output_is_valid_envoy_config() {
         envoy_validate(&path);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_without_config_serves_the_bundled_sandbox_and_says_so() {
+    use tokio::io::AsyncBufReadExt;
+    let http = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut child = tokio::process::Command::new(navarch_bin())
+        .args([
+            "discovery",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--monitoring-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--http-addr", &http.to_string()])
+        .env_remove("NAVARCH_CONFIG_DIR")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run navarch discovery");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("a first log line")
+        .unwrap()
+        .unwrap();
+    assert!(first.contains("bundled sandbox"), "first log line: {first}");
+    let base = format!("http://{http}");
+    let ready = eventually(Duration::from_secs(10), || {
+        let url = format!("{base}/ready");
+        async move { reqwest::get(url).await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    assert!(ready.is_some(), "/ready answers");
+    let syncz: serde_json::Value = reqwest::get(format!("{base}/debug/syncz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(syncz, serde_json::json!([]), "no proxy connected yet");
+    let configz: serde_json::Value = reqwest::get(format!("{base}/debug/configz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = configz["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["httpbin", "httpbin"],
+        "the sandbox's VirtualService and DestinationRule"
+    );
+    let registry: serde_json::Value = reqwest::get(format!("{base}/debug/registryz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(registry[0]["hostname"], "httpbin.testns1.svc.cluster.local");
+    let _ = child.kill().await;
+}
