@@ -600,18 +600,6 @@ async fn redirect_mode_layout_is_accepted_by_envoy() {
     }
 }
 
-async fn tcp_roundtrip(addr: &str, msg: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(msg).await.unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .expect("a TCP reply")
-        .unwrap();
-    String::from_utf8_lossy(&buf[..n]).to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_ports_proxy_bytes_and_unknown_protocols_are_sniffed() {
     let net = 109;
@@ -648,7 +636,9 @@ items:
 
     // A tcp- port: bytes in, bytes out, through the TCP proxy to the service's endpoint.
     assert_eq!(
-        tcp_roundtrip(&format!("{ip}:9000"), b"hello").await,
+        tcp_roundtrip(&format!("{ip}:9000"), b"hello", Duration::from_secs(5))
+            .await
+            .expect("a TCP reply"),
         "echo:hello"
     );
 

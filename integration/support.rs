@@ -642,3 +642,17 @@ pub async fn tcp_echo(name: &'static str, addr: &str) -> tokio::task::JoinHandle
         }
     })
 }
+
+/// Connects to `addr`, writes `msg` and returns the first reply; None when the connection
+/// fails or nothing arrives within `timeout` (an empty string when the peer closes).
+pub async fn tcp_roundtrip(addr: &str, msg: &[u8], timeout: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(msg).await.ok()?;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(timeout, s.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).to_string())
+}

@@ -6,18 +6,6 @@ use std::time::Duration;
 use crate::support::*;
 
 /// One write and one read on a fresh connection; `None` if anything fails.
-async fn tcp_roundtrip(addr: &str, msg: &[u8]) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(msg).await.ok()?;
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).to_string())
-}
-
 fn echo_services(net: u8) -> String {
     format!(
         r#"apiVersion: v1
@@ -70,7 +58,7 @@ spec:
 /// All of `n` fresh connections answered by `who`.
 async fn all_from(addr: &str, who: &str, n: usize) -> bool {
     for _ in 0..n {
-        match tcp_roundtrip(addr, b"hi").await {
+        match tcp_roundtrip(addr, b"hi", Duration::from_secs(2)).await {
             Some(r) if r == format!("{who}:hi") => {}
             _ => return false,
         }
@@ -256,7 +244,7 @@ items:
     let via = |sni: &'static str| {
         let addr = addr.clone();
         async move {
-            tcp_roundtrip(&addr, &client_hello(sni))
+            tcp_roundtrip(&addr, &client_hello(sni), Duration::from_secs(2))
                 .await
                 .and_then(|r| r.split_once(':').map(|(who, _)| who.to_string()))
         }

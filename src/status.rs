@@ -40,7 +40,6 @@ pub struct ProxySyncState {
     pub cluster_id: String,
     pub namespace: String,
     pub istio_version: String,
-    pub connected_at: Option<SystemTime>,
     /// By type URL.
     pub types: BTreeMap<String, TypeSyncState>,
 }

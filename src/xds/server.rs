@@ -312,7 +312,6 @@ impl Connection {
             cluster_id: p.cluster_id.clone(),
             namespace: p.namespace.clone(),
             istio_version: p.istio_version.clone(),
-            connected_at: None,
             types: self
                 .watched
                 .by_type
