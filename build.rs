@@ -41,8 +41,12 @@ fn envoy_types_proto_dir() -> PathBuf {
             "--format-version",
             "1",
             "--offline",
-            "--manifest-path",
+            // Only this target's packages: others (e.g. macOS-only crates) need not be
+            // downloaded.
+            "--filter-platform",
         ])
+        .arg(std::env::var("TARGET").expect("TARGET"))
+        .arg("--manifest-path")
         .arg(PathBuf::from(&manifest).join("Cargo.toml"))
         .output()
         .expect("run cargo metadata to locate envoy-types");

@@ -3,9 +3,11 @@
 //! Every test uses its own loopback addresses (127.<net>.0.x) so tests run in parallel.
 
 mod cli;
+mod cluster;
 mod demo;
 mod egress;
 mod golden;
+mod kubernetes;
 mod observability;
 mod routing;
 mod sidecar_scope;

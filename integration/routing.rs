@@ -5,51 +5,11 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn share(counts: &std::collections::BTreeMap<String, usize>, key: &str) -> f64 {
-    let total: usize = counts.values().sum();
-    *counts.get(key).unwrap_or(&0) as f64 * 100.0 / total as f64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_90_10_on_matched_paths_only() {
     let sb = Sandbox::start(101, &[("vs.yaml", VS_90_10)], "NONE").await;
     let c = client();
-
-    let counts = split(&c, &sb.listener, HOST, "/headers", 400, &[]).await;
-    let v1 = share(&counts, "v1");
-    assert_eq!(
-        counts.get("v1").unwrap_or(&0) + counts.get("v2").unwrap_or(&0),
-        400,
-        "every request answered by v1 or v2: {counts:?}"
-    );
-    assert!(
-        (85.0..=95.0).contains(&v1),
-        "v1 share {v1:.1}% not within 90±5: {counts:?}"
-    );
-    assert_eq!(sb.v1.count() + sb.v2.count(), 400);
-
-    // The prefix matches take the split too.
-    for path in ["/status/200", "/delay/1"] {
-        let counts = split(&c, &sb.listener, HOST, path, 100, &[]).await;
-        assert!(
-            counts.contains_key("v1") && counts.contains_key("v2"),
-            "{path} should reach both subsets: {counts:?}"
-        );
-        assert_eq!(
-            counts.values().sum::<usize>(),
-            counts["v1"] + counts["v2"],
-            "{path}: {counts:?}"
-        );
-    }
-
-    // Other paths: the VirtualService owns the host and has no route for them, so Envoy answers
-    // 404 (NR) without reaching an upstream, exactly as with istiod (which adds no default
-    // route to a VirtualService's virtual host).
-    let before = sb.v1.count() + sb.v2.count();
-    let r = send(&c, "GET", &sb.listener, HOST, "/get", &[]).await;
-    assert_eq!(r.status, 404);
-    assert_eq!(r.served_by, None);
-    assert_eq!(sb.v1.count() + sb.v2.count(), before);
+    assert_seed_split(&sb.listener, &sb.v1, &sb.v2).await;
 
     // Short names resolve in the proxy's own namespace.
     let r = send(&c, "GET", &sb.listener, "httpbin:8000", "/headers", &[]).await;

@@ -173,6 +173,7 @@ impl ControlPlane {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             monitoring_addr: None,
             config_dirs: vec![config_dir],
+            cluster: None,
             mesh_config,
             system_namespace: "istio-system".into(),
             debounce: DebounceOptions {
@@ -191,6 +192,54 @@ impl ControlPlane {
             grpc,
             http,
         }
+    }
+
+    /// A control plane watching the cluster of `kubeconfig` (and no files), started like
+    /// `navarch discovery --kubeconfig`; returns once `/ready` says proxies are served.
+    pub async fn start_cluster(kubeconfig: &Path) -> ControlPlane {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        let running = navarch::app::start(DiscoveryConfig {
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            monitoring_addr: None,
+            config_dirs: vec![],
+            cluster: Some(Some(kubeconfig.to_path_buf())),
+            mesh_config: None,
+            system_namespace: "istio-system".into(),
+            debounce: DebounceOptions {
+                after: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+            },
+            instance_id: "navarch-test".into(),
+        })
+        .await
+        .expect("control plane starts");
+        let grpc = running.addrs.grpc;
+        let http = format!("http://{}", running.addrs.http);
+        let ready = eventually(Duration::from_secs(30), || {
+            let url = format!("{http}/ready");
+            async move { reqwest::get(url).await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        assert!(ready.is_some(), "navarch not ready within 30s of start");
+        ControlPlane {
+            dir,
+            running: Some(running),
+            grpc,
+            http,
+        }
+    }
+
+    /// The version of the snapshot this control plane serves.
+    pub fn snapshot_version(&self) -> String {
+        self.running
+            .as_ref()
+            .expect("running")
+            .server
+            .push_context()
+            .version
+            .clone()
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -655,4 +704,49 @@ pub async fn tcp_roundtrip(addr: &str, msg: &[u8], timeout: Duration) -> Option<
         .ok()?
         .ok()?;
     Some(String::from_utf8_lossy(&buf[..n]).to_string())
+}
+
+fn share(counts: &std::collections::BTreeMap<String, usize>, key: &str) -> f64 {
+    let total: usize = counts.values().sum();
+    *counts.get(key).unwrap_or(&0) as f64 * 100.0 / total as f64
+}
+
+/// The seed's 90/10 scenario seen through `listener`, whichever source the config came from:
+/// matched paths split 90/10 between v1 and v2, other paths get Envoy's 404 (NR), as with
+/// istiod (which adds no default route to a VirtualService's virtual host).
+pub async fn assert_seed_split(listener: &str, v1: &Upstream, v2: &Upstream) {
+    let c = client();
+    let before = v1.count() + v2.count();
+    let counts = split(&c, listener, HOST, "/headers", 400, &[]).await;
+    let v1_share = share(&counts, "v1");
+    assert_eq!(
+        counts.get("v1").unwrap_or(&0) + counts.get("v2").unwrap_or(&0),
+        400,
+        "every request answered by v1 or v2: {counts:?}"
+    );
+    assert!(
+        (85.0..=95.0).contains(&v1_share),
+        "v1 share {v1_share:.1}% not within 90±5: {counts:?}"
+    );
+    assert_eq!(v1.count() + v2.count() - before, 400);
+
+    // The prefix matches take the split too.
+    for path in ["/status/200", "/delay/1"] {
+        let counts = split(&c, listener, HOST, path, 100, &[]).await;
+        assert!(
+            counts.contains_key("v1") && counts.contains_key("v2"),
+            "{path} should reach both subsets: {counts:?}"
+        );
+        assert_eq!(
+            counts.values().sum::<usize>(),
+            counts["v1"] + counts["v2"],
+            "{path}: {counts:?}"
+        );
+    }
+
+    let before = v1.count() + v2.count();
+    let r = send(&c, "GET", listener, HOST, "/get", &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.served_by, None);
+    assert_eq!(v1.count() + v2.count(), before);
 }

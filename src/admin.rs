@@ -41,8 +41,16 @@ pub fn router(server: Arc<DiscoveryServer>) -> Router {
         .with_state(AppState { server })
 }
 
-async fn ready() -> &'static str {
-    "ready\n"
+async fn ready(State(s): State<AppState>) -> Response {
+    if s.server.is_ready() {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the first complete list from the Kubernetes API server\n",
+        )
+            .into_response()
+    }
 }
 
 #[derive(Deserialize)]

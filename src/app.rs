@@ -3,9 +3,10 @@
 //!
 //! Holds no logic of its own beyond connecting the pieces; each piece lives in its module.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::model::mesh::MeshConfig;
 use crate::model::push_context::{ConfigStore, PushContext};
 use crate::sources;
+use crate::sources::objects::ObjectSet;
 use crate::status::SyncStatusStore;
 use crate::xds::DiscoveryServer;
 use crate::xds::debounce::{DebounceOptions, PushRequest, TriggerReason, debounce};
@@ -27,6 +29,9 @@ pub struct DiscoveryConfig {
     pub http_addr: SocketAddr,
     pub monitoring_addr: Option<SocketAddr>,
     pub config_dirs: Vec<PathBuf>,
+    /// Watch a cluster: `Some(None)` for the in-cluster config, `Some(Some(path))` for a
+    /// kubeconfig.
+    pub cluster: Option<Option<PathBuf>>,
     pub mesh_config: Option<PathBuf>,
     pub system_namespace: String,
     pub debounce: DebounceOptions,
@@ -73,18 +78,34 @@ fn load_mesh(path: Option<&PathBuf>) -> anyhow::Result<Option<MeshConfig>> {
     Ok(Some(mesh))
 }
 
-/// Starts the control plane and returns once every port is bound.
+/// Which source an [`ObjectSet`] came from; each source's latest set is kept and merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SourceId {
+    Files,
+    Kubernetes,
+}
+
+/// Starts the control plane and returns once every port is bound. With a cluster, proxies are
+/// served once its first complete list has arrived (`/ready` says so).
 pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
     let mesh = load_mesh(cfg.mesh_config.as_ref())?;
-    let bundled = cfg.config_dirs.is_empty();
+    let bundled = cfg.config_dirs.is_empty() && cfg.cluster.is_none();
+    let mut initial_sets = std::collections::BTreeMap::new();
     let initial = if bundled {
         tracing::info!(
             "no --config-dir and no cluster: serving the bundled sandbox config (testdata/sandbox: the seed's testns1/httpbin setup)"
         );
         sources::bundled::load_store(&cfg.system_namespace, mesh.as_ref())
     } else {
-        sources::files::load_store(&cfg.config_dirs, &cfg.system_namespace, mesh.as_ref())?
+        if !cfg.config_dirs.is_empty() {
+            initial_sets.insert(
+                SourceId::Files,
+                sources::files::load_objects(&cfg.config_dirs)?,
+            );
+        }
+        build_store(&initial_sets, &cfg.system_namespace, mesh.as_ref())
     };
+    log_errors(&initial, &mut Default::default());
     tracing::info!(
         services = initial.registry.services.len(),
         virtual_services = initial.virtual_services.len(),
@@ -92,12 +113,23 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         errors = initial.errors.len(),
         "initial config loaded"
     );
+    let kube_client = match &cfg.cluster {
+        Some(kubeconfig) => Some(
+            sources::kube::client(kubeconfig.as_deref())
+                .await
+                .context("connecting to the cluster")?,
+        ),
+        None => None,
+    };
     let status = Arc::new(SyncStatusStore::default());
     let server = Arc::new(DiscoveryServer::new(
         PushContext::new(initial),
         status,
         cfg.instance_id.clone(),
     ));
+    if kube_client.is_some() {
+        server.set_ready(false);
+    }
 
     let grpc_listener = TcpListener::bind(cfg.grpc_addr)
         .await
@@ -123,23 +155,51 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
     };
     tracing::info!(grpc = %addrs.grpc, http = %addrs.http, monitoring = ?addrs.monitoring, "listening");
 
-    let (store_tx, store_rx) = mpsc::channel::<ConfigStore>(16);
+    let (updates_tx, updates_rx) = mpsc::channel::<(SourceId, ObjectSet)>(16);
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let mut tasks = tokio::task::JoinSet::new();
 
-    if !bundled {
+    if !cfg.config_dirs.is_empty() {
         let dirs = cfg.config_dirs.clone();
-        let ns = cfg.system_namespace.clone();
-        let mesh = mesh.clone();
+        let (tx, mut rx) = mpsc::channel(4);
+        let updates = updates_tx.clone();
+        tokio::spawn(async move {
+            while let Some(set) = rx.recv().await {
+                if updates.send((SourceId::Files, set)).await.is_err() {
+                    break;
+                }
+            }
+        });
         tasks.spawn(async move {
-            sources::files::watch(dirs, ns, mesh, Duration::from_millis(20), store_tx)
+            sources::files::watch(dirs, Duration::from_millis(20), tx)
                 .await
                 .context("file source")
         });
-    } else {
-        drop(store_tx);
     }
-    tasks.spawn(push_loop(server.clone(), store_rx, cfg.debounce));
+    if let Some(client) = kube_client {
+        let opts = sources::kube::KubeSourceOptions {
+            system_namespace: cfg.system_namespace.clone(),
+            settle: Duration::from_millis(20),
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        let updates = updates_tx.clone();
+        tokio::spawn(async move {
+            while let Some(set) = rx.recv().await {
+                if updates.send((SourceId::Kubernetes, set)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(sources::kube::run(client, opts, tx));
+    }
+    drop(updates_tx);
+    let sources = PushSources {
+        latest: initial_sets,
+        system_namespace: cfg.system_namespace.clone(),
+        mesh_override: mesh.clone(),
+        expected: usize::from(!cfg.config_dirs.is_empty()) + usize::from(cfg.cluster.is_some()),
+    };
+    tasks.spawn(push_loop(server.clone(), updates_rx, sources, cfg.debounce));
 
     let ads = AdsService::new(server.clone());
     tasks.spawn(async move {
@@ -181,30 +241,93 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
     })
 }
 
-/// Latest store → debounce → new snapshot → push.
+/// The latest state of every source, merged into one store per push.
+struct PushSources {
+    latest: BTreeMap<SourceId, ObjectSet>,
+    system_namespace: String,
+    mesh_override: Option<MeshConfig>,
+    /// How many sources must have reported before proxies are served.
+    expected: usize,
+}
+
+/// Merges every source's latest objects into one validated store.
+fn build_store(
+    sets: &BTreeMap<SourceId, ObjectSet>,
+    system_namespace: &str,
+    mesh_override: Option<&MeshConfig>,
+) -> ConfigStore {
+    let mut merged = ObjectSet::default();
+    for set in sets.values() {
+        merged.merge(set.clone());
+    }
+    merged.into_store(system_namespace, mesh_override)
+}
+
+/// Logs each rejected document once (not again on every rebuild while it stays broken).
+fn log_errors(store: &ConfigStore, reported: &mut BTreeSet<String>) {
+    let now: BTreeSet<String> = store.errors.iter().map(|e| e.to_string()).collect();
+    for e in now.difference(reported) {
+        tracing::warn!(error = %e, "config rejected; fix it, the rest is served");
+    }
+    *reported = now;
+}
+
+/// Source updates → debounce → merged store → new snapshot → push.
 async fn push_loop(
     server: Arc<DiscoveryServer>,
-    mut stores: mpsc::Receiver<ConfigStore>,
+    mut updates: mpsc::Receiver<(SourceId, ObjectSet)>,
+    sources: PushSources,
     opts: DebounceOptions,
 ) -> anyhow::Result<()> {
-    let latest: Arc<std::sync::Mutex<Option<ConfigStore>>> = Arc::default();
+    let sources = Arc::new(Mutex::new(sources));
+    let reported: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (events_tx, events_rx) = mpsc::channel::<PushRequest>(1024);
-    let l2 = latest.clone();
-    let s2 = server.clone();
+    let (s2, server2, reported2, dirty2) = (
+        sources.clone(),
+        server.clone(),
+        reported.clone(),
+        dirty.clone(),
+    );
     let debouncer = tokio::spawn(debounce(events_rx, opts, move |req| {
-        let store = l2.lock().expect("latest store lock").take();
-        let server = s2.clone();
+        let (sources, server, reported, dirty) = (
+            s2.clone(),
+            server2.clone(),
+            reported2.clone(),
+            dirty2.clone(),
+        );
         async move {
-            if let Some(store) = store {
-                let ctx = tokio::task::spawn_blocking(move || PushContext::new(store))
-                    .await
-                    .expect("building a snapshot does not panic");
-                server.push(ctx, req);
+            if !dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                return;
+            }
+            let built = tokio::task::spawn_blocking(move || {
+                let (store, complete) = {
+                    let s = sources.lock().expect("push sources lock");
+                    (
+                        build_store(&s.latest, &s.system_namespace, s.mesh_override.as_ref()),
+                        s.latest.len() >= s.expected,
+                    )
+                };
+                log_errors(&store, &mut reported.lock().expect("reported errors lock"));
+                (PushContext::new(store), complete)
+            })
+            .await
+            .expect("building a snapshot does not panic");
+            let (ctx, complete) = built;
+            server.push(ctx, req);
+            if complete && !server.is_ready() {
+                tracing::info!("every source has delivered its first state; serving proxies");
+                server.set_ready(true);
             }
         }
     }));
-    while let Some(store) = stores.recv().await {
-        *latest.lock().expect("latest store lock") = Some(store);
+    while let Some((source, set)) = updates.recv().await {
+        sources
+            .lock()
+            .expect("push sources lock")
+            .latest
+            .insert(source, set);
+        dirty.store(true, std::sync::atomic::Ordering::Release);
         if events_tx
             .send(PushRequest::full(TriggerReason::ConfigUpdate))
             .await

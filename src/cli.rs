@@ -77,7 +77,8 @@ pub struct DiscoveryArgs {
     /// Read Kubernetes-style YAML/JSON from DIR, recursively, and watch it (repeatable).
     #[arg(long = "config-dir", env = "NAVARCH_CONFIG_DIR", value_delimiter = ',')]
     pub config_dirs: Vec<PathBuf>,
-    /// Watch the cluster of this kubeconfig (not supported yet).
+    /// Watch the cluster of this kubeconfig. Inside a pod (KUBERNETES_SERVICE_HOST set) the
+    /// in-cluster config is used when this is not given.
     #[arg(long, env = "NAVARCH_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// MeshConfig YAML (the `mesh` key of the `istio` ConfigMap).
@@ -103,6 +104,11 @@ impl DiscoveryArgs {
             http_addr: self.http_addr,
             monitoring_addr: Some(self.monitoring_addr),
             config_dirs: self.config_dirs.clone(),
+            cluster: match &self.kubeconfig {
+                Some(path) => Some(Some(path.clone())),
+                None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => Some(None),
+                None => None,
+            },
             mesh_config: self.mesh_config.clone(),
             system_namespace: self.system_namespace.clone(),
             debounce: DebounceOptions {
@@ -234,9 +240,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn run_discovery(args: DiscoveryArgs) -> anyhow::Result<()> {
-    if args.kubeconfig.is_some() {
-        tracing::warn!("--kubeconfig is not supported yet; serving files only");
-    }
     let running = crate::app::start(args.to_config()).await?;
     tokio::select! {
         r = running.wait() => r,

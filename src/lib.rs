@@ -9,6 +9,7 @@ pub mod app;
 pub mod bootstrap;
 pub mod cli;
 pub mod envoy;
+pub mod install;
 pub mod model;
 pub mod protojson;
 pub mod sources;

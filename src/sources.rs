@@ -5,4 +5,5 @@
 
 pub mod bundled;
 pub mod files;
+pub mod kube;
 pub mod objects;

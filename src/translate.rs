@@ -144,7 +144,9 @@ impl Resource {
             name: name.into(),
             resource: Any {
                 type_url: M::type_url(),
-                value: msg.encode_to_vec(),
+                // Map fields in a fixed order: equal config, equal bytes and versions on every
+                // replica.
+                value: crate::protojson::canonical_bytes(&M::full_name(), msg.encode_to_vec()),
             },
         }
     }

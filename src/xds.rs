@@ -10,7 +10,7 @@ pub mod debounce;
 pub mod push_queue;
 pub mod server;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
@@ -52,6 +52,8 @@ pub struct DiscoveryServer {
     /// This control plane's identity, sent in every response's `control_plane`.
     pub instance_id: String,
     connection_counter: AtomicU64,
+    /// False until every source has delivered its first complete state.
+    ready: AtomicBool,
 }
 
 impl DiscoveryServer {
@@ -64,7 +66,18 @@ impl DiscoveryServer {
             metrics: XdsMetrics::default(),
             instance_id,
             connection_counter: AtomicU64::new(0),
+            ready: AtomicBool::new(true),
         }
+    }
+
+    /// Whether proxies are served (istiod's `IsServerReady`): not before the first complete
+    /// state of every source, so a proxy never sees a half-listed mesh.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// The snapshot new responses are computed from.

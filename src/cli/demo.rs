@@ -181,6 +181,7 @@ async fn demo(args: &DemoArgs, work: &Path, started: &mut Started) -> anyhow::Re
         http_addr: args.http_addr,
         monitoring_addr: Some(args.monitoring_addr),
         config_dirs: vec![],
+        cluster: None,
         mesh_config: None,
         system_namespace: "istio-system".into(),
         debounce: DebounceOptions::default(),

@@ -3,6 +3,8 @@
 //!
 //! Only parsing and defaults live here; what the settings mean for Envoy is translate's job.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::duration::Duration;
@@ -22,6 +24,45 @@ pub struct MeshConfig {
     pub trust_domain: String,
     pub protocol_detection_timeout: Duration,
     pub default_config: ProxyConfig,
+    /// Namespaces whose objects the control plane reads (istiod's `discoverySelectors`):
+    /// a namespace is selected when any selector matches its labels; none selects all.
+    pub discovery_selectors: Vec<LabelSelector>,
+}
+
+/// A Kubernetes label selector (`matchLabels` and `matchExpressions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabelSelector {
+    pub match_labels: BTreeMap<String, String>,
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: String,
+    pub values: Vec<String>,
+}
+
+impl LabelSelector {
+    /// Kubernetes semantics: every `matchLabels` pair and every expression must hold; an empty
+    /// selector matches everything. An unknown operator matches nothing.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|req| {
+                let value = labels.get(&req.key);
+                match req.operator.as_str() {
+                    "In" => value.is_some_and(|v| req.values.contains(v)),
+                    "NotIn" => value.is_none_or(|v| !req.values.contains(v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
+    }
 }
 
 impl Default for MeshConfig {
@@ -36,6 +77,7 @@ impl Default for MeshConfig {
             trust_domain: "cluster.local".into(),
             protocol_detection_timeout: Duration::from(std::time::Duration::ZERO),
             default_config: ProxyConfig::default(),
+            discovery_selectors: Vec::new(),
         }
     }
 }
@@ -84,6 +126,12 @@ impl Default for ProxyConfig {
 }
 
 impl MeshConfig {
+    /// Whether objects in a namespace with these labels are read (`discoverySelectors`).
+    pub fn namespace_discovered(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.discovery_selectors.is_empty()
+            || self.discovery_selectors.iter().any(|s| s.matches(labels))
+    }
+
     /// Parses MeshConfig YAML; missing fields keep istiod's defaults.
     pub fn from_yaml(text: &str) -> Result<Self, serde_saphyr::Error> {
         if text.trim().is_empty() {
@@ -123,5 +171,34 @@ mod tests {
             std::time::Duration::from_millis(1500)
         );
         assert_eq!(m.root_namespace, "istio-system");
+        assert!(m.namespace_discovered(&BTreeMap::new()));
+    }
+
+    #[test]
+    fn discovery_selectors_select_namespaces_by_labels() {
+        let m = MeshConfig::from_yaml(
+            "discoverySelectors:\n- matchLabels:\n    istio-discovery: enabled\n- matchExpressions:\n  - key: env\n    operator: In\n    values: [prod, staging]\n",
+        )
+        .unwrap();
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(m.namespace_discovered(&labels(&[("istio-discovery", "enabled")])));
+        assert!(m.namespace_discovered(&labels(&[("env", "staging")])));
+        assert!(!m.namespace_discovered(&labels(&[("env", "dev")])));
+        assert!(!m.namespace_discovered(&labels(&[])));
+        let not_in = LabelSelector {
+            match_expressions: vec![LabelSelectorRequirement {
+                key: "env".into(),
+                operator: "NotIn".into(),
+                values: vec!["dev".into()],
+            }],
+            ..Default::default()
+        };
+        assert!(not_in.matches(&labels(&[])));
+        assert!(!not_in.matches(&labels(&[("env", "dev")])));
     }
 }

@@ -144,14 +144,12 @@ pub fn load_store(
     Ok(store)
 }
 
-/// Watches `dirs` and sends a freshly loaded store after every change (events closer than
+/// Watches `dirs` and sends a freshly read [`ObjectSet`] after every change (events closer than
 /// `settle` are coalesced so an editor's write-rename dance yields one reload).
 pub async fn watch(
     dirs: Vec<PathBuf>,
-    system_namespace: String,
-    mesh: Option<MeshConfig>,
     settle: Duration,
-    updates: mpsc::Sender<ConfigStore>,
+    updates: mpsc::Sender<ObjectSet>,
 ) -> Result<(), FileSourceError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -177,18 +175,13 @@ pub async fn watch(
         // Coalesce bursts.
         while let Ok(Some(())) = tokio::time::timeout(settle, rx.recv()).await {}
         let dirs2 = dirs.clone();
-        let ns = system_namespace.clone();
-        let mesh2 = mesh.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_store(&dirs2, &ns, mesh2.as_ref()))
+        let loaded = tokio::task::spawn_blocking(move || load_objects(&dirs2))
             .await
             .expect("file loading task does not panic");
         match loaded {
-            Ok(store) => {
-                tracing::info!(
-                    errors = store.errors.len(),
-                    "config files changed; reloaded"
-                );
-                if updates.send(store).await.is_err() {
+            Ok(objects) => {
+                tracing::info!("config files changed; reloaded");
+                if updates.send(objects).await.is_err() {
                     break;
                 }
             }

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -263,6 +264,10 @@ impl ObjectSet {
                     .insert(name.clone(), ns.metadata.labels.clone().unwrap_or_default());
             }
         }
+        self.sort_objects();
+        if !store.mesh.discovery_selectors.is_empty() {
+            retain_discovered(&mut self, &mut store);
+        }
         for pod in &self.pods {
             let (Some(name), ns) = (&pod.metadata.name, namespace_of(&pod.metadata)) else {
                 continue;
@@ -289,6 +294,39 @@ impl ObjectSet {
         self.add_service_entries(&mut store);
         store.normalize();
         store
+    }
+
+    /// Puts every Kubernetes list in (namespace, name) order, so that the same objects give the
+    /// same snapshot (and the same version) whatever order a source delivered them in.
+    fn sort_objects(&mut self) {
+        fn key(meta: &ObjectMeta) -> (String, String) {
+            (namespace_of(meta), meta.name.clone().unwrap_or_default())
+        }
+        self.services.sort_by_key(|o| key(&o.metadata));
+        self.endpoint_slices.sort_by_key(|o| key(&o.metadata));
+        self.endpoints.sort_by_key(|o| key(&o.metadata));
+        self.pods.sort_by_key(|o| key(&o.metadata));
+        self.namespaces.sort_by_key(|o| key(&o.metadata));
+        self.config_maps.sort_by_key(|o| key(&o.metadata));
+    }
+
+    /// Appends another source's objects (files and a cluster served together).
+    pub fn merge(&mut self, other: ObjectSet) {
+        self.services.extend(other.services);
+        self.endpoint_slices.extend(other.endpoint_slices);
+        self.endpoints.extend(other.endpoints);
+        self.pods.extend(other.pods);
+        self.namespaces.extend(other.namespaces);
+        self.config_maps.extend(other.config_maps);
+        let (a, b) = (&mut self.store, other.store);
+        a.virtual_services.extend(b.virtual_services);
+        a.destination_rules.extend(b.destination_rules);
+        a.gateways.extend(b.gateways);
+        a.service_entries.extend(b.service_entries);
+        a.sidecars.extend(b.sidecars);
+        a.workload_entries.extend(b.workload_entries);
+        a.envoy_filters.extend(b.envoy_filters);
+        a.errors.extend(b.errors);
     }
 
     /// ServiceEntries → registry services, one per host (istiod's `convertServices`), with
@@ -438,6 +476,10 @@ impl ObjectSet {
 
     /// Endpoints of one service: from its EndpointSlices when it has any, else from legacy
     /// Endpoints, else from the Pods its selector picks (as the endpoints controller would).
+    ///
+    /// On purpose, beyond istiod: selected Pods with a loopback IP are always read from the Pod.
+    /// The API server refuses loopback addresses in EndpointSlices and Endpoints, yet loopback
+    /// pod IPs are how many proxies share one host (INTERCEPTION_MODE NONE, CONTRACT.md).
     fn endpoints_of(&self, svc: &KubeService, service: &Service) -> Vec<Endpoint> {
         let ns = &service.namespace;
         let slices: Vec<&EndpointSlice> = self
@@ -453,6 +495,7 @@ impl ObjectSet {
             })
             .collect();
         let mut out = Vec::new();
+        let mut from_endpoint_objects = false;
         if !slices.is_empty() {
             for slice in slices {
                 for ep in &slice.endpoints {
@@ -482,7 +525,7 @@ impl ObjectSet {
                     }
                 }
             }
-            return out;
+            from_endpoint_objects = true;
         }
         let legacy: Vec<&Endpoints> = self
             .endpoints
@@ -492,7 +535,7 @@ impl ObjectSet {
                     && e.metadata.name.as_deref() == Some(&service.name)
             })
             .collect();
-        if !legacy.is_empty() {
+        if !from_endpoint_objects && !legacy.is_empty() {
             for eps in legacy {
                 for subset in eps.subsets.iter().flatten() {
                     for addr in subset.addresses.iter().flatten() {
@@ -520,7 +563,7 @@ impl ObjectSet {
                     }
                 }
             }
-            return out;
+            from_endpoint_objects = true;
         }
         let Some(selector) = &service.selector else {
             return out;
@@ -545,12 +588,20 @@ impl ObjectSet {
             else {
                 continue;
             };
-            let ready = status
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == "Ready")
-                .is_none_or(|c| c.status == "True");
+            if from_endpoint_objects
+                && (!address.is_loopback() || out.iter().any(|e| e.address == address))
+            {
+                continue;
+            }
+            // Ready as the EndpointSlice controller sees it: the Ready condition (assumed when
+            // a file gives none), and not terminating.
+            let ready = pod.metadata.deletion_timestamp.is_none()
+                && status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .find(|c| c.type_ == "Ready")
+                    .is_none_or(|c| c.status == "True");
             for port in &service.ports {
                 let Some(number) = resolve_target_port(&port.target_port, pod) else {
                     continue;
@@ -619,7 +670,7 @@ fn endpoint(
     }
 }
 
-fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+fn namespace_of(meta: &ObjectMeta) -> String {
     meta.namespace.clone().unwrap_or_else(|| "default".into())
 }
 
@@ -736,6 +787,40 @@ fn config_meta(
         resource_version: s("resourceVersion"),
         source: origin.source.clone(),
     })
+}
+
+/// Drops every namespaced object outside the namespaces `discoverySelectors` selects (istiod's
+/// discovery namespace filter, which also scopes Istio config since 1.22). Namespaces without a
+/// Namespace object have no labels, so a selector only picks them when it matches empty labels.
+fn retain_discovered(set: &mut ObjectSet, store: &mut ConfigStore) {
+    let mesh = store.mesh.clone();
+    let no_labels = BTreeMap::new();
+    let namespaces = store.namespaces.clone();
+    let discovered = |ns: &str| mesh.namespace_discovered(namespaces.get(ns).unwrap_or(&no_labels));
+    set.services
+        .retain(|o| discovered(&namespace_of(&o.metadata)));
+    set.endpoint_slices
+        .retain(|o| discovered(&namespace_of(&o.metadata)));
+    set.endpoints
+        .retain(|o| discovered(&namespace_of(&o.metadata)));
+    set.pods.retain(|o| discovered(&namespace_of(&o.metadata)));
+    store
+        .virtual_services
+        .retain(|c| discovered(&c.meta.namespace));
+    store
+        .destination_rules
+        .retain(|c| discovered(&c.meta.namespace));
+    store.gateways.retain(|c| discovered(&c.meta.namespace));
+    store
+        .service_entries
+        .retain(|c| discovered(&c.meta.namespace));
+    store.sidecars.retain(|c| discovered(&c.meta.namespace));
+    store
+        .workload_entries
+        .retain(|c| discovered(&c.meta.namespace));
+    store
+        .envoy_filters
+        .retain(|c| discovered(&c.meta.namespace));
 }
 
 fn push_istio<T: DeserializeOwned>(

@@ -54,6 +54,12 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        if !self.server.is_ready() {
+            // istiod's answer before its caches have synced; Envoy retries with backoff.
+            return Err(Status::unavailable(
+                "server is not ready to serve discovery information: waiting for the first complete list from the Kubernetes API server; the proxy retries",
+            ));
+        }
         let peer = request.remote_addr();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(8);

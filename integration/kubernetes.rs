@@ -1,0 +1,539 @@
+//! The Kubernetes source against a real kube-apiserver (with etcd and the real
+//! kube-controller-manager making EndpointSlices): the seed's manifests applied with kubectl
+//! route exactly as the file-source tests do; edits, pod deletions and namespaces labelled
+//! later reach Envoy within 2 s; an API-server restart loses nothing; two replicas agree.
+
+use std::time::{Duration, Instant};
+
+use crate::cluster::Cluster;
+use crate::support::*;
+
+/// The seed's install: namespaces, httpbin v1/v2 (Deployments, as in the seed; container port
+/// 8080 instead of 80 so that upstreams need no privileges), the sleep client, and the v1/v2
+/// DestinationRule.
+const SEED: &str = r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: testns1
+  labels:
+    istio-injection: enabled
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: testns2
+  labels:
+    istio-injection: enabled
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: httpbin
+  namespace: testns1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin
+  namespace: testns1
+  labels:
+    app: httpbin
+spec:
+  ports:
+  - name: http
+    port: 8000
+    targetPort: 8080
+  selector:
+    app: httpbin
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: httpbin-v1
+  namespace: testns1
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: httpbin, version: v1}
+  template:
+    metadata:
+      labels: {app: httpbin, version: v1}
+    spec:
+      serviceAccountName: httpbin
+      containers:
+      - image: docker.io/kennethreitz/httpbin
+        name: httpbin
+        ports:
+        - containerPort: 8080
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: httpbin-v2
+  namespace: testns1
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: httpbin, version: v2}
+  template:
+    metadata:
+      labels: {app: httpbin, version: v2}
+    spec:
+      serviceAccountName: httpbin
+      containers:
+      - image: docker.io/kennethreitz/httpbin
+        name: httpbin
+        ports:
+        - containerPort: 8080
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: sleep
+  namespace: testns1
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: sleep}
+  template:
+    metadata:
+      labels: {app: sleep}
+    spec:
+      containers:
+      - name: sleep
+        image: curlimages/curl
+        command: ["/bin/sleep", "infinity"]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: httpbin
+  namespace: testns1
+spec:
+  host: httpbin.testns1.svc.cluster.local
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+"#;
+
+/// The 90/10 VirtualService changed to send everything to v2.
+const VS_ALL_V2: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin
+  namespace: testns1
+spec:
+  hosts:
+  - httpbin.testns1.svc.cluster.local
+  http:
+  - route:
+    - destination:
+        host: httpbin.testns1.svc.cluster.local
+        subset: v2
+"#;
+
+/// A cluster with the seed applied and its pods running on `127.<net>.0.{11,12,21}`.
+async fn seeded_cluster(net: u8) -> Cluster {
+    let cluster = Cluster::start(net).await;
+    cluster.apply(SEED);
+    cluster.apply(VS_90_10);
+    cluster
+        .run_pods(
+            "testns1",
+            "app=httpbin,version=v1",
+            &[&format!("127.{net}.0.11")],
+        )
+        .await;
+    cluster
+        .run_pods(
+            "testns1",
+            "app=httpbin,version=v2",
+            &[&format!("127.{net}.0.12")],
+        )
+        .await;
+    cluster
+        .run_pods("testns1", "app=sleep", &[&format!("127.{net}.0.21")])
+        .await;
+    cluster
+}
+
+/// Sends `GET /headers` until `pred` holds for `n` answers in a row; returns how long that took
+/// from `since`, or None after `timeout`.
+async fn converged(
+    listener: &str,
+    since: Instant,
+    timeout: Duration,
+    n: usize,
+    pred: impl Fn(&Reply) -> bool,
+) -> Option<Duration> {
+    let c = client();
+    let mut streak = 0;
+    let mut first_ok = None;
+    while since.elapsed() < timeout {
+        let r = send(&c, "GET", listener, HOST, "/headers", &[]).await;
+        if pred(&r) {
+            first_ok.get_or_insert(since.elapsed());
+            streak += 1;
+            if streak >= n {
+                return first_ok;
+            }
+        } else {
+            streak = 0;
+            first_ok = None;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_manifests_applied_with_kubectl_route_like_files() {
+    let net = 200;
+    let cluster = seeded_cluster(net).await;
+    let v1 = Upstream::start("v1", &format!("127.{net}.0.11:8080")).await;
+    let v2 = Upstream::start("v2", &format!("127.{net}.0.12:8080")).await;
+    let cp = ControlPlane::start_cluster(&cluster.kubeconfig).await;
+    let ip = format!("127.{net}.0.21");
+    let _envoy = cp
+        .sidecar(&ip, "sleep", "testns1", "app=sleep", "NONE")
+        .await;
+    let listener = format!("{ip}:8000");
+
+    // The same traffic assertions as the file source's routing test.
+    assert_seed_split(&listener, &v1, &v2).await;
+
+    // An edit with kubectl reaches Envoy within 2 s.
+    let t = Instant::now();
+    cluster.apply(VS_ALL_V2);
+    let took = converged(&listener, t, Duration::from_secs(5), 20, |r| {
+        r.served_by.as_deref() == Some("v2")
+    })
+    .await;
+    assert!(
+        took.is_some_and(|d| d <= Duration::from_secs(2)),
+        "VirtualService change took {took:?} to reach Envoy (want ≤ 2s)"
+    );
+
+    // Without the VirtualService both versions serve; deleting v1's pod removes its endpoint
+    // within 2 s (the pod stays Terminating without a kubelet; the EndpointSlice controller
+    // marks it not ready, and not-ready endpoints are not served).
+    cluster.kubectl(
+        &["delete", "virtualservice", "-n", "testns1", "httpbin"],
+        None,
+    );
+    let both = converged(&listener, Instant::now(), Duration::from_secs(5), 1, |r| {
+        r.served_by.as_deref() == Some("v1")
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "v1 serves again once the VirtualService is gone"
+    );
+    let v1_pod = cluster.kubectl(
+        &[
+            "get",
+            "pods",
+            "-n",
+            "testns1",
+            "-l",
+            "version=v1",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    );
+    let t = Instant::now();
+    cluster.kubectl(
+        &["delete", "pod", "-n", "testns1", &v1_pod, "--wait=false"],
+        None,
+    );
+    let took = converged(&listener, t, Duration::from_secs(5), 40, |r| {
+        r.served_by.as_deref() == Some("v2")
+    })
+    .await;
+    assert!(
+        took.is_some_and(|d| d <= Duration::from_secs(2)),
+        "pod deletion took {took:?} to remove its endpoint (want ≤ 2s)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_labelled_later_is_discovered_and_mesh_config_reloads() {
+    let net = 201;
+    let cluster = Cluster::start(net).await;
+    let sleep_ip = format!("127.{net}.0.21");
+    // Mesh config from the `istio` ConfigMap: only namespaces labelled for discovery.
+    cluster.apply(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: istio-system
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: istio
+  namespace: istio-system
+data:
+  mesh: |
+    discoverySelectors:
+    - matchLabels:
+        istio-discovery: enabled
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: testns1
+  labels: {istio-discovery: enabled}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: testns3
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: testns4
+"#,
+    );
+    // A web Service with one running pod in each of testns3 and testns4.
+    for (ns, last) in [("testns3", 31), ("testns4", 41)] {
+        cluster.apply(&format!(
+            r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: {ns}
+spec:
+  ports:
+  - {{name: http, port: 9000, targetPort: 8080}}
+  selector: {{app: web}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: {ns}
+  labels: {{app: web}}
+spec:
+  nodeName: {node}
+  containers:
+  - {{name: web, image: web, ports: [{{containerPort: 8080}}]}}
+"#,
+            node = crate::cluster::NODE
+        ));
+        cluster
+            .run_pods(ns, "app=web", &[&format!("127.{net}.0.{last}")])
+            .await;
+    }
+    let _web3 = Upstream::start("web3", &format!("127.{net}.0.31:8080")).await;
+    let _web4 = Upstream::start("web4", &format!("127.{net}.0.41:8080")).await;
+
+    let cp = ControlPlane::start_cluster(&cluster.kubeconfig).await;
+    let _envoy = cp
+        .sidecar(&sleep_ip, "sleep", "testns1", "app=sleep", "NONE")
+        .await;
+    let c = client();
+    let get = |host: &'static str| {
+        let c = c.clone();
+        let listener = format!("{sleep_ip}:9000");
+        async move {
+            let r = c
+                .get(format!("http://{listener}/"))
+                .header("host", host)
+                .send()
+                .await
+                .ok()?;
+            r.headers()
+                .get("x-served-by")
+                .map(|v| v.to_str().unwrap().to_string())
+        }
+    };
+    // Not discovered: no listener on the web port at all.
+    assert_eq!(get("web.testns3.svc.cluster.local").await, None);
+
+    let t = Instant::now();
+    cluster.kubectl(
+        &["label", "namespace", "testns3", "istio-discovery=enabled"],
+        None,
+    );
+    let seen = eventually(Duration::from_secs(5), || async {
+        get("web.testns3.svc.cluster.local").await.as_deref() == Some("web3")
+    })
+    .await;
+    assert!(
+        seen.is_some() && t.elapsed() <= Duration::from_secs(2) + Duration::from_millis(500),
+        "testns3 labelled later reached Envoy after {:?} (want ≤ 2s)",
+        t.elapsed()
+    );
+    assert_eq!(get("web.testns4.svc.cluster.local").await, None);
+
+    // The istio ConfigMap is hot-reloaded: with no selectors every namespace is discovered.
+    cluster.apply(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: istio
+  namespace: istio-system
+data:
+  mesh: |
+    accessLogFile: ""
+"#,
+    );
+    let seen = eventually(Duration::from_secs(5), || async {
+        get("web.testns4.svc.cluster.local").await.as_deref() == Some("web4")
+    })
+    .await;
+    assert!(seen.is_some(), "mesh config change reached Envoy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_restart_keeps_serving_and_converges_to_changes_made_meanwhile() {
+    let net = 202;
+    let mut cluster = seeded_cluster(net).await;
+    let v1 = Upstream::start("v1", &format!("127.{net}.0.11:8080")).await;
+    let v2 = Upstream::start("v2", &format!("127.{net}.0.12:8080")).await;
+    let cp = ControlPlane::start_cluster(&cluster.kubeconfig).await;
+    let ip = format!("127.{net}.0.21");
+    let _envoy = cp
+        .sidecar(&ip, "sleep", "testns1", "app=sleep", "NONE")
+        .await;
+    let listener = format!("{ip}:8000");
+    let c = client();
+    assert_eq!(
+        send(&c, "GET", &listener, HOST, "/headers", &[])
+            .await
+            .status,
+        200
+    );
+    let version_before = cp.snapshot_version();
+
+    // The API server navarch watches goes away; a second one on the same etcd takes changes.
+    cluster.stop_apiserver();
+    let mut other = cluster.second_apiserver().await;
+    other.apply(VS_ALL_V2);
+    other.kubectl(
+        &["delete", "destinationrule", "-n", "testns1", "httpbin"],
+        None,
+    );
+    other.apply(
+        r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: httpbin-subsets
+  namespace: testns1
+spec:
+  host: httpbin.testns1.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#,
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Meanwhile navarch keeps serving its last config: still ready, still the 90/10 split.
+    assert_eq!(
+        cp.snapshot_version(),
+        version_before,
+        "nothing changed for navarch"
+    );
+    let r = reqwest::get(format!("{}/ready", cp.http)).await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "navarch stays ready while the API server is down"
+    );
+    let counts = split(&c, &listener, HOST, "/headers", 50, &[]).await;
+    assert!(counts.contains_key("v1"), "still the old split: {counts:?}");
+    other.stop_apiserver();
+
+    // Back on its own API server, navarch relists and converges: the VirtualService change
+    // arrives, and the deleted DestinationRule is gone (its replacement keeps v2 routable).
+    cluster.start_apiserver().await;
+    let t = Instant::now();
+    let took = converged(&listener, t, Duration::from_secs(60), 20, |r| {
+        r.served_by.as_deref() == Some("v2")
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "navarch converged after the API server came back"
+    );
+    let drs_now = || async {
+        let configz = cp.configz().await;
+        let mut names: Vec<String> = configz["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["kind"] == "DestinationRule")
+            .map(|c| c["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let replaced = eventually(Duration::from_secs(30), || async {
+        drs_now().await == ["httpbin-subsets"]
+    })
+    .await;
+    assert!(
+        replaced.is_some(),
+        "the DestinationRule deleted meanwhile is gone and its replacement is served: {:?}",
+        drs_now().await
+    );
+    let _ = (v1, v2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_serve_identical_versions() {
+    let net = 203;
+    let cluster = seeded_cluster(net).await;
+    let a = ControlPlane::start_cluster(&cluster.kubeconfig).await;
+    let b = ControlPlane::start_cluster(&cluster.kubeconfig).await;
+    let same = eventually(Duration::from_secs(10), || async {
+        a.snapshot_version() == b.snapshot_version()
+    })
+    .await;
+    assert!(
+        same.is_some(),
+        "replicas disagree: {} vs {}",
+        a.snapshot_version(),
+        b.snapshot_version()
+    );
+    // The same proxy (REDIRECT mode: nothing bound to its address) on each replica is sent
+    // the same resources under the same versions.
+    let ip = format!("127.{net}.0.21");
+    let _ea = a
+        .sidecar(&ip, "sleep", "testns1", "app=sleep", "REDIRECT")
+        .await;
+    let _eb = b
+        .sidecar(&ip, "sleep", "testns1", "app=sleep", "REDIRECT")
+        .await;
+    let versions = |cp: &ControlPlane| {
+        let cp_http = cp.http.clone();
+        async move {
+            let v: serde_json::Value = reqwest::get(format!("{cp_http}/debug/syncz"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for (type_url, r) in v[0]["resources"].as_object().cloned().unwrap_or_default() {
+                out.push((
+                    type_url,
+                    r["sentVersion"].clone(),
+                    r["ackedVersion"].clone(),
+                ));
+            }
+            out
+        }
+    };
+    let (va, vb) = (versions(&a).await, versions(&b).await);
+
+    assert!(va.len() >= 4, "CDS, EDS, LDS and RDS sent: {va:?}");
+    assert_eq!(va, vb, "a proxy gets the same versions from either replica");
+}
