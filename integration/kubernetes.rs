@@ -537,3 +537,126 @@ async fn two_replicas_serve_identical_versions() {
     assert!(va.len() >= 4, "CDS, EDS, LDS and RDS sent: {va:?}");
     assert_eq!(va, vb, "a proxy gets the same versions from either replica");
 }
+
+/// A VirtualService whose weights do not sum to 100, and one naming an undefined subset.
+const BAD_VS: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bad-weights
+  namespace: testns1
+spec:
+  hosts: [httpbin.testns1.svc.cluster.local]
+  http:
+  - route:
+    - destination: {host: httpbin.testns1.svc.cluster.local, subset: v1}
+      weight: 50
+    - destination: {host: httpbin.testns1.svc.cluster.local, subset: v2}
+      weight: 40
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bad-subset
+  namespace: testns1
+spec:
+  hosts: [httpbin.testns1.svc.cluster.local]
+  http:
+  - route:
+    - destination: {host: httpbin.testns1.svc.cluster.local, subset: v3}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_holder_writes_validation_messages_and_leadership_moves() {
+    let net = 204;
+    let cluster = seeded_cluster(net).await;
+    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: istio-system\n");
+    let a = ControlPlane::start_cluster_as(&cluster.kubeconfig, "navarch-a").await;
+    let b = ControlPlane::start_cluster_as(&cluster.kubeconfig, "navarch-b").await;
+    let holder = || {
+        cluster.kubectl(
+            &[
+                "get",
+                "lease",
+                "-n",
+                "istio-system",
+                "istio-analyze-leader",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        )
+    };
+    let lease = eventually(Duration::from_secs(10), || async {
+        cluster
+            .kubectl(&["get", "lease", "-n", "istio-system", "-o", "name"], None)
+            .contains("istio-analyze-leader")
+    })
+    .await;
+    assert!(lease.is_some(), "a replica took the Lease");
+    let first = holder();
+    assert!(
+        first == "navarch-a" || first == "navarch-b",
+        "holder {first:?}"
+    );
+
+    cluster.apply(BAD_VS);
+    let status = |name: &str, path: &str| {
+        cluster.kubectl(
+            &[
+                "get",
+                "virtualservice",
+                "-n",
+                "testns1",
+                name,
+                "-o",
+                &format!("jsonpath={{.status.validationMessages{path}}}"),
+            ],
+            None,
+        )
+    };
+    let written = eventually(Duration::from_secs(10), || async {
+        status("bad-weights", "[0].type.code") == "IST0106"
+            && status("bad-subset", "[0].type.code") == "IST0101"
+    })
+    .await;
+    assert!(
+        written.is_some(),
+        "validation messages written: {:?} / {:?}",
+        status("bad-weights", ""),
+        status("bad-subset", "")
+    );
+    let message = status("bad-weights", "[0].message");
+    assert!(
+        message.contains("spec.http[0].route") && message.contains("100"),
+        "the message names the field and the rule: {message}"
+    );
+
+    // The leader goes away; the other replica takes the Lease and keeps status current.
+    let (mut leader, survivor, survivor_id) = if first == "navarch-a" {
+        (a, b, "navarch-b")
+    } else {
+        (b, a, "navarch-a")
+    };
+    leader.running.take().unwrap().shutdown().await;
+    let moved = eventually(Duration::from_secs(20), || async {
+        holder() == survivor_id
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "the Lease moved to {survivor_id}: {:?}",
+        holder()
+    );
+    cluster.apply(&BAD_VS.replace("weight: 40", "weight: 50"));
+    let cleared = eventually(Duration::from_secs(10), || async {
+        status("bad-weights", "").is_empty()
+    })
+    .await;
+    assert!(
+        cleared.is_some(),
+        "fixed: the new leader cleared the messages: {}",
+        status("bad-weights", "")
+    );
+    assert_eq!(status("bad-subset", "[0].type.code"), "IST0101");
+    drop(survivor);
+}

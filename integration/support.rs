@@ -181,6 +181,7 @@ impl ControlPlane {
                 max: Duration::from_secs(10),
             },
             instance_id: "navarch-test".into(),
+            lease_ttl: Duration::from_secs(30),
         })
         .await
         .expect("control plane starts");
@@ -197,6 +198,12 @@ impl ControlPlane {
     /// A control plane watching the cluster of `kubeconfig` (and no files), started like
     /// `navarch discovery --kubeconfig`; returns once `/ready` says proxies are served.
     pub async fn start_cluster(kubeconfig: &Path) -> ControlPlane {
+        Self::start_cluster_as(kubeconfig, "navarch-test").await
+    }
+
+    /// [`ControlPlane::start_cluster`] as replica `instance_id`, with a 2 s Lease so that a
+    /// test sees leadership move quickly.
+    pub async fn start_cluster_as(kubeconfig: &Path, instance_id: &str) -> ControlPlane {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         let running = navarch::app::start(DiscoveryConfig {
@@ -211,7 +218,8 @@ impl ControlPlane {
                 after: Duration::from_millis(100),
                 max: Duration::from_secs(10),
             },
-            instance_id: "navarch-test".into(),
+            instance_id: instance_id.into(),
+            lease_ttl: Duration::from_secs(2),
         })
         .await
         .expect("control plane starts");

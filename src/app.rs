@@ -36,6 +36,8 @@ pub struct DiscoveryConfig {
     pub system_namespace: String,
     pub debounce: DebounceOptions,
     pub instance_id: String,
+    /// Lease duration for singleton work in a cluster (istiod: 30s).
+    pub lease_ttl: Duration,
 }
 
 /// Addresses actually bound (useful when a port was 0).
@@ -176,10 +178,20 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
                 .context("file source")
         });
     }
+    let (errors_tx, errors_rx) = tokio::sync::watch::channel(Vec::new());
     if let Some(client) = kube_client {
         let opts = sources::kube::KubeSourceOptions {
             system_namespace: cfg.system_namespace.clone(),
             settle: Duration::from_millis(20),
+            status: Some(sources::kube::StatusOptions {
+                errors: errors_rx,
+                lease: sources::kube::leader::LeaseOptions {
+                    namespace: cfg.system_namespace.clone(),
+                    name: "istio-analyze-leader".into(),
+                    identity: cfg.instance_id.clone(),
+                    ttl: cfg.lease_ttl,
+                },
+            }),
         };
         let (tx, mut rx) = mpsc::channel(4);
         let updates = updates_tx.clone();
@@ -199,7 +211,13 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         mesh_override: mesh.clone(),
         expected: usize::from(!cfg.config_dirs.is_empty()) + usize::from(cfg.cluster.is_some()),
     };
-    tasks.spawn(push_loop(server.clone(), updates_rx, sources, cfg.debounce));
+    tasks.spawn(push_loop(
+        server.clone(),
+        updates_rx,
+        sources,
+        cfg.debounce,
+        errors_tx,
+    ));
 
     let ads = AdsService::new(server.clone());
     tasks.spawn(async move {
@@ -278,23 +296,27 @@ async fn push_loop(
     mut updates: mpsc::Receiver<(SourceId, ObjectSet)>,
     sources: PushSources,
     opts: DebounceOptions,
+    errors_tx: tokio::sync::watch::Sender<Vec<crate::model::config::ConfigError>>,
 ) -> anyhow::Result<()> {
+    let errors_tx = Arc::new(errors_tx);
     let sources = Arc::new(Mutex::new(sources));
     let reported: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (events_tx, events_rx) = mpsc::channel::<PushRequest>(1024);
-    let (s2, server2, reported2, dirty2) = (
+    let (s2, server2, reported2, dirty2, errors2) = (
         sources.clone(),
         server.clone(),
         reported.clone(),
         dirty.clone(),
+        errors_tx.clone(),
     );
     let debouncer = tokio::spawn(debounce(events_rx, opts, move |req| {
-        let (sources, server, reported, dirty) = (
+        let (sources, server, reported, dirty, errors_tx) = (
             s2.clone(),
             server2.clone(),
             reported2.clone(),
             dirty2.clone(),
+            errors2.clone(),
         );
         async move {
             if !dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
@@ -314,6 +336,13 @@ async fn push_loop(
             .await
             .expect("building a snapshot does not panic");
             let (ctx, complete) = built;
+            errors_tx.send_if_modified(|current| {
+                let changed = *current != ctx.store.errors;
+                if changed {
+                    current.clone_from(&ctx.store.errors);
+                }
+                changed
+            });
             server.push(ctx, req);
             if complete && !server.is_ready() {
                 tracing::info!("every source has delivered its first state; serving proxies");

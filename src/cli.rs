@@ -92,6 +92,9 @@ pub struct DiscoveryArgs {
     /// Longest delay of a push after the first change (PILOT_DEBOUNCE_MAX).
     #[arg(long, env = "NAVARCH_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_go_duration)]
     pub debounce_max: Duration,
+    /// Lease duration for singleton work in a cluster (writing status), as istiod's 30s.
+    #[arg(long, env = "NAVARCH_LEASE_DURATION", default_value = "30s", value_parser = parse_go_duration)]
+    pub lease_duration: Duration,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `navarch=debug`.
     #[arg(long, env = "NAVARCH_LOG", default_value = "info")]
     pub log: String,
@@ -116,6 +119,7 @@ impl DiscoveryArgs {
                 max: self.debounce_max,
             },
             instance_id: instance_id(),
+            lease_ttl: self.lease_duration,
         }
     }
 }

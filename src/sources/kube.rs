@@ -28,7 +28,10 @@ use kube::{Client, Config, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc};
 
-use crate::model::config::ConfigKind;
+pub mod leader;
+pub mod status;
+
+use crate::model::config::{ConfigError, ConfigKind};
 use crate::sources::objects::{ObjectSet, Origin};
 
 /// The API group of Istio's networking kinds.
@@ -83,6 +86,15 @@ pub struct KubeSourceOptions {
     pub system_namespace: String,
     /// Changes closer together than this are sent as one update.
     pub settle: Duration,
+    /// Write validation results into the Istio resources' status (leader only).
+    pub status: Option<StatusOptions>,
+}
+
+/// What the status writer needs: the current errors (from the push loop) and the Lease.
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    pub errors: tokio::sync::watch::Receiver<Vec<ConfigError>>,
+    pub lease: leader::LeaseOptions,
 }
 
 /// One watched Istio kind: the version the cluster serves it at and its store.
@@ -282,13 +294,23 @@ pub async fn run(client: Client, opts: KubeSourceOptions, updates: mpsc::Sender<
                         .collect();
                     tracing::warn!(
                         ?missing,
-                        "the cluster does not serve these networking.istio.io kinds; install the CRDs (navarch manifest generate | kubectl apply -f -); they are read once they appear"
+                        "the cluster does not serve these networking.istio.io kinds; install the networking.istio.io CRDs (Istio's, or navarch's from src/install.rs); they are read once they appear"
                     );
                     warned = true;
                 }
                 tokio::time::sleep(CRD_RECHECK).await;
             }
         });
+    }
+
+    if let Some(status) = opts.status.clone() {
+        let leading = leader::spawn(client.clone(), status.lease);
+        tokio::spawn(status::run(
+            client.clone(),
+            stores.clone(),
+            status.errors,
+            leading,
+        ));
     }
 
     // Wait for the first complete list of everything, saying what is still missing.

@@ -858,3 +858,127 @@ fn push_istio<T: DeserializeOwned>(
     }
     list(store).push(Config { meta, spec });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_of(yaml: &str) -> ObjectSet {
+        let mut set = ObjectSet::default();
+        let origin = Origin {
+            source: "test.yaml".into(),
+            document: None,
+        };
+        for doc in serde_saphyr::from_multiple::<Value>(yaml).unwrap() {
+            set.add_document(&origin, doc);
+        }
+        set
+    }
+
+    const WEB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: a}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8080}]
+  selector: {app: web}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-x
+  namespace: a
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.0.0.5]
+  conditions: {ready: true}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-loop, namespace: a, labels: {app: web}}
+status:
+  phase: Running
+  podIP: 127.0.0.9
+  conditions: [{type: Ready, status: "True"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-slice, namespace: a, labels: {app: web}}
+status:
+  phase: Running
+  podIP: 10.0.0.5
+  conditions: [{type: Ready, status: "True"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-leaving, namespace: a, labels: {app: web}, deletionTimestamp: "2026-01-01T00:00:00Z"}
+status:
+  phase: Running
+  podIP: 127.0.0.10
+  conditions: [{type: Ready, status: "True"}]
+"#;
+
+    fn endpoints(store: &ConfigStore, host: &str) -> Vec<(String, bool)> {
+        let mut out: Vec<(String, bool)> = store.registry.endpoints[host]
+            .iter()
+            .map(|e| (format!("{}:{}", e.address, e.port), e.ready))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn loopback_pods_are_read_beside_endpoint_slices() {
+        let store = set_of(WEB).into_store("istio-system", None);
+        assert_eq!(
+            endpoints(&store, "web.a.svc.cluster.local"),
+            [
+                ("10.0.0.5:8080".to_string(), true),
+                ("127.0.0.10:8080".to_string(), false),
+                ("127.0.0.9:8080".to_string(), true),
+            ],
+            "the slice's address once, loopback pods from the Pods, a terminating pod not ready"
+        );
+    }
+
+    #[test]
+    fn discovery_selectors_drop_objects_of_unselected_namespaces() {
+        let mesh = MeshConfig::from_yaml(
+            "discoverySelectors:\n- matchLabels: {istio-discovery: enabled}\n",
+        )
+        .unwrap();
+        let yaml = format!(
+            "{WEB}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: a}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: a}}\nspec: {{host: web.a.svc.cluster.local}}\n"
+        );
+        let store = set_of(&yaml).into_store("istio-system", Some(&mesh));
+        assert!(store.registry.services.is_empty());
+        assert!(store.destination_rules.is_empty());
+
+        let labelled = yaml.replace(
+            "metadata: {name: a}",
+            "metadata: {name: a, labels: {istio-discovery: enabled}}",
+        );
+        let store = set_of(&labelled).into_store("istio-system", Some(&mesh));
+        assert!(
+            store
+                .registry
+                .services
+                .contains_key("web.a.svc.cluster.local")
+        );
+        assert_eq!(store.destination_rules.len(), 1);
+    }
+
+    #[test]
+    fn object_order_does_not_change_the_store() {
+        let docs: Vec<&str> = WEB.split("\n---\n").collect();
+        let reversed: Vec<&str> = docs.iter().rev().copied().collect();
+        let a = set_of(&docs.join("\n---\n")).into_store("istio-system", None);
+        let b = set_of(&reversed.join("\n---\n")).into_store("istio-system", None);
+        assert_eq!(
+            serde_json::to_string(&a.registry).unwrap(),
+            serde_json::to_string(&b.registry).unwrap()
+        );
+    }
+}
