@@ -36,17 +36,37 @@ fn translate_all(proxy: &Proxy, push: &PushContext) -> Value {
             .map(|r| navarch::protojson::any_to_json(&r.resource).unwrap())
             .collect()
     };
-    json!({
+    let mut out = json!({
         "clusters": render(ResourceType::Cluster),
         "endpoints": render(ResourceType::Endpoint),
         "listeners": render(ResourceType::Listener),
         "routes": render(ResourceType::Route),
-    })
+    });
+    let secrets = render(ResourceType::Secret);
+    if !secrets.is_empty() {
+        out["secrets"] = json!(secrets);
+    }
+    out
+}
+
+/// SDS references become references to static secrets (a name without a config source).
+fn strip_sds_config(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if map.contains_key("name") && map.contains_key("sds_config") {
+                map.remove("sds_config");
+            }
+            map.values_mut().for_each(strip_sds_config);
+        }
+        Value::Array(list) => list.iter_mut().for_each(strip_sds_config),
+        _ => {}
+    }
 }
 
 /// Turns the dynamic resources into a static bootstrap: RDS inlined into each HCM, EDS
 /// clusters made STATIC with their load assignment.
 fn static_bootstrap(resources: &Value) -> Value {
+    let mut secrets = resources.get("secrets").cloned().unwrap_or(json!([]));
     // Top-level resources lose the `@type` that marks them as `Any` in xDS responses.
     let untyped = |list: &Value| -> Value {
         let mut list = list.clone();
@@ -95,7 +115,11 @@ fn static_bootstrap(resources: &Value) -> Value {
             obj.insert("load_assignment".into(), cla.clone());
         }
     }
-    json!({"static_resources": {"listeners": listeners, "clusters": clusters}})
+    strip_sds_config(&mut listeners);
+    for secret in secrets.as_array_mut().unwrap() {
+        secret.as_object_mut().unwrap().remove("@type");
+    }
+    json!({"static_resources": {"listeners": listeners, "clusters": clusters, "secrets": secrets}})
 }
 
 fn envoy_validate(bootstrap: &Value, work: &Path) {
@@ -111,6 +135,17 @@ fn golden(case: &str, proxy: &Proxy, push: &PushContext) {
     insta::with_settings!({snapshot_suffix => case, prepend_module_to_snapshot => false}, {
         insta::assert_yaml_snapshot!("translation", resources);
     });
+}
+
+#[test]
+fn every_gateway_server_form() {
+    let push = load("testdata/golden/gateways", None);
+    let p = proxy(
+        "router~10.9.0.5~istio-ingressgateway-1.istio-system~istio-system.svc.cluster.local",
+        "REDIRECT",
+        json!({"istio": "ingressgateway"}),
+    );
+    golden("gateways-ingress", &p, &push);
 }
 
 #[test]

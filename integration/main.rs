@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod demo;
 mod egress;
+mod gateway;
 mod golden;
 mod kubernetes;
 mod observability;

@@ -606,12 +606,42 @@ impl ControlPlane {
         mode: &str,
         envoy_args: &[&str],
     ) -> EnvoyProcess {
+        self.proxy_with("sidecar", ip, pod, namespace, labels, mode, envoy_args)
+            .await
+    }
+
+    /// A gateway: an Envoy router proxy (`navarch bootstrap --type router`) without
+    /// interception, so its listeners bind `ip`.
+    pub async fn gateway(
+        &self,
+        ip: &str,
+        pod: &str,
+        namespace: &str,
+        labels: &str,
+    ) -> EnvoyProcess {
+        self.proxy_with("router", ip, pod, namespace, labels, "NONE", &[])
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn proxy_with(
+        &self,
+        node_type: &str,
+        ip: &str,
+        pod: &str,
+        namespace: &str,
+        labels: &str,
+        mode: &str,
+        envoy_args: &[&str],
+    ) -> EnvoyProcess {
         let work = self.dir.path().join(format!("envoy-{pod}-{ip}"));
         std::fs::create_dir_all(&work).unwrap();
         let bootstrap = work.join("bootstrap.yaml");
         let out = std::process::Command::new(navarch_bin())
             .args([
                 "bootstrap",
+                "--type",
+                node_type,
                 "--ip",
                 ip,
                 "--pod",

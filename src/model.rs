@@ -5,7 +5,9 @@
 //! sources fill it, translate reads it.
 
 pub mod config;
+pub mod credential;
 pub mod duration;
+pub mod gateway;
 pub mod istio;
 pub mod mesh;
 pub mod proxy;

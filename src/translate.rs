@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod endpoint;
+pub mod gateway;
 pub mod http_policy;
 pub mod listener;
 pub mod route;
@@ -20,7 +21,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
 
-use crate::model::proxy::{InterceptionMode, Proxy};
+use crate::model::proxy::{InterceptionMode, NodeType, Proxy};
 use crate::model::push_context::PushContext;
 
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -28,6 +29,8 @@ pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Li
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
@@ -40,15 +43,19 @@ pub enum ResourceType {
     Endpoint,
     Listener,
     Route,
+    /// SDS: TLS certificates gateways terminate with.
+    Secret,
 }
 
 impl ResourceType {
-    /// Istio's push order: CDS, EDS, LDS, RDS (clusters before the listeners that use them).
-    pub const PUSH_ORDER: [ResourceType; 4] = [
+    /// Istio's push order: CDS, EDS, LDS, RDS (clusters before the listeners that use them),
+    /// then the secrets listeners wait for.
+    pub const PUSH_ORDER: [ResourceType; 5] = [
         ResourceType::Cluster,
         ResourceType::Endpoint,
         ResourceType::Listener,
         ResourceType::Route,
+        ResourceType::Secret,
     ];
 
     pub fn type_url(self) -> &'static str {
@@ -57,6 +64,7 @@ impl ResourceType {
             ResourceType::Endpoint => ENDPOINT_TYPE,
             ResourceType::Listener => LISTENER_TYPE,
             ResourceType::Route => ROUTE_TYPE,
+            ResourceType::Secret => SECRET_TYPE,
         }
     }
 
@@ -77,6 +85,7 @@ impl ResourceType {
             ResourceType::Endpoint => "EDS",
             ResourceType::Listener => "LDS",
             ResourceType::Route => "RDS",
+            ResourceType::Secret => "SDS",
         }
     }
 
@@ -85,6 +94,22 @@ impl ResourceType {
     pub fn scope_key(self, proxy: &Proxy, push: &PushContext) -> String {
         // The Sidecar that scopes the proxy (chosen by namespace and labels) decides which
         // services, VirtualServices, ingress listeners and catch-all policy it gets.
+        if proxy.node_type == NodeType::Router {
+            // Gateways: which Gateways select the proxy (labels), port translation through
+            // its Services (namespace), and, without interception, its bind address.
+            let base = format!(
+                "router|{}|{:?}|{}",
+                proxy.namespace,
+                proxy.labels,
+                proxy.interception_mode.as_str()
+            );
+            return match self {
+                ResourceType::Listener if proxy.interception_mode == InterceptionMode::None => {
+                    format!("{base}|{}", proxy.primary_ip())
+                }
+                _ => base,
+            };
+        }
         let sidecar = push.sidecar_key(proxy);
         match self {
             // DestinationRule lookup and exportTo depend on the proxy namespace; ingress
@@ -121,6 +146,8 @@ impl ResourceType {
                 "{}|{}|{:?}|{sidecar}",
                 proxy.namespace, proxy.dns_domain, proxy.labels
             ),
+            // Sidecars get no gateway secrets.
+            ResourceType::Secret => "sidecar".to_string(),
         }
     }
 }
@@ -166,14 +193,32 @@ pub fn generate(
             .iter()
             .map(|c| Resource::new(c.name.clone(), c))
             .collect(),
+        ResourceType::Listener if proxy.node_type == NodeType::Router => {
+            gateway::build_gateway_listeners(proxy, push)
+                .iter()
+                .map(|l| Resource::new(l.name.clone(), l))
+                .collect()
+        }
         ResourceType::Listener => listener::build_listeners(proxy, push)
             .iter()
             .map(|l| Resource::new(l.name.clone(), l))
             .collect(),
+        ResourceType::Route if proxy.node_type == NodeType::Router => {
+            gateway::build_gateway_route_configs(proxy, push)
+                .iter()
+                .filter(|r| wanted(&r.name))
+                .map(|r| Resource::new(r.name.clone(), r))
+                .collect()
+        }
         ResourceType::Route => route::build_route_configs(proxy, push)
             .iter()
             .filter(|r| wanted(&r.name))
             .map(|r| Resource::new(r.name.clone(), r))
+            .collect(),
+        ResourceType::Secret => gateway::build_secrets(proxy, push)
+            .iter()
+            .filter(|s| wanted(&s.name))
+            .map(|s| Resource::new(s.name.clone(), s))
             .collect(),
         ResourceType::Endpoint => {
             let names: Vec<String> = match names {

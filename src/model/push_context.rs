@@ -35,6 +35,8 @@ pub struct ConfigStore {
     pub service_entries: Vec<Config<ServiceEntry>>,
     pub sidecars: Vec<Config<Sidecar>>,
     pub workload_entries: Vec<Config<WorkloadEntry>>,
+    /// TLS credentials from Secrets, by `namespace/name` (gateway `credentialName`s).
+    pub secrets: BTreeMap<String, crate::model::credential::TlsCredential>,
     /// EnvoyFilters are kept verbatim until they are translated.
     pub envoy_filters: Vec<Config<serde_json::Value>>,
     /// Documents that failed to parse or validate (reported, never served).

@@ -2,7 +2,7 @@
 //! a complete [`ObjectSet`] after every settled change.
 //!
 //! Owns the connection to the API server, the per-kind watchers (Services, EndpointSlices, Pods,
-//! Namespaces, the `istio` ConfigMap in the system namespace, and every networking.istio.io kind
+//! Namespaces, Secrets, the `istio` ConfigMap in the system namespace, and every networking.istio.io kind
 //! at the version the cluster prefers) and their readiness. What an object means is
 //! [`super::objects`]'s job, so a cluster and files behave identically.
 //!
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -110,6 +110,7 @@ struct Stores {
     pods: Store<Pod>,
     namespaces: Store<Namespace>,
     config_maps: Store<ConfigMap>,
+    secrets: Store<Secret>,
     istio: Mutex<Vec<IstioStore>>,
 }
 
@@ -129,6 +130,7 @@ impl Stores {
             pods: owned(&self.pods),
             namespaces: owned(&self.namespaces),
             config_maps: owned(&self.config_maps),
+            secrets: owned(&self.secrets),
             ..Default::default()
         };
         let origin = Origin {
@@ -241,6 +243,14 @@ pub async fn run(client: Client, opts: KubeSourceOptions, updates: mpsc::Sender<
             "ConfigMap",
             &changed,
         ),
+        // Only TLS-shaped Secrets can be gateway credentials; service-account tokens and
+        // the like are never read.
+        secrets: watch_typed(
+            Api::all(client.clone()),
+            cfg().fields("type!=kubernetes.io/service-account-token"),
+            "Secret",
+            &changed,
+        ),
         istio: Mutex::new(Vec::new()),
     });
 
@@ -321,6 +331,7 @@ pub async fn run(client: Client, opts: KubeSourceOptions, updates: mpsc::Sender<
         let _ = stores.pods.wait_until_ready().await;
         let _ = stores.namespaces.wait_until_ready().await;
         let _ = stores.config_maps.wait_until_ready().await;
+        let _ = stores.secrets.wait_until_ready().await;
     };
     let mut initial = std::pin::pin!(initial);
     let started = tokio::time::Instant::now();

@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Pod, Service as KubeService};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Namespace, Pod, Secret, Service as KubeService,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -48,6 +50,7 @@ pub struct ObjectSet {
     pub pods: Vec<Pod>,
     pub namespaces: Vec<Namespace>,
     pub config_maps: Vec<ConfigMap>,
+    pub secrets: Vec<Secret>,
     pub store: ConfigStore,
 }
 
@@ -116,8 +119,7 @@ impl ObjectSet {
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 self.push_kube(origin, doc, |s, o| s.endpoint_slices.push(o))
             }
-            // Secrets are read by the gateway work; accepted and ignored until then.
-            ("v1", "Secret") => {}
+            ("v1", "Secret") => self.push_kube(origin, doc, |s, o| s.secrets.push(o)),
             (av, k) if av.starts_with("networking.istio.io/") => {
                 self.add_istio(origin, &api_version, k, doc)
             }
@@ -292,6 +294,15 @@ impl ObjectSet {
                 .insert(service.hostname.clone(), service);
         }
         self.add_service_entries(&mut store);
+        for secret in &self.secrets {
+            if let (Some(name), Some(credential)) = (&secret.metadata.name, tls_credential(secret))
+            {
+                store.secrets.insert(
+                    format!("{}/{name}", namespace_of(&secret.metadata)),
+                    credential,
+                );
+            }
+        }
         store.normalize();
         store
     }
@@ -308,6 +319,7 @@ impl ObjectSet {
         self.pods.sort_by_key(|o| key(&o.metadata));
         self.namespaces.sort_by_key(|o| key(&o.metadata));
         self.config_maps.sort_by_key(|o| key(&o.metadata));
+        self.secrets.sort_by_key(|o| key(&o.metadata));
     }
 
     /// Appends another source's objects (files and a cluster served together).
@@ -318,6 +330,7 @@ impl ObjectSet {
         self.pods.extend(other.pods);
         self.namespaces.extend(other.namespaces);
         self.config_maps.extend(other.config_maps);
+        self.secrets.extend(other.secrets);
         let (a, b) = (&mut self.store, other.store);
         a.virtual_services.extend(b.virtual_services);
         a.destination_rules.extend(b.destination_rules);
@@ -789,6 +802,33 @@ fn config_meta(
     })
 }
 
+/// The TLS material of a Secret, under the keys Istio reads: `tls.crt`/`tls.key`/`ca.crt`
+/// (kubernetes.io/tls) or `cert`/`key`/`cacert` (generic). `stringData` counts as in a file
+/// that was never applied. `None` when it holds neither a key pair nor a CA.
+fn tls_credential(secret: &Secret) -> Option<crate::model::credential::TlsCredential> {
+    let get = |key: &str| -> Option<Vec<u8>> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|s| s.clone().into_bytes())
+            })
+            .filter(|b| !b.is_empty())
+    };
+    let credential = crate::model::credential::TlsCredential {
+        certificate_chain: get("tls.crt").or_else(|| get("cert")).unwrap_or_default(),
+        private_key: get("tls.key").or_else(|| get("key")).unwrap_or_default(),
+        ca_certificate: get("ca.crt").or_else(|| get("cacert")),
+    };
+    (credential.has_key_pair() || credential.ca_certificate.is_some()).then_some(credential)
+}
+
 /// Drops every namespaced object outside the namespaces `discoverySelectors` selects (istiod's
 /// discovery namespace filter, which also scopes Istio config since 1.22). Namespaces without a
 /// Namespace object have no labels, so a selector only picks them when it matches empty labels.
@@ -804,6 +844,8 @@ fn retain_discovered(set: &mut ObjectSet, store: &mut ConfigStore) {
     set.endpoints
         .retain(|o| discovered(&namespace_of(&o.metadata)));
     set.pods.retain(|o| discovered(&namespace_of(&o.metadata)));
+    set.secrets
+        .retain(|o| discovered(&namespace_of(&o.metadata)));
     store
         .virtual_services
         .retain(|c| discovered(&c.meta.namespace));

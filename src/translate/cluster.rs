@@ -33,7 +33,7 @@ use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use crate::model::config::Config;
 use crate::model::istio::DestinationRule;
 use crate::model::istio::destination_rule::TrafficPolicy;
-use crate::model::proxy::{InterceptionMode, Proxy};
+use crate::model::proxy::{InterceptionMode, NodeType, Proxy};
 use crate::model::push_context::PushContext;
 use crate::model::registry::{Protocol, Resolution, Service, ServicePort};
 use crate::translate::{
@@ -96,6 +96,11 @@ pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
                 ));
             }
         }
+    }
+    if proxy.node_type == NodeType::Router {
+        // Gateways: outbound clusters and the black hole only (istiod's router branch).
+        out.push(blackhole_cluster(push));
+        return out;
     }
     out.push(passthrough_cluster(push, PASSTHROUGH_CLUSTER, None));
     out.push(blackhole_cluster(push));

@@ -293,7 +293,7 @@ fn outbound_listener(
     }
 }
 
-fn tls_inspector() -> ListenerFilter {
+pub(crate) fn tls_inspector() -> ListenerFilter {
     ListenerFilter {
         name: "envoy.filters.listener.tls_inspector".into(),
         config_type: Some(ListenerFilterConfigType::TypedConfig(any(
@@ -396,14 +396,14 @@ fn virtual_inbound(push: &PushContext) -> Listener {
     }
 }
 
-fn network_filter(name: &str, typed: envoy_types::pb::google::protobuf::Any) -> Filter {
+pub(crate) fn network_filter(name: &str, typed: envoy_types::pb::google::protobuf::Any) -> Filter {
     Filter {
         name: name.into(),
         config_type: Some(FilterConfigType::TypedConfig(typed)),
     }
 }
 
-fn tcp_proxy_filter(push: &PushContext, stat_prefix: &str, cluster: &str) -> Filter {
+pub(crate) fn tcp_proxy_filter(push: &PushContext, stat_prefix: &str, cluster: &str) -> Filter {
     tcp_proxy_with(push, stat_prefix, ClusterSpecifier::Cluster(cluster.into()))
 }
 
@@ -576,7 +576,7 @@ fn outbound_tls_chains(
 }
 
 /// `10.0.0.0/8` or a bare address → an Envoy CIDR range; `None` when it does not parse.
-fn cidr_range(s: &str) -> Option<CidrRange> {
+pub(crate) fn cidr_range(s: &str) -> Option<CidrRange> {
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l.parse::<u32>().ok()?)),
         None => (s, None),
@@ -593,7 +593,7 @@ fn cidr_range(s: &str) -> Option<CidrRange> {
 /// A tcp route's destinations → a tcp_proxy, as istiod's `buildOutboundNetworkFilters`: one
 /// destination → its cluster; several → weighted clusters (zero weights left out) under the
 /// stat prefix `<vs name>.<vs namespace>`. `None` without any destination.
-fn tcp_route_filter(
+pub(crate) fn tcp_route_filter(
     push: &PushContext,
     vs: &Config<VirtualService>,
     routes: &[RouteDestination],
@@ -631,7 +631,7 @@ fn tcp_route_filter(
     }
 }
 
-fn http_filter(name: &str, typed: envoy_types::pb::google::protobuf::Any) -> HttpFilter {
+pub(crate) fn http_filter(name: &str, typed: envoy_types::pb::google::protobuf::Any) -> HttpFilter {
     HttpFilter {
         name: name.into(),
         config_type: Some(HttpFilterConfigType::TypedConfig(typed)),
@@ -640,7 +640,7 @@ fn http_filter(name: &str, typed: envoy_types::pb::google::protobuf::Any) -> Htt
 }
 
 /// The outbound HCM as istiod writes it for sidecars, minus Istio-proxy-only filters.
-fn http_connection_manager(
+pub(crate) fn http_connection_manager(
     push: &PushContext,
     stat_prefix: String,
     routes: RouteSpecifier,
@@ -753,7 +753,7 @@ pub fn file_access_logs(mesh: &MeshConfig, filter: Option<AccessLogFilter>) -> V
 
 /// Listener-level access logs: only connections no filter chain took (`NR`), as istiod's
 /// `setListenerAccessLog`.
-fn listener_access_logs(mesh: &MeshConfig) -> Vec<AccessLog> {
+pub(crate) fn listener_access_logs(mesh: &MeshConfig) -> Vec<AccessLog> {
     file_access_logs(
         mesh,
         Some(AccessLogFilter {

@@ -30,6 +30,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, UInt32Value, Value, value::Kind};
 
 use crate::model::config::Config;
+use crate::model::gateway::resolve_gateway_name;
 use crate::model::istio::VirtualService;
 use crate::model::istio::common::StringMatch;
 use crate::model::istio::virtual_service::{
@@ -243,6 +244,29 @@ pub fn virtual_service_routes(
     _service: &Service,
     port: u16,
 ) -> Vec<Route> {
+    http_routes(proxy, push, vs, port, MESH_GATEWAY)
+}
+
+/// The Envoy routes of a VirtualService bound to the gateway `gateway` (`namespace/name`) for
+/// a server on `port`: as for sidecars, but a match naming gateways applies when one of them
+/// is this gateway.
+pub fn gateway_virtual_service_routes(
+    proxy: &Proxy,
+    push: &PushContext,
+    vs: &Config<VirtualService>,
+    port: u16,
+    gateway: &str,
+) -> Vec<Route> {
+    http_routes(proxy, push, vs, port, gateway)
+}
+
+fn http_routes(
+    proxy: &Proxy,
+    push: &PushContext,
+    vs: &Config<VirtualService>,
+    port: u16,
+    gateway: &str,
+) -> Vec<Route> {
     let mut routes = Vec::new();
     for http in &with_delegates(push, vs) {
         if http.r#match.is_empty() {
@@ -251,7 +275,7 @@ pub fn virtual_service_routes(
         }
         let mut catch_all = false;
         for m in &http.r#match {
-            if !match_applies(proxy, m, port) {
+            if !match_applies(proxy, vs, m, port, gateway) {
                 continue;
             }
             if let Some(route) = translate_route(proxy, push, vs, http, Some(m), port) {
@@ -477,12 +501,21 @@ fn string_match_conflict(root: Option<&StringMatch>, leaf: Option<&StringMatch>)
 /// Whether a match can apply to this proxy on this port (the parts Istio resolves when it
 /// builds config rather than at request time). As in istiod, a match naming gateways is
 /// decided by them alone (`mesh` for sidecars); otherwise source labels and namespace decide.
-fn match_applies(proxy: &Proxy, m: &HttpMatchRequest, port: u16) -> bool {
+fn match_applies(
+    proxy: &Proxy,
+    vs: &Config<VirtualService>,
+    m: &HttpMatchRequest,
+    port: u16,
+    gateway: &str,
+) -> bool {
     if m.port != 0 && m.port != u32::from(port) {
         return false;
     }
     if !m.gateways.is_empty() {
-        return m.gateways.iter().any(|g| g == MESH_GATEWAY);
+        return m
+            .gateways
+            .iter()
+            .any(|g| resolve_gateway_name(g, &vs.meta.namespace) == gateway);
     }
     m.source_labels
         .iter()
