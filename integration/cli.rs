@@ -185,16 +185,34 @@ async fn discovery_without_config_serves_the_bundled_sandbox_and_says_so() {
         .json()
         .await
         .unwrap();
-    let names: Vec<&str> = configz["configs"]
+    let mut configs: Vec<(&str, &str)> = configz["configs"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["metadata"]["name"].as_str().unwrap())
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap(),
+                c["metadata"]["name"].as_str().unwrap(),
+            )
+        })
         .collect();
+    configs.sort();
     assert_eq!(
-        names,
-        ["httpbin", "httpbin"],
-        "the sandbox's VirtualService and DestinationRule"
+        configs,
+        [
+            ("DestinationRule", "egressgateway-for-httpbin-external"),
+            ("DestinationRule", "httpbin"),
+            ("Gateway", "httpbin-gateway"),
+            ("Gateway", "istio-egressgateway"),
+            ("ServiceEntry", "httpbin-external"),
+            (
+                "VirtualService",
+                "direct-httpbin-external-through-egress-gateway"
+            ),
+            ("VirtualService", "httpbin"),
+            ("VirtualService", "httpbin-ingress"),
+        ],
+        "the sandbox's Istio config: the seed's 90/10 routing, its ingress gateway, the egress gateway pattern"
     );
     let registry: serde_json::Value = reqwest::get(format!("{base}/debug/registryz"))
         .await
@@ -202,6 +220,15 @@ async fn discovery_without_config_serves_the_bundled_sandbox_and_says_so() {
         .json()
         .await
         .unwrap();
-    assert_eq!(registry[0]["hostname"], "httpbin.testns1.svc.cluster.local");
+    let hosts: Vec<&str> = registry
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["hostname"].as_str().unwrap())
+        .collect();
+    assert!(
+        hosts.contains(&"httpbin.testns1.svc.cluster.local"),
+        "{hosts:?}"
+    );
     let _ = child.kill().await;
 }

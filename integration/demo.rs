@@ -6,10 +6,14 @@ use std::time::Duration;
 
 /// The percentage in a line like `subset v1: 181 requests (90.5%)`.
 fn subset_percent(stdout: &str, subset: &str) -> f64 {
-    let prefix = format!("subset {subset}: ");
+    percent(stdout, &format!("subset {subset}: "))
+}
+
+/// The percentage in the line starting with `prefix`.
+fn percent(stdout: &str, prefix: &str) -> f64 {
     let line = stdout
         .lines()
-        .find(|l| l.starts_with(&prefix))
+        .find(|l| l.starts_with(prefix))
         .unwrap_or_else(|| panic!("no `{prefix}` line in the demo's output:\n{stdout}"));
     let pct = line
         .rsplit_once('(')
@@ -51,6 +55,29 @@ async fn demo_runs_end_to_end() {
         (v1 + v2 - 100.0).abs() < 0.2,
         "v1 {v1}% + v2 {v2}% is not 100%:\n{stdout}"
     );
+
+    // The same split through the ingress gateway, and the egress gateway carried every
+    // external request.
+    let gw_v1 = percent(&stdout, "ingress gateway subset v1: ");
+    assert!(
+        (80.0..=100.0).contains(&gw_v1),
+        "ingress gateway v1 got {gw_v1}%, expected 90±10:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("egress: 10 of 10 requests answered; 10 left through the egress gateway"),
+        "{stdout}"
+    );
+    for proxy in [
+        "istio-ingressgateway.istio-system",
+        "istio-egressgateway.istio-system",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(proxy) && l.contains("SYNCED")),
+            "{proxy} in the proxy-status table:\n{stdout}"
+        );
+    }
 
     // The table's columns start where its header's words do (tabwriter layout).
     let header = stdout

@@ -478,3 +478,252 @@ async fn https_from_secrets_over_sds_rotates_and_mutual_requires_a_client_certif
         200
     );
 }
+
+/// Two TLS backends that tell themselves apart by their certificate (`openssl s_server`).
+struct TlsBackend {
+    child: std::process::Child,
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsBackend {
+    async fn start(pki: &Pki, name: &str, addr: &str) -> TlsBackend {
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-accept", addr, "-www"])
+            .args(["-cert", &pki.path(&format!("{name}.crt"))])
+            .args(["-key", &pki.path(&format!("{name}.key"))])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start openssl s_server");
+        let up = eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        assert!(up.is_some(), "openssl s_server on {addr}");
+        TlsBackend { child }
+    }
+}
+
+const PASSTHROUGH: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: a-tls, namespace: testns1}
+spec:
+  selector: {app: a-tls}
+  ports: [{name: tls, port: 443, targetPort: 9443}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a-tls, namespace: testns1, labels: {app: a-tls}}
+status: {phase: Running, podIP: 127.212.0.31}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b-tls, namespace: testns1}
+spec:
+  selector: {app: b-tls}
+  ports: [{name: tls, port: 443, targetPort: 9443}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b-tls, namespace: testns1, labels: {app: b-tls}}
+status: {phase: Running, podIP: 127.212.0.32}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tls-gateway, namespace: testns1}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: ["a.example.com", "b.example.com"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: by-sni, namespace: testns1}
+spec:
+  hosts: ["a.example.com", "b.example.com"]
+  gateways: ["tls-gateway"]
+  tls:
+  - match:
+    - sniHosts: ["a.example.com"]
+    route:
+    - destination: {host: a-tls, port: {number: 443}}
+  - match:
+    - sniHosts: ["b.example.com"]
+    route:
+    - destination: {host: b-tls, port: {number: 443}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_passthrough_reaches_the_backend_named_by_sni() {
+    let net = 212;
+    let pki = Pki::new();
+    pki.issue("a", "a.example.com");
+    pki.issue("b", "b.example.com");
+    let _a = TlsBackend::start(&pki, "a", &format!("127.{net}.0.31:9443")).await;
+    let _b = TlsBackend::start(&pki, "b", &format!("127.{net}.0.32:9443")).await;
+    let cp = ControlPlane::start(&[
+        ("ingress.yaml", INGRESS_SERVICE),
+        ("passthrough.yaml", PASSTHROUGH),
+    ])
+    .await;
+    let gw_ip = format!("127.{net}.0.50");
+    let _gw = cp
+        .gateway(&gw_ip, GATEWAY_POD, "istio-system", "istio=ingressgateway")
+        .await;
+    let addr = format!("{gw_ip}:15443");
+    // The gateway does not terminate: the certificate comes from the backend SNI picked.
+    for (sni, cn) in [
+        ("a.example.com", "a.example.com"),
+        ("b.example.com", "b.example.com"),
+    ] {
+        let served = pki.served_certificate(&addr, sni);
+        assert!(
+            served.contains(&format!("CN = {cn}")) || served.contains(&format!("CN={cn}")),
+            "SNI {sni} reached the backend with {cn}'s certificate: {served:?}"
+        );
+    }
+    // An SNI no route names matches no filter chain: the connection is closed.
+    assert_eq!(pki.served_certificate(&addr, "c.example.com"), "");
+}
+
+/// Istio's egress gateway task on one machine: the sleep sidecar's request for an external
+/// host goes to the egress gateway (mesh VirtualService rule), which sends it on to the
+/// external ServiceEntry host (gateway rule).
+const EGRESS: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: istio-egressgateway
+  namespace: istio-system
+spec:
+  selector: {istio: egressgateway}
+  ports:
+  - {name: http2, port: 80, targetPort: 8080}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: istio-egressgateway-1
+  namespace: istio-system
+  labels: {istio: egressgateway}
+status: {phase: Running, podIP: 127.213.0.60}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: edition, namespace: testns1}
+spec:
+  hosts: [edition.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http-port, protocol: HTTP}]
+  endpoints: [{address: 127.213.0.40}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-egressgateway, namespace: testns1}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [edition.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: egressgateway-for-edition, namespace: testns1}
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: edition
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: direct-edition-through-egress-gateway, namespace: testns1}
+spec:
+  hosts: [edition.example.com]
+  gateways: [istio-egressgateway, mesh]
+  http:
+  - match:
+    - gateways: [mesh]
+      port: 80
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+        subset: edition
+        port: {number: 80}
+  - match:
+    - gateways: [istio-egressgateway]
+      port: 80
+    route:
+    - destination:
+        host: edition.example.com
+        port: {number: 80}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_gateway_carries_mesh_traffic_to_an_external_host() {
+    let net = 213;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let sandbox = sandbox(net);
+    let cp = ControlPlane::start_with_mesh(
+        &[("sandbox.yaml", sandbox.as_str()), ("egress.yaml", EGRESS)],
+        Some(&format!("accessLogFile: {}\n", log.display())),
+    )
+    .await;
+    let external = Upstream::start("external", &format!("127.{net}.0.40:80")).await;
+    let gw_ip = format!("127.{net}.0.60");
+    let _gw = cp
+        .gateway(
+            &gw_ip,
+            "istio-egressgateway-1",
+            "istio-system",
+            "istio=egressgateway",
+        )
+        .await;
+    let sleep_ip = format!("127.{net}.0.21");
+    let _sleep = cp
+        .sidecar(&sleep_ip, "sleep", "testns1", "app=sleep", "NONE")
+        .await;
+
+    let c = client();
+    let r = send(
+        &c,
+        "GET",
+        &format!("{sleep_ip}:80"),
+        "edition.example.com",
+        "/politics",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.served_by.as_deref(), Some("external"));
+    assert_eq!(external.count(), 1);
+    // It arrived from the gateway, not straight from the sidecar.
+    let seen = external.seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.path, "/politics");
+
+    // Both hops are in the access log: the sidecar's to the gateway's cluster, the gateway's
+    // (on its own address) to the external host.
+    let lines = read_lines(&log, 2).await;
+    assert!(
+        lines.iter().any(|l| l
+            .contains("outbound|80|edition|istio-egressgateway.istio-system.svc.cluster.local")
+            && l.contains(&format!("\"127.{net}.0.60:8080\""))),
+        "sidecar → egress gateway: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("outbound|80||edition.example.com")
+                && l.contains(&format!(" {gw_ip}:8080 "))
+                && l.contains(&format!("\"127.{net}.0.40:80\""))),
+        "egress gateway → external host: {lines:#?}"
+    );
+}

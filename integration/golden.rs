@@ -149,6 +149,23 @@ fn every_gateway_server_form() {
 }
 
 #[test]
+fn sandbox_ingress_and_egress_gateways() {
+    let push = load("testdata/sandbox", None);
+    let ingress = proxy(
+        "router~127.0.0.31~istio-ingressgateway.istio-system~istio-system.svc.cluster.local",
+        "NONE",
+        json!({"istio": "ingressgateway"}),
+    );
+    golden("sandbox-ingress-gateway", &ingress, &push);
+    let egress = proxy(
+        "router~127.0.0.32~istio-egressgateway.istio-system~istio-system.svc.cluster.local",
+        "NONE",
+        json!({"istio": "egressgateway"}),
+    );
+    golden("sandbox-egress-gateway", &egress, &push);
+}
+
+#[test]
 fn sandbox_sidecar_without_interception() {
     let push = load("testdata/sandbox", None);
     let p = proxy(

@@ -3,7 +3,9 @@
 //! Finds (or makes) a Python venv with Envoy, httpbin and gunicorn; starts the control plane
 //! in-process on the bundled sandbox config; starts httpbin v1 and v2 where the sandbox's Pods
 //! say; starts the sleep pod's sidecar Envoy (interception NONE, bound on its pod IP); sends
-//! requests through it and reports the v1/v2 split Envoy observed, then the proxy-status table.
+//! requests through it and reports the v1/v2 split Envoy observed; does the same through the
+//! ingress gateway (`Host: httpbin.example.com`); sends requests for an external host that leave
+//! through the egress gateway; then prints the proxy-status table.
 //! Every process it starts is stopped again, on success, on error and on Ctrl-C.
 
 use std::collections::BTreeMap;
@@ -32,7 +34,20 @@ const SLEEP_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);
 const EXPECTED_V1_PERCENT: f64 = 90.0;
 /// How far the observed v1 share may be from the expected one, in percentage points.
 const TOLERANCE_POINTS: f64 = 10.0;
-const STEPS: u32 = 6;
+const STEPS: u32 = 8;
+/// The ingress gateway pod (testdata/sandbox/gateway.yaml) and its listener (Service port 80 →
+/// targetPort 8080), and the host its Gateway serves.
+const INGRESS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 31);
+const INGRESS_HOST: &str = "httpbin.example.com";
+/// The egress gateway pod (testdata/sandbox/egress.yaml), the external httpbin behind it, and
+/// its ServiceEntry host.
+const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 32);
+const EXTERNAL_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 41);
+const EXTERNAL_HOST: &str = "httpbin.external.example";
+/// Gateway listeners: the gateways' Service port 80 maps to the pods' 8080.
+const GATEWAY_PORT: u16 = 8080;
+/// Requests the demo sends to the external host through the egress gateway.
+const EGRESS_REQUESTS: u32 = 10;
 
 #[derive(Debug, Args, Clone)]
 pub struct DemoArgs {
@@ -61,12 +76,16 @@ struct Started {
     control_plane: Option<Running>,
     upstreams: Vec<Upstream>,
     envoy: Option<EnvoyProcess>,
+    gateways: Vec<EnvoyProcess>,
 }
 
 impl Started {
     async fn shutdown(&mut self) {
         if let Some(envoy) = self.envoy.take() {
             envoy.stop().await;
+        }
+        for gw in self.gateways.drain(..) {
+            gw.stop().await;
         }
         for u in self.upstreams.drain(..) {
             u.stop().await;
@@ -280,7 +299,7 @@ async fn demo(args: &DemoArgs, work: &Path, started: &mut Started) -> anyhow::Re
             args.requests
         ),
     );
-    let tally = send_requests(listener, args.requests).await?;
+    let tally = send_requests(listener, HOST, args.requests).await?;
     let v1 = completed(envoy, "v1").await?;
     let v2 = completed(envoy, "v2").await?;
     let unsubset = completed(envoy, "").await?;
@@ -299,8 +318,98 @@ async fn demo(args: &DemoArgs, work: &Path, started: &mut Started) -> anyhow::Re
         100.0 - EXPECTED_V1_PERCENT
     );
 
-    // 6. Sync status.
-    step(6, "proxy-status");
+    // 6. The ingress gateway: the same split for `Host: httpbin.example.com`.
+    step(
+        6,
+        format_args!(
+            "starting the ingress gateway (Envoy router, {INGRESS_IP}) and sending {} GET /headers with Host {INGRESS_HOST}",
+            args.requests
+        ),
+    );
+    let ingress_listener = SocketAddr::new(IpAddr::V4(INGRESS_IP), GATEWAY_PORT);
+    ensure_free(ingress_listener, "the ingress gateway's listener").await?;
+    let ingress = start_router(
+        work,
+        addrs.grpc,
+        INGRESS_IP,
+        "istio-ingressgateway",
+        "ingressgateway",
+    )
+    .await?;
+    let ingress = {
+        started.gateways.push(ingress);
+        started.gateways.last().expect("just pushed")
+    };
+    wait_for_listener(ingress, ingress_listener, Duration::from_secs(15)).await?;
+    let ingress_tally = send_requests(ingress_listener, INGRESS_HOST, args.requests).await?;
+    let gw_v1 = completed(ingress, "v1").await?;
+    let gw_v2 = completed(ingress, "v2").await?;
+    let gw_routed = gw_v1 + gw_v2;
+    let gw_pct = |n: u64| {
+        if gw_routed == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / gw_routed as f64
+        }
+    };
+    let (ingress_admin, ingress_log) = (
+        ingress.admin.to_string(),
+        ingress.log_path.display().to_string(),
+    );
+    println!(
+        "ingress gateway subset v1: {gw_v1} requests ({:.1}%)",
+        gw_pct(gw_v1)
+    );
+    println!(
+        "ingress gateway subset v2: {gw_v2} requests ({:.1}%)",
+        gw_pct(gw_v2)
+    );
+
+    // 7. The egress gateway: the sidecar's requests for an external host leave through it.
+    step(
+        7,
+        format_args!(
+            "starting an external httpbin on {EXTERNAL_ADDR}:80 and the egress gateway (Envoy router, {EGRESS_IP}); sending {EGRESS_REQUESTS} requests for {EXTERNAL_HOST} from the sleep sidecar"
+        ),
+    );
+    let external_addr = SocketAddr::new(IpAddr::V4(EXTERNAL_ADDR), 80);
+    ensure_free(external_addr, "the external httpbin").await?;
+    let log = work.join("httpbin-external.log");
+    let child = spawn_gunicorn(&venv, external_addr, &log, work)?;
+    started.upstreams.push(Upstream {
+        name: "httpbin-external".into(),
+        addr: external_addr,
+        log,
+        child,
+    });
+    if let Some(u) = started.upstreams.last_mut() {
+        wait_for_upstream(u, Duration::from_secs(20)).await?;
+    }
+    let egress_listener = SocketAddr::new(IpAddr::V4(EGRESS_IP), GATEWAY_PORT);
+    ensure_free(egress_listener, "the egress gateway's listener").await?;
+    let egress = start_router(
+        work,
+        addrs.grpc,
+        EGRESS_IP,
+        "istio-egressgateway",
+        "egressgateway",
+    )
+    .await?;
+    started.gateways.push(egress);
+    let egress = started.gateways.last().expect("just pushed");
+    wait_for_listener(egress, egress_listener, Duration::from_secs(15)).await?;
+    let sidecar_http = SocketAddr::new(IpAddr::V4(SLEEP_IP), 80);
+    wait_for_listener(envoy, sidecar_http, Duration::from_secs(15)).await?;
+    let egress_tally = send_requests(sidecar_http, EXTERNAL_HOST, EGRESS_REQUESTS).await?;
+    let external_cluster = format!("cluster.outbound|80||{EXTERNAL_HOST}.upstream_rq_completed");
+    let through_egress = egress.counter(&external_cluster).await.unwrap_or(0);
+    println!(
+        "egress: {} of {EGRESS_REQUESTS} requests answered; {through_egress} left through the egress gateway (outbound|80||{EXTERNAL_HOST})",
+        egress_tally.ok
+    );
+
+    // 8. Sync status.
+    step(8, "proxy-status");
     print!(
         "{}",
         crate::cli::proxy_status::render_table(
@@ -349,11 +458,85 @@ async fn demo(args: &DemoArgs, work: &Path, started: &mut Started) -> anyhow::Re
             envoy.admin
         );
     }
+    if ingress_tally.failed() > 0 || gw_routed == 0 {
+        bail!(
+            "through the ingress gateway {} of {} requests failed ({}); check {}/config_dump (listener 0.0.0.0_{GATEWAY_PORT}, routes http.{GATEWAY_PORT}) and its log {}",
+            ingress_tally.failed(),
+            args.requests,
+            ingress_tally.summary(),
+            ingress_admin,
+            ingress_log
+        );
+    }
+    let gw_off = (gw_pct(gw_v1) - EXPECTED_V1_PERCENT).abs();
+    if gw_off > TOLERANCE_POINTS {
+        bail!(
+            "through the ingress gateway the split is {:.1}% / {:.1}%, {gw_off:.1} points from 90/10; check the routes of http.{GATEWAY_PORT} at {}/config_dump",
+            gw_pct(gw_v1),
+            gw_pct(gw_v2),
+            ingress_admin
+        );
+    }
+    if egress_tally.failed() > 0 || through_egress < u64::from(EGRESS_REQUESTS) {
+        bail!(
+            "egress: {} of {EGRESS_REQUESTS} failed ({}) and {through_egress} went through the egress gateway; check {}/config_dump and the sidecar's routes for {EXTERNAL_HOST}",
+            egress_tally.failed(),
+            egress_tally.summary(),
+            egress.admin
+        );
+    }
     println!(
-        "ok: {} requests, split within {TOLERANCE_POINTS:.0} points of 90/10",
-        args.requests
+        "ok: {} requests through the sidecar and {} through the ingress gateway, each within {TOLERANCE_POINTS:.0} points of 90/10; {EGRESS_REQUESTS} external requests through the egress gateway",
+        args.requests, args.requests
     );
     Ok(())
+}
+
+/// Starts an Envoy router (gateway) for the sandbox pod `pod` in istio-system, labelled
+/// `istio=<istio_label>`, without interception so its listeners bind `ip`.
+async fn start_router(
+    work: &Path,
+    grpc: SocketAddr,
+    ip: Ipv4Addr,
+    pod: &str,
+    istio_label: &str,
+) -> anyhow::Result<EnvoyProcess> {
+    let opts = BootstrapOptions {
+        node_type: NodeType::Router,
+        ip: IpAddr::V4(ip),
+        pod: pod.into(),
+        namespace: "istio-system".into(),
+        labels: BTreeMap::from([("istio".to_string(), istio_label.to_string())]),
+        interception_mode: InterceptionMode::None,
+        xds_address: grpc.to_string(),
+        admin_port: 0,
+        delta: false,
+        cluster_id: "Kubernetes".into(),
+    };
+    // Its own directory, so that its Envoy log does not mix with the sidecar's.
+    let dir = work.join(pod);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bootstrap = dir.join("bootstrap.yaml");
+    std::fs::write(&bootstrap, crate::bootstrap::render_yaml(&opts)?)
+        .with_context(|| format!("writing {}", bootstrap.display()))?;
+    let envoy = EnvoyProcess::start(&bootstrap, &dir, &[])
+        .await
+        .with_context(|| {
+            format!(
+                "starting the {pod} Envoy (check the Envoy log in {})",
+                dir.display()
+            )
+        })?;
+    envoy
+        .wait_for_lds(Duration::from_secs(30))
+        .await
+        .with_context(|| format!("{pod} got no listeners from the control plane"))?;
+    println!(
+        "      {pod}: Envoy admin {}, log {}",
+        envoy.admin,
+        envoy.log_path.display()
+    );
+    Ok(envoy)
 }
 
 /// `outbound|8000|SUBSET|httpbin.testns1.svc.cluster.local`
@@ -623,7 +806,7 @@ impl Tally {
     }
 }
 
-async fn send_requests(listener: SocketAddr, n: u32) -> anyhow::Result<Tally> {
+async fn send_requests(listener: SocketAddr, host: &str, n: u32) -> anyhow::Result<Tally> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
@@ -637,7 +820,7 @@ async fn send_requests(listener: SocketAddr, n: u32) -> anyhow::Result<Tally> {
     for i in 1..=n {
         match client
             .get(&url)
-            .header(reqwest::header::HOST, HOST)
+            .header(reqwest::header::HOST, host)
             .send()
             .await
         {

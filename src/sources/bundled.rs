@@ -30,6 +30,14 @@ pub const SANDBOX: &[(&str, &str)] = &[
         "virtualservice-90-10.yaml",
         include_str!("../../testdata/sandbox/virtualservice-90-10.yaml"),
     ),
+    (
+        "gateway.yaml",
+        include_str!("../../testdata/sandbox/gateway.yaml"),
+    ),
+    (
+        "egress.yaml",
+        include_str!("../../testdata/sandbox/egress.yaml"),
+    ),
 ];
 
 /// The sandbox as a ConfigStore.
