@@ -4,6 +4,7 @@
 
 mod cli;
 mod cluster;
+mod delta;
 mod demo;
 mod egress;
 mod gateway;
@@ -11,6 +12,7 @@ mod golden;
 mod kubernetes;
 mod observability;
 mod routing;
+mod scoping;
 mod sidecar_scope;
 mod support;
 mod tcp_tls;

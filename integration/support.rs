@@ -606,8 +606,30 @@ impl ControlPlane {
         mode: &str,
         envoy_args: &[&str],
     ) -> EnvoyProcess {
-        self.proxy_with("sidecar", ip, pod, namespace, labels, mode, envoy_args)
+        self.proxy_with("sidecar", ip, pod, namespace, labels, mode, envoy_args, &[])
             .await
+    }
+
+    /// A sidecar whose bootstrap asks for delta xDS (`navarch bootstrap --delta`).
+    pub async fn sidecar_delta(
+        &self,
+        ip: &str,
+        pod: &str,
+        namespace: &str,
+        labels: &str,
+        mode: &str,
+    ) -> EnvoyProcess {
+        self.proxy_with(
+            "sidecar",
+            ip,
+            pod,
+            namespace,
+            labels,
+            mode,
+            &[],
+            &["--delta"],
+        )
+        .await
     }
 
     /// A gateway: an Envoy router proxy (`navarch bootstrap --type router`) without
@@ -619,7 +641,7 @@ impl ControlPlane {
         namespace: &str,
         labels: &str,
     ) -> EnvoyProcess {
-        self.proxy_with("router", ip, pod, namespace, labels, "NONE", &[])
+        self.proxy_with("router", ip, pod, namespace, labels, "NONE", &[], &[])
             .await
     }
 
@@ -633,6 +655,7 @@ impl ControlPlane {
         labels: &str,
         mode: &str,
         envoy_args: &[&str],
+        bootstrap_args: &[&str],
     ) -> EnvoyProcess {
         let work = self.dir.path().join(format!("envoy-{pod}-{ip}"));
         std::fs::create_dir_all(&work).unwrap();
@@ -658,6 +681,7 @@ impl ControlPlane {
                 "0",
             ])
             .args(["--xds-address", &self.grpc.to_string()])
+            .args(bootstrap_args)
             .arg("-o")
             .arg(&bootstrap)
             .output()

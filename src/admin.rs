@@ -209,6 +209,12 @@ async fn push_status(State(s): State<AppState>) -> Response {
         "configErrors": push.store.errors.len(),
         "pushes": m.pushes.load(Ordering::Relaxed),
         "fullPushes": m.full_pushes.load(Ordering::Relaxed),
+        "pushesByType": crate::translate::ResourceType::PUSH_ORDER
+            .iter()
+            .zip(&m.pushes_by_type)
+            .map(|(k, n)| (k.short().to_string(), json!(n.load(Ordering::Relaxed))))
+            .collect::<serde_json::Map<_, _>>(),
+        "deltaConnections": m.delta_connections.load(Ordering::Relaxed),
     }))
     .into_response()
 }

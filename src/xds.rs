@@ -1,5 +1,5 @@
-//! The xDS server: ADS streams (State of the World), per-connection state, the push queue, the
-//! debounce, and the encoded-resource cache.
+//! The xDS server: ADS streams (State of the World and Delta), per-connection state, the push
+//! queue, the debounce, and the encoded-resource cache.
 //!
 //! It moves bytes and tracks ACK/NACK; it never interprets Istio semantics (that is
 //! translate's job) and never parses config (the sources' job).
@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod connection;
 pub mod debounce;
+pub mod delta;
 pub mod push_queue;
 pub mod server;
 
@@ -31,6 +32,23 @@ pub struct XdsMetrics {
     pub rejects: AtomicU64,
     pub expired_nonces: AtomicU64,
     pub full_pushes: AtomicU64,
+    /// Responses sent, by type (in `ResourceType::PUSH_ORDER`).
+    pub pushes_by_type: [AtomicU64; 5],
+    /// Delta streams opened.
+    pub delta_connections: AtomicU64,
+}
+
+impl XdsMetrics {
+    pub fn count_push(&self, kind: crate::translate::ResourceType, bytes: usize) {
+        self.pushes.fetch_add(1, Ordering::Relaxed);
+        self.push_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(i) = crate::translate::ResourceType::PUSH_ORDER
+            .iter()
+            .position(|k| *k == kind)
+        {
+            self.pushes_by_type[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One live ADS stream.

@@ -75,11 +75,26 @@ impl AggregatedDiscoveryService for AdsService {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "delta xDS is not served yet; set api_type: GRPC in the Envoy bootstrap (navarch bootstrap without --delta)",
-        ))
+        if !self.server.is_ready() {
+            return Err(Status::unavailable(
+                "server is not ready to serve discovery information: waiting for the first complete list from the Kubernetes API server; the proxy retries",
+            ));
+        }
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(8);
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            if let Err(status) =
+                crate::xds::delta::run_delta_stream(server, inbound, tx.clone()).await
+            {
+                tracing::warn!(?peer, error = %status.message(), "delta ADS stream ended with an error");
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -301,10 +316,7 @@ impl Connection {
         self.watched
             .on_sent(kind.type_url(), &nonce, &version, SystemTime::now());
         let metrics = &self.server.metrics;
-        metrics.pushes.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .push_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+        metrics.count_push(kind, bytes);
         tracing::debug!(connection = %self.id, type_ = %kind, resources = count, bytes, version, "sent");
         Ok(())
     }
@@ -343,7 +355,7 @@ impl Connection {
 }
 
 /// istiod's control plane identifier JSON.
-fn control_plane_identifier(id: &str) -> String {
+pub(crate) fn control_plane_identifier(id: &str) -> String {
     serde_json::json!({
         "Component": "istiod",
         "ID": id,
