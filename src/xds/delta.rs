@@ -65,6 +65,20 @@ impl DeltaUpdate {
     }
 }
 
+/// The parts of a DeltaDiscoveryRequest the bookkeeping looks at.
+#[derive(Debug, Clone, Default)]
+pub struct DeltaRequest<'a> {
+    /// CDS and LDS: no names on the first request means everything.
+    pub wildcard_type: bool,
+    pub subscribe: &'a [String],
+    pub unsubscribe: &'a [String],
+    /// What a reconnecting proxy already holds.
+    pub initial_versions: BTreeMap<String, String>,
+    pub response_nonce: &'a str,
+    /// error_detail.message of a NACK.
+    pub error: Option<&'a str>,
+}
+
 /// What a request asks of a type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeltaDecision {
@@ -78,16 +92,16 @@ pub enum DeltaDecision {
 
 impl DeltaWatch {
     /// Applies a request's subscription changes, ACK/NACK; says whether to respond.
-    pub fn on_request(
-        &mut self,
-        wildcard_type: bool,
-        subscribe: &[String],
-        unsubscribe: &[String],
-        initial_versions: &BTreeMap<String, String>,
-        response_nonce: &str,
-        error: Option<&str>,
-        now: SystemTime,
-    ) -> DeltaDecision {
+    pub fn on_request(&mut self, req: &DeltaRequest<'_>, now: SystemTime) -> DeltaDecision {
+        let DeltaRequest {
+            wildcard_type,
+            subscribe,
+            unsubscribe,
+            initial_versions,
+            response_nonce,
+            error,
+        } = req;
+        let (wildcard_type, response_nonce, error) = (*wildcard_type, *response_nonce, *error);
         let first = !self.answered && response_nonce.is_empty();
         if first {
             self.held.extend(initial_versions.clone());
@@ -96,7 +110,7 @@ impl DeltaWatch {
             }
         }
         let mut added = false;
-        for name in subscribe {
+        for name in subscribe.iter() {
             if name == "*" {
                 added |= !self.wildcard;
                 self.wildcard = true;
@@ -104,7 +118,7 @@ impl DeltaWatch {
                 added |= self.subscribed.insert(name.clone());
             }
         }
-        for name in unsubscribe {
+        for name in unsubscribe.iter() {
             if name == "*" {
                 self.wildcard = false;
             } else {
@@ -273,12 +287,14 @@ impl DeltaConnection {
         let error = req.error_detail.as_ref().map(|e| e.message.clone());
         let watch = self.watches.entry(kind).or_default();
         let decision = watch.on_request(
-            kind.is_wildcard(),
-            &req.resource_names_subscribe,
-            &req.resource_names_unsubscribe,
-            &initial,
-            &req.response_nonce,
-            error.as_deref(),
+            &DeltaRequest {
+                wildcard_type: kind.is_wildcard(),
+                subscribe: &req.resource_names_subscribe,
+                unsubscribe: &req.resource_names_unsubscribe,
+                initial_versions: initial,
+                response_nonce: &req.response_nonce,
+                error: error.as_deref(),
+            },
             SystemTime::now(),
         );
         let metrics = &self.server.metrics;
@@ -426,6 +442,24 @@ mod tests {
             .collect()
     }
 
+    fn req<'a>(
+        wildcard_type: bool,
+        subscribe: &'a [String],
+        unsubscribe: &'a [String],
+        initial: &BTreeMap<String, String>,
+        response_nonce: &'a str,
+        error: Option<&'a str>,
+    ) -> DeltaRequest<'a> {
+        DeltaRequest {
+            wildcard_type,
+            subscribe,
+            unsubscribe,
+            initial_versions: initial.clone(),
+            response_nonce,
+            error,
+        }
+    }
+
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
@@ -434,7 +468,7 @@ mod tests {
     fn wildcard_first_request_gets_everything_then_only_changes_and_removals() {
         let now = SystemTime::UNIX_EPOCH;
         let mut w = DeltaWatch::default();
-        let d = w.on_request(true, &[], &[], &BTreeMap::new(), "", None, now);
+        let d = w.on_request(&req(true, &[], &[], &BTreeMap::new(), "", None), now);
         assert_eq!(d, DeltaDecision::Respond);
         assert!(w.wildcard);
         let current = versions(&[("a", "1"), ("b", "1")]);
@@ -447,7 +481,7 @@ mod tests {
             now,
         );
         assert_eq!(
-            w.on_request(true, &[], &[], &BTreeMap::new(), "n1", None, now),
+            w.on_request(&req(true, &[], &[], &BTreeMap::new(), "n1", None), now),
             DeltaDecision::Ack
         );
         assert_eq!(w.nonce_acked, "n1");
@@ -461,33 +495,20 @@ mod tests {
     fn named_subscriptions_get_only_their_names_and_unsubscribe_forgets() {
         let now = SystemTime::UNIX_EPOCH;
         let mut w = DeltaWatch::default();
-        let d = w.on_request(false, &names(&["x"]), &[], &BTreeMap::new(), "", None, now);
+        let x = names(&["x"]);
+        let d = w.on_request(&req(false, &x, &[], &BTreeMap::new(), "", None), now);
         assert_eq!(d, DeltaDecision::Respond);
         let current = versions(&[("x", "1"), ("y", "1")]);
         assert_eq!(w.diff(&current).send, names(&["x"]));
         w.on_sent(&[("x".into(), "1".into())], &[], "n1", now);
         // Subscribing to y alongside an ACK responds with y only.
-        let d = w.on_request(
-            false,
-            &names(&["y"]),
-            &[],
-            &BTreeMap::new(),
-            "n1",
-            None,
-            now,
-        );
+        let y = names(&["y"]);
+        let d = w.on_request(&req(false, &y, &[], &BTreeMap::new(), "n1", None), now);
         assert_eq!(d, DeltaDecision::Respond);
         assert_eq!(w.diff(&current).send, names(&["y"]));
         w.on_sent(&[("y".into(), "1".into())], &[], "n2", now);
-        w.on_request(
-            false,
-            &[],
-            &names(&["x"]),
-            &BTreeMap::new(),
-            "n2",
-            None,
-            now,
-        );
+        let x = names(&["x"]);
+        w.on_request(&req(false, &[], &x, &BTreeMap::new(), "n2", None), now);
         assert!(!w.held.contains_key("x"));
         assert!(w.diff(&current).is_empty(), "x unsubscribed, y held");
     }
@@ -496,9 +517,12 @@ mod tests {
     fn nack_is_recorded_and_reconnect_sends_only_what_the_proxy_lacks() {
         let now = SystemTime::UNIX_EPOCH;
         let mut w = DeltaWatch::default();
-        w.on_request(true, &[], &[], &BTreeMap::new(), "", None, now);
+        w.on_request(&req(true, &[], &[], &BTreeMap::new(), "", None), now);
         w.on_sent(&[("a".into(), "1".into())], &[], "n1", now);
-        let d = w.on_request(true, &[], &[], &BTreeMap::new(), "n1", Some("bad"), now);
+        let d = w.on_request(
+            &req(true, &[], &[], &BTreeMap::new(), "n1", Some("bad")),
+            now,
+        );
         assert_eq!(d, DeltaDecision::Nack);
         assert_eq!(w.last_error, "bad");
         assert_eq!(w.nonce_acked, "");
@@ -506,7 +530,7 @@ mod tests {
         // A reconnecting proxy names what it holds; only differences go out.
         let mut r = DeltaWatch::default();
         let held = versions(&[("a", "1"), ("gone", "1")]);
-        r.on_request(true, &[], &[], &held, "", None, now);
+        r.on_request(&req(true, &[], &[], &held, "", None), now);
         let u = r.diff(&versions(&[("a", "1"), ("b", "1")]));
         assert_eq!(u.send, names(&["b"]));
         assert_eq!(u.removed, names(&["gone"]));
