@@ -232,3 +232,36 @@ async fn discovery_without_config_serves_the_bundled_sandbox_and_says_so() {
     );
     let _ = child.kill().await;
 }
+
+/// `navarch loadtest` on a small mesh: every simulated proxy converges on connect, after a
+/// VirtualService change and after endpoint churn, and endpoint churn causes no full push.
+#[tokio::test]
+async fn loadtest_runs_a_small_mesh_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("result.json");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_navarch"))
+        .args(["loadtest", "--services", "10", "--proxies", "20"])
+        .args(["--churn-rate", "10", "--churn-seconds", "2", "--delta"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("[loadtest] connect:"),
+        "progress lines: {stdout}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["connect"]["connected"], 20, "{r}");
+    assert_eq!(r["virtualServiceChange"]["missing"], 0, "{r}");
+    assert_eq!(r["virtualServiceChange"]["summary"]["count"], 20, "{r}");
+    assert_eq!(r["endpointChurn"]["fullPushes"], 0, "{r}");
+    assert_eq!(r["endpointChurn"]["summary"]["count"], 20, "{r}");
+    assert!(r["server"]["peakRssMiB"].as_f64().unwrap() > 0.0, "{r}");
+}

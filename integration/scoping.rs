@@ -114,7 +114,19 @@ async fn changes_reach_only_the_proxies_and_types_they_change() {
         "nothing pushed to the proxy that cannot see testns1"
     );
 
-    // An endpoint change (a third httpbin pod): EDS only, to the proxy that sees it.
+    let full_pushes = || async {
+        let status: serde_json::Value = reqwest::get(format!("{}/debug/push_status", cp.http))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status["fullPushes"].as_u64().unwrap()
+    };
+    let full_before = full_pushes().await;
+
+    // An endpoint change (a third httpbin pod): an incremental push, EDS only, to the proxy
+    // that sees it.
     let with_pod = format!(
         "{sandbox}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: httpbin-v2-b\n  namespace: testns1\n  labels: {{app: httpbin, version: v2}}\nstatus:\n  phase: Running\n  podIP: 127.{net}.0.13\n"
     );
@@ -132,4 +144,9 @@ async fn changes_reach_only_the_proxies_and_types_they_change() {
         "only EDS was pushed for an endpoint change"
     );
     assert_eq!(sent(&cp, "client.isolated").await, isolated_before);
+    assert_eq!(
+        full_pushes().await,
+        full_before,
+        "an endpoint-only change is not a full push"
+    );
 }

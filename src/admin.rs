@@ -208,6 +208,7 @@ async fn push_status(State(s): State<AppState>) -> Response {
         "connectedProxies": s.server.connected_proxies(),
         "configErrors": push.store.errors.len(),
         "pushes": m.pushes.load(Ordering::Relaxed),
+        "pushBytes": m.push_bytes.load(Ordering::Relaxed),
         "fullPushes": m.full_pushes.load(Ordering::Relaxed),
         "pushesByType": crate::translate::ResourceType::PUSH_ORDER
             .iter()

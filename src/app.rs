@@ -336,6 +336,12 @@ async fn push_loop(
             .await
             .expect("building a snapshot does not panic");
             let (ctx, complete) = built;
+            // Only endpoints changed: an incremental (EDS-only) push.
+            let mut req = req;
+            if server.push_context().config_version == ctx.config_version {
+                req.full = false;
+                req.reason.insert(TriggerReason::EndpointUpdate, 1);
+            }
             errors_tx.send_if_modified(|current| {
                 let changed = *current != ctx.store.errors;
                 if changed {

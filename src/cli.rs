@@ -2,6 +2,7 @@
 //! `NAVARCH_<FLAG>`). Parsing and dispatch only: each command's work lives in its module.
 
 pub mod demo;
+pub mod loadtest;
 pub mod proxy_status;
 
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +41,8 @@ pub enum Command {
     ProxyStatus(proxy_status::ProxyStatusArgs),
     /// Run the seed's sandbox on this machine end to end.
     Demo(demo::DemoArgs),
+    /// Load-test a control plane with simulated proxies on a synthetic mesh.
+    Loadtest(loadtest::LoadtestArgs),
     /// Print the version.
     Version,
 }
@@ -218,6 +221,10 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => {
             init_tracing("warn");
             runtime().and_then(|rt| rt.block_on(demo::run(args)))
+        }
+        Command::Loadtest(args) => {
+            init_tracing("warn");
+            runtime().and_then(|rt| rt.block_on(loadtest::run(args)))
         }
         Command::Version => {
             println!(

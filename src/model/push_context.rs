@@ -67,15 +67,32 @@ impl ConfigStore {
 pub struct PushContext {
     /// Content hash of the store: equal stores give equal versions on every replica.
     pub version: String,
+    /// Content hash of everything but endpoints (and pod labels, which only name connecting
+    /// proxies): equal between two snapshots when only endpoints changed, so the push can be
+    /// EDS-only (istiod's incremental push).
+    pub config_version: String,
     pub store: ConfigStore,
 }
 
 impl PushContext {
     pub fn new(mut store: ConfigStore) -> Self {
         store.normalize();
-        let bytes = serde_json::to_vec(&store).expect("ConfigStore serializes");
-        let version = hex::encode(&Sha256::digest(&bytes)[..8]);
-        PushContext { version, store }
+        let endpoints = std::mem::take(&mut store.registry.endpoints);
+        let pod_labels = std::mem::take(&mut store.pod_labels);
+        let config_bytes = serde_json::to_vec(&store).expect("ConfigStore serializes");
+        let config_version = hex::encode(&Sha256::digest(&config_bytes)[..8]);
+        let mut h = Sha256::new();
+        h.update(config_version.as_bytes());
+        h.update(serde_json::to_vec(&endpoints).expect("endpoints serialize"));
+        h.update(serde_json::to_vec(&pod_labels).expect("pod labels serialize"));
+        let version = hex::encode(&h.finalize()[..8]);
+        store.registry.endpoints = endpoints;
+        store.pod_labels = pod_labels;
+        PushContext {
+            version,
+            config_version,
+            store,
+        }
     }
 
     pub fn mesh(&self) -> &MeshConfig {

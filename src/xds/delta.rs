@@ -273,7 +273,7 @@ impl DeltaConnection {
                         return Ok(());
                     }
                 },
-                _ = queue.next() => self.push_changed().await?,
+                req = queue.next() => self.push_changed(req.full).await?,
             }
         }
     }
@@ -316,10 +316,11 @@ impl DeltaConnection {
 
     /// After a snapshot change: send each watched type's changes, in push order. Clusters
     /// that changed get their endpoints again (Envoy re-warms a changed cluster).
-    async fn push_changed(&mut self) -> Result<(), Status> {
+    async fn push_changed(&mut self, full: bool) -> Result<(), Status> {
         let kinds: Vec<ResourceType> = ResourceType::PUSH_ORDER
             .into_iter()
             .filter(|k| self.watches.contains_key(k))
+            .filter(|k| full || *k == ResourceType::Endpoint)
             .collect();
         for kind in kinds {
             let changed = self.send(kind).await?;

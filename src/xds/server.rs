@@ -187,10 +187,7 @@ impl Connection {
                         return Ok(());
                     }
                 },
-                req = queue.next() => {
-                    let _ = req;
-                    self.push_changed().await?;
-                }
+                req = queue.next() => self.push_changed(req.full).await?,
             }
         }
     }
@@ -230,16 +227,21 @@ impl Connection {
         Ok(())
     }
 
-    /// After a snapshot change: resend every watched type whose content changed.
+    /// After a snapshot change: resend every watched type whose content changed (only EDS when
+    /// the push is incremental).
     ///
     /// Envoy re-initialises a changed cluster and keeps it warming until it receives that
     /// cluster's endpoints again, and likewise waits on the route configurations of a changed
     /// listener; so after CDS is sent EDS is always resent, and RDS after LDS (istiod resends
     /// every type on a full push).
-    async fn push_changed(&mut self) -> Result<(), Status> {
+    async fn push_changed(&mut self, full: bool) -> Result<(), Status> {
         let mut sent_cds = false;
         let mut sent_lds = false;
         for kind in ResourceType::PUSH_ORDER {
+            // An incremental push recomputes endpoints only.
+            if !full && kind != ResourceType::Endpoint {
+                continue;
+            }
             let Some(w) = self.watched.get(kind.type_url()) else {
                 continue;
             };
