@@ -10,6 +10,7 @@ pub mod debounce;
 pub mod delta;
 pub mod push_queue;
 pub mod server;
+pub mod throttle;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -72,7 +73,18 @@ pub struct DiscoveryServer {
     connection_counter: AtomicU64,
     /// False until every source has delivered its first complete state.
     ready: AtomicBool,
+    /// At most this many pushes are computed at once (istiod's PILOT_PUSH_THROTTLE).
+    pub push_throttle: tokio::sync::Semaphore,
+    /// New streams per second (istiod's PILOT_MAX_REQUESTS_PER_SECOND).
+    pub connect_limiter: throttle::RateLimiter,
 }
+
+/// istiod's PILOT_PUSH_THROTTLE default.
+pub const DEFAULT_PUSH_THROTTLE: usize = 100;
+/// New ADS streams accepted per second (burst of one second's worth). istiod's default is 25;
+/// ours is higher because a stream costs little here, and 10,000 proxies must converge
+/// within a minute.
+pub const DEFAULT_CONNECTIONS_PER_SECOND: f64 = 500.0;
 
 impl DiscoveryServer {
     pub fn new(initial: PushContext, status: Arc<SyncStatusStore>, instance_id: String) -> Self {
@@ -85,6 +97,11 @@ impl DiscoveryServer {
             instance_id,
             connection_counter: AtomicU64::new(0),
             ready: AtomicBool::new(true),
+            push_throttle: tokio::sync::Semaphore::new(DEFAULT_PUSH_THROTTLE),
+            connect_limiter: throttle::RateLimiter::new(
+                DEFAULT_CONNECTIONS_PER_SECOND,
+                DEFAULT_CONNECTIONS_PER_SECOND,
+            ),
         }
     }
 

@@ -143,8 +143,35 @@ fn service_file(i: usize, args: &LoadtestArgs, weights: (u32, u32), generation: 
     out
 }
 
-fn write_mesh(dir: &Path, args: &LoadtestArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
+/// The synthetic mesh as (file name, YAML) pairs: a namespaces file (with Sidecars when
+/// isolated) and one file per service (Service, Pods, DestinationRule, 90/10 VirtualService).
+/// Also used by the translation benchmark.
+pub fn mesh_files(
+    services: usize,
+    pods_per_service: usize,
+    namespaces: usize,
+    sidecar_isolation: bool,
+) -> Vec<(String, String)> {
+    let args = LoadtestArgs {
+        services,
+        pods_per_service,
+        namespaces,
+        proxies: 0,
+        delta: false,
+        sidecar_isolation,
+        churn_rate: 0,
+        churn_seconds: 0,
+        proxies_per_connection: 1,
+        json: None,
+    };
+    let mut out = vec![("namespaces.yaml".to_string(), namespaces_file(&args))];
+    for i in 0..services {
+        out.push((format!("svc-{i}.yaml"), service_file(i, &args, (90, 10), 0)));
+    }
+    out
+}
+
+fn namespaces_file(args: &LoadtestArgs) -> String {
     let mut ns = String::new();
     for n in 0..args.namespaces {
         ns.push_str(&format!(
@@ -156,7 +183,12 @@ fn write_mesh(dir: &Path, args: &LoadtestArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    std::fs::write(dir.join("namespaces.yaml"), ns)?;
+    ns
+}
+
+fn write_mesh(dir: &Path, args: &LoadtestArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("namespaces.yaml"), namespaces_file(args))?;
     for i in 0..args.services {
         write_atomic(
             &dir.join(format!("svc-{i}.yaml")),

@@ -214,6 +214,7 @@ pub(crate) async fn run_delta_stream(
     mut inbound: Streaming<DeltaDiscoveryRequest>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 ) -> Result<(), Status> {
+    server.connect_limiter.acquire().await;
     let Some(first) = inbound.message().await? else {
         return Ok(());
     };
@@ -273,7 +274,11 @@ impl DeltaConnection {
                         return Ok(());
                     }
                 },
-                req = queue.next() => self.push_changed(req.full).await?,
+                req = queue.next() => {
+                    let server = self.server.clone();
+                    let _permit = server.push_throttle.acquire().await;
+                    self.push_changed(req.full).await?;
+                }
             }
         }
     }

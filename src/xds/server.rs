@@ -134,6 +134,7 @@ async fn run_stream(
     mut inbound: Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) -> Result<(), Status> {
+    server.connect_limiter.acquire().await;
     let Some(first) = inbound.message().await? else {
         return Ok(());
     };
@@ -187,7 +188,11 @@ impl Connection {
                         return Ok(());
                     }
                 },
-                req = queue.next() => self.push_changed(req.full).await?,
+                req = queue.next() => {
+                    let server = self.server.clone();
+                    let _permit = server.push_throttle.acquire().await;
+                    self.push_changed(req.full).await?;
+                }
             }
         }
     }
