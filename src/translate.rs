@@ -158,23 +158,37 @@ impl fmt::Display for ResourceType {
     }
 }
 
-/// One named, encoded resource.
+/// One named, encoded resource, with a digest of its bytes (computed once, when generated,
+/// so that versions never rehash the bytes per proxy).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     pub name: String,
     pub resource: Any,
+    pub digest: [u8; 16],
 }
 
 impl Resource {
     fn new<M: Message + Name>(name: impl Into<String>, msg: &M) -> Self {
+        // Map fields in a fixed order: equal config, equal bytes and versions on every
+        // replica.
+        let value = crate::protojson::canonical_bytes(&M::full_name(), msg.encode_to_vec());
+        Resource::from_any(
+            name,
+            Any {
+                type_url: M::type_url(),
+                value,
+            },
+        )
+    }
+
+    pub fn from_any(name: impl Into<String>, resource: Any) -> Self {
+        use sha2::Digest;
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&sha2::Sha256::digest(&resource.value)[..16]);
         Resource {
             name: name.into(),
-            resource: Any {
-                type_url: M::type_url(),
-                // Map fields in a fixed order: equal config, equal bytes and versions on every
-                // replica.
-                value: crate::protojson::canonical_bytes(&M::full_name(), msg.encode_to_vec()),
-            },
+            resource,
+            digest,
         }
     }
 }

@@ -96,39 +96,90 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, Box<Config
 
 /// Reads every file under `dirs` into an [`ObjectSet`].
 pub fn load_objects(dirs: &[PathBuf]) -> Result<ObjectSet, FileSourceError> {
-    let mut set = ObjectSet::default();
-    for path in config_files(dirs)? {
-        let source = path.display().to_string();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                set.store.errors.push(ConfigError {
-                    source,
-                    document: None,
-                    kind: None,
-                    namespace: None,
-                    name: None,
-                    field: None,
-                    message: format!("cannot read file: {e}"),
-                });
-                continue;
-            }
-        };
-        match parse_documents(&path, &text) {
-            Ok(docs) => {
-                let many = docs.len() > 1;
-                for (i, doc) in docs.into_iter().enumerate() {
-                    let origin = Origin {
-                        source: source.clone(),
-                        document: many.then_some(i),
-                    };
-                    set.add_document(&origin, doc);
-                }
-            }
-            Err(e) => set.store.errors.push(*e),
+    FileCache::default().load(dirs)
+}
+
+/// Each file's objects as last read, by path, with the size and modification time they were
+/// read at: a reload parses only files that changed (at 1000 services, re-reading every file
+/// for each edit would dominate convergence).
+#[derive(Debug, Default)]
+pub struct FileCache {
+    files: std::collections::HashMap<PathBuf, (FileStamp, ObjectSet)>,
+}
+
+impl FileCache {
+    /// Every file under `dirs`, re-reading only new and changed ones; deleted files drop out.
+    pub fn load(&mut self, dirs: &[PathBuf]) -> Result<ObjectSet, FileSourceError> {
+        let paths = config_files(dirs)?;
+        let mut fresh = std::collections::HashMap::with_capacity(paths.len());
+        let mut set = ObjectSet::default();
+        for path in paths {
+            let stamp = FileStamp::of(&path);
+            let objects = match self.files.remove(&path) {
+                Some((old, objects)) if stamp.is_some() && old == stamp => objects,
+                _ => read_file(&path),
+            };
+            set.merge(objects.clone());
+            fresh.insert(path, (stamp, objects));
         }
+        self.files = fresh;
+        Ok(set)
     }
-    Ok(set)
+}
+
+/// What identifies a file's content without reading it: modification time, size and inode
+/// (editors and kubectl-like tools replace files by renaming, which changes the inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp(Option<(std::time::SystemTime, u64, u64)>);
+
+impl FileStamp {
+    fn of(path: &Path) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp(
+            std::fs::metadata(path)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino()))),
+        )
+    }
+
+    fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// One file's documents as an [`ObjectSet`] (errors included).
+fn read_file(path: &Path) -> ObjectSet {
+    let mut set = ObjectSet::default();
+    let source = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            set.store.errors.push(ConfigError {
+                source,
+                document: None,
+                kind: None,
+                namespace: None,
+                name: None,
+                field: None,
+                message: format!("cannot read file: {e}"),
+            });
+            return set;
+        }
+    };
+    match parse_documents(path, &text) {
+        Ok(docs) => {
+            let many = docs.len() > 1;
+            for (i, doc) in docs.into_iter().enumerate() {
+                let origin = Origin {
+                    source: source.clone(),
+                    document: many.then_some(i),
+                };
+                set.add_document(&origin, doc);
+            }
+        }
+        Err(e) => set.store.errors.push(*e),
+    }
+    set
 }
 
 /// Loads `dirs` into a ConfigStore and logs every document error.
@@ -171,13 +222,24 @@ pub async fn watch(
                 source,
             })?;
     }
+    let cache = std::sync::Arc::new(std::sync::Mutex::new(FileCache::default()));
+    {
+        // Seed the cache with what is there now, so the first change re-reads one file.
+        let (dirs2, cache2) = (dirs.clone(), cache.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            cache2.lock().expect("file cache lock").load(&dirs2)
+        })
+        .await;
+    }
     while rx.recv().await.is_some() {
         // Coalesce bursts.
         while let Ok(Some(())) = tokio::time::timeout(settle, rx.recv()).await {}
-        let dirs2 = dirs.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_objects(&dirs2))
-            .await
-            .expect("file loading task does not panic");
+        let (dirs2, cache2) = (dirs.clone(), cache.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            cache2.lock().expect("file cache lock").load(&dirs2)
+        })
+        .await
+        .expect("file loading task does not panic");
         match loaded {
             Ok(objects) => {
                 tracing::info!("config files changed; reloaded");

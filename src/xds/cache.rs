@@ -19,15 +19,13 @@ pub struct GeneratedResources {
 }
 
 /// Content version of a set of resources: equal bytes give equal versions, on every replica.
+/// Hashes names and the per-resource digests made at generation, never the bytes again.
 pub fn content_version<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> String {
     let mut h = Sha256::new();
     for r in resources {
         h.update(r.name.as_bytes());
         h.update([0]);
-        h.update(r.resource.type_url.as_bytes());
-        h.update([0]);
-        h.update((r.resource.value.len() as u64).to_le_bytes());
-        h.update(&r.resource.value);
+        h.update(r.digest);
     }
     hex::encode(&h.finalize()[..8])
 }
@@ -85,13 +83,13 @@ mod tests {
     use envoy_types::pb::google::protobuf::Any;
 
     fn res(name: &str, bytes: &[u8]) -> Resource {
-        Resource {
-            name: name.into(),
-            resource: Any {
+        Resource::from_any(
+            name,
+            Any {
                 type_url: "t".into(),
                 value: bytes.to_vec(),
             },
-        }
+        )
     }
 
     #[test]

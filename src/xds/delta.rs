@@ -26,9 +26,10 @@ use crate::xds::DiscoveryServer;
 use crate::xds::push_queue::PushQueue;
 use crate::xds::server::{control_plane_identifier, struct_to_json};
 
-/// A resource's version: a digest of its (canonical) bytes, equal on every replica.
+/// A resource's version: the digest of its (canonical) bytes made at generation, equal on
+/// every replica.
 pub fn resource_version(r: &translate::Resource) -> String {
-    hex::encode(&Sha256::digest(&r.resource.value)[..8])
+    hex::encode(&r.digest[..8])
 }
 
 /// One type on one delta stream.

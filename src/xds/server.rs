@@ -62,7 +62,8 @@ impl AggregatedDiscoveryService for AdsService {
         }
         let peer = request.remote_addr();
         let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(8);
+        // Small: a response waiting here holds its own copy of the resources.
+        let (tx, rx) = mpsc::channel(2);
         let server = self.server.clone();
         tokio::spawn(async move {
             if let Err(status) = run_stream(server, inbound, tx.clone()).await {
@@ -84,7 +85,8 @@ impl AggregatedDiscoveryService for AdsService {
         }
         let peer = request.remote_addr();
         let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(8);
+        // Small: a response waiting here holds its own copy of the resources.
+        let (tx, rx) = mpsc::channel(2);
         let server = self.server.clone();
         tokio::spawn(async move {
             if let Err(status) =
@@ -117,6 +119,13 @@ fn value_to_json(v: &Value) -> serde_json::Value {
             serde_json::Value::Array(l.values.iter().map(value_to_json).collect())
         }
     }
+}
+
+/// A type's resources selected for one proxy (see `Connection::generate`).
+struct Selected {
+    generated: Arc<crate::xds::cache::GeneratedResources>,
+    indices: Vec<usize>,
+    version: String,
 }
 
 /// State of one ADS stream.
@@ -251,14 +260,14 @@ impl Connection {
                 continue;
             };
             let version_sent = w.version_sent.clone();
-            let (resources, version) = self.generate(kind);
+            let selected = self.generate(kind);
             let forced = match kind {
                 ResourceType::Endpoint => sent_cds,
                 ResourceType::Route => sent_lds,
                 _ => false,
             };
-            if forced || version != version_sent {
-                self.send_generated(kind, resources, version).await?;
+            if forced || selected.version != version_sent {
+                self.send_generated(kind, selected).await?;
                 sent_cds |= kind == ResourceType::Cluster;
                 sent_lds |= kind == ResourceType::Listener;
             }
@@ -267,10 +276,9 @@ impl Connection {
         Ok(())
     }
 
-    fn generate(
-        &self,
-        kind: ResourceType,
-    ) -> (Vec<envoy_types::pb::google::protobuf::Any>, String) {
+    /// What `kind` holds for this proxy now: the shared generated set, the positions the proxy
+    /// asked for, and their content version. Nothing is copied until it is sent.
+    fn generate(&self, kind: ResourceType) -> Selected {
         let push = self.server.push_context();
         let generated = self.server.cache.get_or_generate(
             kind,
@@ -279,29 +287,41 @@ impl Connection {
             || translate::generate(kind, &self.proxy, &push, None),
         );
         let names = self.watched.get(kind.type_url()).map(|w| &w.resource_names);
-        let selected: Vec<&translate::Resource> = generated
+        let indices: Vec<usize> = generated
             .resources
             .iter()
-            .filter(|r| kind.is_wildcard() || names.is_none_or(|n| n.contains(&r.name)))
+            .enumerate()
+            .filter(|(_, r)| kind.is_wildcard() || names.is_none_or(|n| n.contains(&r.name)))
+            .map(|(i, _)| i)
             .collect();
-        let version = content_version(selected.iter().copied());
-        (
-            selected.into_iter().map(|r| r.resource.clone()).collect(),
+        let version = content_version(indices.iter().map(|i| &generated.resources[*i]));
+        Selected {
+            generated,
+            indices,
             version,
-        )
+        }
     }
 
     async fn send(&mut self, kind: ResourceType) -> Result<(), Status> {
-        let (resources, version) = self.generate(kind);
-        self.send_generated(kind, resources, version).await
+        let selected = self.generate(kind);
+        self.send_generated(kind, selected).await
     }
 
     async fn send_generated(
         &mut self,
         kind: ResourceType,
-        resources: Vec<envoy_types::pb::google::protobuf::Any>,
-        version: String,
+        selected: Selected,
     ) -> Result<(), Status> {
+        let Selected {
+            generated,
+            indices,
+            version,
+        } = selected;
+        let resources: Vec<envoy_types::pb::google::protobuf::Any> = indices
+            .iter()
+            .map(|i| generated.resources[*i].resource.clone())
+            .collect();
+        drop(generated);
         self.nonce_counter += 1;
         let nonce = format!("{}-{}", version, self.nonce_counter);
         let count = resources.len();
