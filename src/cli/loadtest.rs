@@ -65,6 +65,10 @@ pub struct LoadtestArgs {
     /// Proxies per HTTP/2 connection to the server.
     #[arg(long, default_value_t = 50)]
     pub proxies_per_connection: usize,
+    /// Passed to the server: longest delay of a push after the first change of a batch
+    /// (istiod's PILOT_DEBOUNCE_MAX; 10s by default).
+    #[arg(long, default_value = "10s")]
+    pub debounce_max: String,
     /// Write the results as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -162,6 +166,7 @@ pub fn mesh_files(
         churn_rate: 0,
         churn_seconds: 0,
         proxies_per_connection: 1,
+        debounce_max: "10s".into(),
         json: None,
     };
     let mut out = vec![("namespaces.yaml".to_string(), namespaces_file(&args))];
@@ -219,7 +224,7 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-async fn start_server(config: &Path, log: &Path) -> anyhow::Result<Server> {
+async fn start_server(config: &Path, log: &Path, debounce_max: &str) -> anyhow::Result<Server> {
     let (grpc, http, monitoring) = (free_port()?, free_port()?, free_port()?);
     let exe = std::env::current_exe().context("locating the navarch binary")?;
     let out = std::fs::File::create(log)?;
@@ -231,6 +236,7 @@ async fn start_server(config: &Path, log: &Path) -> anyhow::Result<Server> {
         .args(["--http-addr", &http.to_string()])
         .args(["--monitoring-addr", &monitoring.to_string()])
         .args(["--log", "warn"])
+        .args(["--debounce-max", debounce_max])
         .stdout(out.try_clone()?)
         .stderr(out)
         .kill_on_drop(true)
@@ -578,7 +584,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     );
     write_mesh(&config, &args)?;
     let log = work.path().join("discovery.log");
-    let mut server = start_server(&config, &log).await?;
+    let mut server = start_server(&config, &log, &args.debounce_max).await?;
     let ticks = clock_ticks();
     let idle = usage(server.pid, ticks);
     progress(
@@ -751,6 +757,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
                  "namespaces": args.namespaces, "sidecarIsolation": args.sidecar_isolation},
         "proxies": args.proxies,
         "xds": if args.delta { "delta" } else { "sotw" },
+        "debounceMax": args.debounce_max,
         "connect": {"connected": connected, "summary": connect_summary, "streamErrors": errors},
         "steadyRssMiB": steady.rss_mib,
         "virtualServiceChange": {"expected": expected.len(), "missing": vs_missing, "summary": vs_summary,

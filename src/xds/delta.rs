@@ -26,6 +26,9 @@ use crate::xds::DiscoveryServer;
 use crate::xds::push_queue::PushQueue;
 use crate::xds::server::{control_plane_identifier, struct_to_json};
 
+/// The largest delta response, in resource bytes (a single larger resource goes alone).
+pub const RESPONSE_CHUNK_BYTES: usize = 64 * 1024;
+
 /// A resource's version: the digest of its (canonical) bytes made at generation, equal on
 /// every replica.
 pub fn resource_version(r: &translate::Resource) -> String {
@@ -367,43 +370,67 @@ impl DeltaConnection {
         if update.is_empty() && watch.answered {
             return Ok(Vec::new());
         }
-        self.nonce_counter += 1;
-        let nonce = format!("{}-{}", &push.version, self.nonce_counter);
-        let mut sent = Vec::new();
-        let mut resources = Vec::new();
-        let mut bytes = 0usize;
+        // Large updates go out in several responses of at most RESPONSE_CHUNK_BYTES (the
+        // delta protocol allows it): gRPC keeps a per-stream encode buffer as large as the
+        // largest message, so chunks bound the memory every connected proxy costs.
+        let mut chunks: Vec<Vec<&String>> = vec![Vec::new()];
+        let mut chunk_bytes = 0usize;
         for name in &update.send {
-            let (version, r) = &current[name];
-            bytes += r.resource.value.len();
-            resources.push(DeltaResource {
-                name: name.clone(),
-                version: version.clone(),
-                resource: Some(r.resource.clone()),
-                ..Default::default()
-            });
-            sent.push((name.clone(), version.clone()));
+            let size = current[name].1.resource.value.len();
+            if chunk_bytes + size > RESPONSE_CHUNK_BYTES
+                && !chunks.last().is_some_and(Vec::is_empty)
+            {
+                chunks.push(Vec::new());
+                chunk_bytes = 0;
+            }
+            chunk_bytes += size;
+            chunks.last_mut().expect("a chunk").push(name);
         }
-        let response = DeltaDiscoveryResponse {
-            system_version_info: push.version.clone(),
-            resources,
-            type_url: kind.type_url().to_string(),
-            removed_resources: update.removed.clone(),
-            nonce: nonce.clone(),
-            control_plane: Some(ControlPlane {
-                identifier: control_plane_identifier(&self.server.instance_id),
-            }),
-            ..Default::default()
-        };
-        self.tx
-            .send(Ok(response))
-            .await
-            .map_err(|_| Status::cancelled("proxy went away"))?;
-        let watch = self.watches.entry(kind).or_default();
-        watch.on_sent(&sent, &update.removed, &nonce, SystemTime::now());
-        let metrics = &self.server.metrics;
-        metrics.count_push(kind, bytes);
-        tracing::debug!(connection = %self.id, type_ = %kind, sent = sent.len(), removed = update.removed.len(), bytes, "delta sent");
-        Ok(sent.into_iter().map(|(n, _)| n).collect())
+        let mut all_sent = Vec::new();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.nonce_counter += 1;
+            let nonce = format!("{}-{}", &push.version, self.nonce_counter);
+            let mut sent = Vec::with_capacity(chunk.len());
+            let mut resources = Vec::with_capacity(chunk.len());
+            let mut bytes = 0usize;
+            for name in chunk {
+                let (version, r) = &current[name];
+                bytes += r.resource.value.len();
+                resources.push(DeltaResource {
+                    name: name.clone(),
+                    version: version.clone(),
+                    resource: Some(r.resource.clone()),
+                    ..Default::default()
+                });
+                sent.push((name.clone(), version.clone()));
+            }
+            let removed = if i == 0 {
+                update.removed.clone()
+            } else {
+                Vec::new()
+            };
+            let response = DeltaDiscoveryResponse {
+                system_version_info: push.version.clone(),
+                resources,
+                type_url: kind.type_url().to_string(),
+                removed_resources: removed.clone(),
+                nonce: nonce.clone(),
+                control_plane: Some(ControlPlane {
+                    identifier: control_plane_identifier(&self.server.instance_id),
+                }),
+                ..Default::default()
+            };
+            self.tx
+                .send(Ok(response))
+                .await
+                .map_err(|_| Status::cancelled("proxy went away"))?;
+            let watch = self.watches.entry(kind).or_default();
+            watch.on_sent(&sent, &removed, &nonce, SystemTime::now());
+            self.server.metrics.count_push(kind, bytes);
+            tracing::debug!(connection = %self.id, type_ = %kind, sent = sent.len(), removed = removed.len(), bytes, "delta sent");
+            all_sent.extend(sent.into_iter().map(|(n, _)| n));
+        }
+        Ok(all_sent)
     }
 
     fn record_status(&self) {
