@@ -72,6 +72,66 @@ pub struct PushContext {
     /// EDS-only (istiod's incremental push).
     pub config_version: String,
     pub store: ConfigStore,
+    /// Lookup indices over `store` (resolved hosts), so per-service lookups stay cheap at
+    /// thousands of services.
+    index: HostIndex,
+}
+
+/// Resolved hosts of DestinationRules and VirtualServices: exact hosts in a map, wildcard ones
+/// in a list (both hold positions in the store's lists, in precedence order).
+#[derive(Debug, Default)]
+struct HostIndex {
+    dr_exact: std::collections::HashMap<String, Vec<usize>>,
+    dr_wildcard: Vec<(String, usize)>,
+    vs_exact: std::collections::HashMap<String, Vec<usize>>,
+    vs_wildcard: Vec<(String, usize)>,
+}
+
+impl HostIndex {
+    fn build(store: &ConfigStore) -> HostIndex {
+        let mut index = HostIndex::default();
+        for (i, dr) in store.destination_rules.iter().enumerate() {
+            let host = resolve_short_name(&dr.spec.host, &dr.meta.namespace);
+            if host.starts_with('*') {
+                index.dr_wildcard.push((host, i));
+            } else {
+                index.dr_exact.entry(host).or_default().push(i);
+            }
+        }
+        for (i, vs) in store.virtual_services.iter().enumerate() {
+            let mut seen = BTreeSet::new();
+            for h in &vs.spec.hosts {
+                let host = resolve_short_name(h, &vs.meta.namespace);
+                if !seen.insert(host.clone()) {
+                    continue;
+                }
+                if host.starts_with('*') {
+                    index.vs_wildcard.push((host, i));
+                } else {
+                    index.vs_exact.entry(host).or_default().push(i);
+                }
+            }
+        }
+        index
+    }
+
+    /// Positions (sorted, deduplicated) of the configs whose host matches `hostname`.
+    fn matching(
+        exact: &std::collections::HashMap<String, Vec<usize>>,
+        wildcard: &[(String, usize)],
+        hostname: &str,
+    ) -> Vec<usize> {
+        let mut out: Vec<usize> = exact.get(hostname).cloned().unwrap_or_default();
+        out.extend(
+            wildcard
+                .iter()
+                .filter(|(h, _)| host_matches(h, hostname))
+                .map(|(_, i)| *i),
+        );
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 impl PushContext {
@@ -88,10 +148,12 @@ impl PushContext {
         let version = hex::encode(&h.finalize()[..8]);
         store.registry.endpoints = endpoints;
         store.pod_labels = pod_labels;
+        let index = HostIndex::build(&store);
         PushContext {
             version,
             config_version,
             store,
+            index,
         }
     }
 
@@ -219,23 +281,35 @@ impl PushContext {
         &'a self,
         proxy: &Proxy,
     ) -> impl Iterator<Item = &'a Config<VirtualService>> + 'a {
-        let namespace = proxy.namespace.clone();
         let hosts = self.egress_hosts(proxy);
-        self.store.virtual_services.iter().filter(move |vs| {
-            let gateways = &vs.spec.gateways;
-            let applies_to_mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
-            applies_to_mesh
-                && is_exported_to(&vs.spec.export_to, &vs.meta.namespace, &namespace)
-                && hosts.as_ref().is_none_or(|hosts| {
-                    hosts.iter().any(|(ns, host)| {
-                        (ns == "*" || *ns == vs.meta.namespace)
-                            && vs.spec.hosts.iter().any(|h| {
-                                let h = resolve_short_name(h, &vs.meta.namespace);
-                                host_matches(host, &h) || host_matches(&h, host)
-                            })
-                    })
+        let proxy = proxy.clone();
+        self.store
+            .virtual_services
+            .iter()
+            .filter(move |vs| self.vs_visible(&proxy, vs, hosts.as_deref()))
+    }
+
+    /// Whether a VirtualService applies to sidecar `proxy`: bound to the mesh, exported to its
+    /// namespace and, under a Sidecar with egress `hosts`, imported by one of them.
+    fn vs_visible(
+        &self,
+        proxy: &Proxy,
+        vs: &Config<VirtualService>,
+        hosts: Option<&[(String, String)]>,
+    ) -> bool {
+        let gateways = &vs.spec.gateways;
+        let applies_to_mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
+        applies_to_mesh
+            && is_exported_to(&vs.spec.export_to, &vs.meta.namespace, &proxy.namespace)
+            && hosts.is_none_or(|hosts| {
+                hosts.iter().any(|(ns, host)| {
+                    (ns == "*" || *ns == vs.meta.namespace)
+                        && vs.spec.hosts.iter().any(|h| {
+                            let h = resolve_short_name(h, &vs.meta.namespace);
+                            host_matches(host, &h) || host_matches(&h, host)
+                        })
                 })
-        })
+            })
     }
 
     /// The first sidecar VirtualService (in precedence order) with a host that matches the
@@ -257,15 +331,13 @@ impl PushContext {
         proxy: &Proxy,
         hostname: &str,
     ) -> Vec<&'a Config<VirtualService>> {
-        let mut candidates: Vec<&Config<VirtualService>> = self
-            .sidecar_virtual_services(proxy)
-            .filter(|vs| {
-                vs.spec
-                    .hosts
-                    .iter()
-                    .any(|h| host_matches(&resolve_short_name(h, &vs.meta.namespace), hostname))
-            })
-            .collect();
+        let hosts = self.egress_hosts(proxy);
+        let mut candidates: Vec<&Config<VirtualService>> =
+            HostIndex::matching(&self.index.vs_exact, &self.index.vs_wildcard, hostname)
+                .into_iter()
+                .map(|i| &self.store.virtual_services[i])
+                .filter(|vs| self.vs_visible(proxy, vs, hosts.as_deref()))
+                .collect();
         candidates.sort_by_key(|vs| vs.meta.namespace != proxy.namespace);
         candidates
     }
@@ -284,15 +356,16 @@ impl PushContext {
             .map(|s| s.namespace.as_str());
         let root = self.store.mesh.root_namespace.as_str();
         let order = [Some(proxy_namespace), service_ns, Some(root)];
+        let candidates =
+            HostIndex::matching(&self.index.dr_exact, &self.index.dr_wildcard, hostname);
         for ns in order.into_iter().flatten() {
-            let found = self.store.destination_rules.iter().find(|dr| {
-                dr.meta.namespace == ns
-                    && is_exported_to(&dr.spec.export_to, &dr.meta.namespace, proxy_namespace)
-                    && host_matches(
-                        &resolve_short_name(&dr.spec.host, &dr.meta.namespace),
-                        hostname,
-                    )
-            });
+            let found = candidates
+                .iter()
+                .map(|i| &self.store.destination_rules[*i])
+                .find(|dr| {
+                    dr.meta.namespace == ns
+                        && is_exported_to(&dr.spec.export_to, &dr.meta.namespace, proxy_namespace)
+                });
             if found.is_some() {
                 return found;
             }
