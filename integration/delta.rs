@@ -19,16 +19,6 @@ metadata: {name: extra, namespace: testns1, labels: {app: extra}}
 status: {phase: Running, podIP: 127.220.0.31}
 "#;
 
-const VS_ALL_V2: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: httpbin, namespace: testns1}
-spec:
-  hosts: [httpbin.testns1.svc.cluster.local]
-  http:
-  - route:
-    - destination: {host: httpbin.testns1.svc.cluster.local, subset: v2}
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_envoy_routes_like_state_of_the_world_and_sees_removals() {
     let net = 220;

@@ -120,22 +120,6 @@ spec:
       version: v2
 "#;
 
-/// The 90/10 VirtualService changed to send everything to v2.
-const VS_ALL_V2: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-  namespace: testns1
-spec:
-  hosts:
-  - httpbin.testns1.svc.cluster.local
-  http:
-  - route:
-    - destination:
-        host: httpbin.testns1.svc.cluster.local
-        subset: v2
-"#;
-
 /// A cluster with the seed applied and its pods running on `127.<net>.0.{11,12,21}`.
 async fn seeded_cluster(net: u8) -> Cluster {
     let cluster = Cluster::start(net).await;

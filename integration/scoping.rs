@@ -30,16 +30,6 @@ spec:
   - hosts: ["./*"]
 "#;
 
-const VS_ALL_V2: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: httpbin, namespace: testns1}
-spec:
-  hosts: [httpbin.testns1.svc.cluster.local]
-  http:
-  - route:
-    - destination: {host: httpbin.testns1.svc.cluster.local, subset: v2}
-"#;
-
 /// (CDS, EDS, LDS, RDS) nonces last sent to the proxy named `proxy`.
 async fn sent(cp: &ControlPlane, proxy: &str) -> [String; 4] {
     let syncz = cp.syncz().await;

@@ -510,6 +510,22 @@ spec:
 
 pub const HOST: &str = "httpbin.testns1.svc.cluster.local";
 
+/// The seed's VirtualService edited to send everything to v2 (the live-edit tests).
+pub const VS_ALL_V2: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin
+  namespace: testns1
+spec:
+  hosts:
+  - httpbin.testns1.svc.cluster.local
+  http:
+  - route:
+    - destination:
+        host: httpbin.testns1.svc.cluster.local
+        subset: v2
+"#;
+
 /// Everything a routing test needs: control plane, v1/v2 upstreams, the sleep sidecar.
 pub struct Sandbox {
     pub cp: ControlPlane,

@@ -163,15 +163,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
 
     if !cfg.config_dirs.is_empty() {
         let dirs = cfg.config_dirs.clone();
-        let (tx, mut rx) = mpsc::channel(4);
-        let updates = updates_tx.clone();
-        tokio::spawn(async move {
-            while let Some(set) = rx.recv().await {
-                if updates.send((SourceId::Files, set)).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let tx = tagged(SourceId::Files, updates_tx.clone());
         tasks.spawn(async move {
             sources::files::watch(dirs, Duration::from_millis(20), tx)
                 .await
@@ -193,15 +185,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
                 },
             }),
         };
-        let (tx, mut rx) = mpsc::channel(4);
-        let updates = updates_tx.clone();
-        tokio::spawn(async move {
-            while let Some(set) = rx.recv().await {
-                if updates.send((SourceId::Kubernetes, set)).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let tx = tagged(SourceId::Kubernetes, updates_tx.clone());
         tokio::spawn(sources::kube::run(client, opts, tx));
     }
     drop(updates_tx);
@@ -257,6 +241,22 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         shutdown: Some(shutdown_tx),
         task,
     })
+}
+
+/// A sender for one source whose updates arrive tagged with `source` on `updates`.
+fn tagged(
+    source: SourceId,
+    updates: mpsc::Sender<(SourceId, ObjectSet)>,
+) -> mpsc::Sender<ObjectSet> {
+    let (tx, mut rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Some(set) = rx.recv().await {
+            if updates.send((source, set)).await.is_err() {
+                break;
+            }
+        }
+    });
+    tx
 }
 
 /// The latest state of every source, merged into one store per push.

@@ -259,15 +259,20 @@ pub fn virtual_services_for_gateway<'a>(
         .virtual_services
         .iter()
         .filter(|vs| {
-            vs.spec
-                .gateways
-                .iter()
-                .any(|g| resolve_gateway_name(g, &vs.meta.namespace) == gateway)
+            names_gateway(&vs.spec.gateways, &vs.meta.namespace, gateway)
                 && is_exported_to(&vs.spec.export_to, &vs.meta.namespace, &proxy.namespace)
         })
         .collect();
     out.sort_by_key(|vs| vs.meta.namespace != proxy.namespace);
     out
+}
+
+/// Whether a match's `gateways` (written in a VirtualService of `namespace`) name `gateway`
+/// (`namespace/name`, or `mesh`).
+pub fn names_gateway(gateways: &[String], namespace: &str, gateway: &str) -> bool {
+    gateways
+        .iter()
+        .any(|g| resolve_gateway_name(g, namespace) == gateway)
 }
 
 /// `name` → `<namespace>/name`; `ns/name` stays; `mesh` stays `mesh`.

@@ -34,7 +34,9 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use crate::model::credential::{CA_SUFFIX, KUBERNETES_SECRET_PREFIX};
-use crate::model::gateway::{GatewayServer, merged_servers, virtual_services_for_gateway};
+use crate::model::gateway::{
+    GatewayServer, merged_servers, names_gateway, virtual_services_for_gateway,
+};
 use crate::model::istio::gateway::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
 use crate::model::proxy::{InterceptionMode, Proxy};
 use crate::model::push_context::PushContext;
@@ -316,10 +318,7 @@ fn passthrough_chains(proxy: &Proxy, push: &PushContext, s: &GatewayServer) -> V
             for m in &tls.r#match {
                 let applies = (m.port == 0 || m.port == u32::from(s.server_port))
                     && (m.gateways.is_empty()
-                        || m.gateways.iter().any(|g| {
-                            crate::model::gateway::resolve_gateway_name(g, &vs.meta.namespace)
-                                == s.gateway
-                        }));
+                        || names_gateway(&m.gateways, &vs.meta.namespace, &s.gateway));
                 if !applies || !seen.insert(m.sni_hosts.clone()) {
                     continue;
                 }
@@ -351,10 +350,7 @@ fn tcp_filter(
                 || tcp.r#match.iter().any(|m| {
                     (m.port == 0 || m.port == u32::from(s.server_port))
                         && (m.gateways.is_empty()
-                            || m.gateways.iter().any(|g| {
-                                crate::model::gateway::resolve_gateway_name(g, &vs.meta.namespace)
-                                    == s.gateway
-                            }))
+                            || names_gateway(&m.gateways, &vs.meta.namespace, &s.gateway))
                 });
             if applies {
                 return tcp_route_filter(push, vs, &tcp.route, s.server_port);

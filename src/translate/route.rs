@@ -30,7 +30,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, UInt32Value, Value, value::Kind};
 
 use crate::model::config::Config;
-use crate::model::gateway::resolve_gateway_name;
+use crate::model::gateway::names_gateway;
 use crate::model::istio::VirtualService;
 use crate::model::istio::common::StringMatch;
 use crate::model::istio::virtual_service::{
@@ -512,10 +512,7 @@ fn match_applies(
         return false;
     }
     if !m.gateways.is_empty() {
-        return m
-            .gateways
-            .iter()
-            .any(|g| resolve_gateway_name(g, &vs.meta.namespace) == gateway);
+        return names_gateway(&m.gateways, &vs.meta.namespace, gateway);
     }
     m.source_labels
         .iter()

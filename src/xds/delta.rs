@@ -20,11 +20,11 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::model::proxy::Proxy;
-use crate::status::{ProxySyncState, TypeSyncState};
+use crate::status::TypeSyncState;
 use crate::translate::{self, ResourceType};
 use crate::xds::DiscoveryServer;
 use crate::xds::push_queue::PushQueue;
-use crate::xds::server::{control_plane_identifier, struct_to_json};
+use crate::xds::server::{connecting_proxy, control_plane_identifier, sync_state};
 
 /// The largest delta response, in resource bytes (a single larger resource goes alone).
 pub const RESPONSE_CHUNK_BYTES: usize = 64 * 1024;
@@ -222,23 +222,7 @@ pub(crate) async fn run_delta_stream(
     let Some(first) = inbound.message().await? else {
         return Ok(());
     };
-    let node = first.node.as_ref().ok_or_else(|| {
-        Status::invalid_argument(
-            "the first DeltaDiscoveryRequest must carry node (id and metadata)",
-        )
-    })?;
-    let metadata = node
-        .metadata
-        .as_ref()
-        .map(struct_to_json)
-        .unwrap_or_default();
-    let mut proxy = Proxy::from_node(&node.id, &metadata)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    if proxy.labels.is_empty()
-        && let Some(labels) = server.push_context().store.pod_labels.get(&proxy.name())
-    {
-        proxy.labels = labels.clone();
-    }
+    let proxy = connecting_proxy(&server, first.node.as_ref(), "DeltaDiscoveryRequest")?;
     let (id, queue) = server.register(&proxy);
     server
         .metrics
@@ -434,34 +418,27 @@ impl DeltaConnection {
     }
 
     fn record_status(&self) {
-        let p = &self.proxy;
-        let state = ProxySyncState {
-            proxy: p.name(),
-            node_id: p.id.clone(),
-            proxy_type: p.node_type.as_str().to_string(),
-            cluster_id: p.cluster_id.clone(),
-            namespace: p.namespace.clone(),
-            istio_version: p.istio_version.clone(),
-            types: self
-                .watches
-                .iter()
-                .map(|(kind, w)| {
-                    (
-                        kind.type_url().to_string(),
-                        TypeSyncState {
-                            nonce_sent: w.nonce_sent.clone(),
-                            nonce_acked: w.nonce_acked.clone(),
-                            version_sent: w.version_sent.clone(),
-                            version_acked: w.version_acked.clone(),
-                            last_error: w.last_error.clone(),
-                            last_sent: w.last_sent,
-                            last_acked: w.last_acked,
-                        },
-                    )
-                })
-                .collect(),
-        };
-        self.server.status.upsert(&self.id, state);
+        let types = self
+            .watches
+            .iter()
+            .map(|(kind, w)| {
+                (
+                    kind.type_url().to_string(),
+                    TypeSyncState {
+                        nonce_sent: w.nonce_sent.clone(),
+                        nonce_acked: w.nonce_acked.clone(),
+                        version_sent: w.version_sent.clone(),
+                        version_acked: w.version_acked.clone(),
+                        last_error: w.last_error.clone(),
+                        last_sent: w.last_sent,
+                        last_acked: w.last_acked,
+                    },
+                )
+            })
+            .collect();
+        self.server
+            .status
+            .upsert(&self.id, sync_state(&self.proxy, types));
     }
 }
 

@@ -138,17 +138,17 @@ struct Connection {
     nonce_counter: u64,
 }
 
-async fn run_stream(
-    server: Arc<DiscoveryServer>,
-    mut inbound: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) -> Result<(), Status> {
-    server.connect_limiter.acquire().await;
-    let Some(first) = inbound.message().await? else {
-        return Ok(());
-    };
-    let node = first.node.as_ref().ok_or_else(|| {
-        Status::invalid_argument("the first DiscoveryRequest must carry node (id and metadata)")
+/// The proxy a stream's first request names (node id and metadata; labels from its Pod when
+/// the metadata carries none). Shared by the SotW and delta streams.
+pub(crate) fn connecting_proxy(
+    server: &DiscoveryServer,
+    node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+    request: &str,
+) -> Result<Proxy, Status> {
+    let node = node.ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "the first {request} must carry node (id and metadata)"
+        ))
     })?;
     let metadata = node
         .metadata
@@ -162,6 +162,35 @@ async fn run_stream(
     {
         proxy.labels = labels.clone();
     }
+    Ok(proxy)
+}
+
+/// A connection's sync state for the status store, from its per-type states.
+pub(crate) fn sync_state(
+    proxy: &Proxy,
+    types: std::collections::BTreeMap<String, TypeSyncState>,
+) -> ProxySyncState {
+    ProxySyncState {
+        proxy: proxy.name(),
+        node_id: proxy.id.clone(),
+        proxy_type: proxy.node_type.as_str().to_string(),
+        cluster_id: proxy.cluster_id.clone(),
+        namespace: proxy.namespace.clone(),
+        istio_version: proxy.istio_version.clone(),
+        types,
+    }
+}
+
+async fn run_stream(
+    server: Arc<DiscoveryServer>,
+    mut inbound: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) -> Result<(), Status> {
+    server.connect_limiter.acquire().await;
+    let Some(first) = inbound.message().await? else {
+        return Ok(());
+    };
+    let proxy = connecting_proxy(&server, first.node.as_ref(), "DiscoveryRequest")?;
     let (id, queue) = server.register(&proxy);
     tracing::info!(connection = %id, node = %proxy.id, mode = proxy.interception_mode.as_str(), "proxy connected");
     let mut conn = Connection {
@@ -349,35 +378,28 @@ impl Connection {
     }
 
     fn record_status(&self) {
-        let p = &self.proxy;
-        let state = ProxySyncState {
-            proxy: p.name(),
-            node_id: p.id.clone(),
-            proxy_type: p.node_type.as_str().to_string(),
-            cluster_id: p.cluster_id.clone(),
-            namespace: p.namespace.clone(),
-            istio_version: p.istio_version.clone(),
-            types: self
-                .watched
-                .by_type
-                .iter()
-                .map(|(url, w)| {
-                    (
-                        url.clone(),
-                        TypeSyncState {
-                            nonce_sent: w.nonce_sent.clone(),
-                            nonce_acked: w.nonce_acked.clone(),
-                            version_sent: w.version_sent.clone(),
-                            version_acked: w.version_acked.clone(),
-                            last_error: w.last_error.clone(),
-                            last_sent: w.last_sent,
-                            last_acked: w.last_acked,
-                        },
-                    )
-                })
-                .collect(),
-        };
-        self.server.status.upsert(&self.id, state);
+        let types = self
+            .watched
+            .by_type
+            .iter()
+            .map(|(url, w)| {
+                (
+                    url.clone(),
+                    TypeSyncState {
+                        nonce_sent: w.nonce_sent.clone(),
+                        nonce_acked: w.nonce_acked.clone(),
+                        version_sent: w.version_sent.clone(),
+                        version_acked: w.version_acked.clone(),
+                        last_error: w.last_error.clone(),
+                        last_sent: w.last_sent,
+                        last_acked: w.last_acked,
+                    },
+                )
+            })
+            .collect();
+        self.server
+            .status
+            .upsert(&self.id, sync_state(&self.proxy, types));
     }
 }
 
