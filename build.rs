@@ -2,10 +2,10 @@
 //! messages we emit, so that `protojson` can render any resource (including `Any` payloads) as
 //! Envoy's canonical JSON for config dumps, golden tests and bootstrap files.
 //!
-//! The Envoy .proto sources come from the `envoy-types` crate we already depend on; we locate it
-//! through `cargo metadata` instead of copying them into this repository.
+//! The Envoy .proto sources come from the `envoy-types` crate we already depend on; we find its
+//! unpacked source (see `envoy_types_proto_dir`) instead of copying them into this repository.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The Envoy API files whose messages we emit or read back (their imports come along).
@@ -32,27 +32,69 @@ const ENVOY_ROOTS: &[&str] = &[
     "envoy/service/discovery/v3/discovery.proto",
 ];
 
+/// Where the `envoy-types` crate's `proto/` directory is, without needing anything that a plain
+/// `cargo build` has not downloaded (a fresh machine has only the packages it builds, not the
+/// dev-dependencies that `cargo metadata --offline` would want):
+/// 1. `NAVARCH_ENVOY_PROTO_DIR`, if set (vendored or unusual layouts);
+/// 2. the registry's source directory under `CARGO_HOME` (default `~/.cargo`), at the version
+///    Cargo.lock pins: cargo unpacks every package of the build there before compiling;
+/// 3. `cargo metadata` (allowed to download), for source replacement and other layouts.
 fn envoy_types_proto_dir() -> PathBuf {
+    println!("cargo:rerun-if-env-changed=NAVARCH_ENVOY_PROTO_DIR");
+    if let Some(dir) = std::env::var_os("NAVARCH_ENVOY_PROTO_DIR") {
+        return PathBuf::from(dir);
+    }
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    if let Some(dir) = locked_version(&manifest.join("Cargo.lock"), "envoy-types")
+        .and_then(|version| registry_source_dir(&format!("envoy-types-{version}")))
+    {
+        return dir.join("proto");
+    }
+    proto_dir_from_cargo_metadata(&manifest)
+}
+
+/// The version Cargo.lock pins for `package` (the first entry of that name).
+fn locked_version(lock: &Path, package: &str) -> Option<String> {
+    let text = std::fs::read_to_string(lock).ok()?;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == format!("name = \"{package}\"") {
+            let version = lines.next()?.trim().strip_prefix("version = \"")?;
+            return Some(version.trim_end_matches('"').to_string());
+        }
+    }
+    None
+}
+
+/// `$CARGO_HOME/registry/src/<index>/<dir>`, for whichever index holds it.
+fn registry_source_dir(dir: &str) -> Option<PathBuf> {
+    println!("cargo:rerun-if-env-changed=CARGO_HOME");
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))?;
+    let mut found: Vec<PathBuf> = std::fs::read_dir(cargo_home.join("registry").join("src"))
+        .ok()?
+        .filter_map(|index| Some(index.ok()?.path().join(dir)))
+        .filter(|candidate| candidate.join("proto").join("data-plane-api").is_dir())
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+fn proto_dir_from_cargo_metadata(manifest: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
     let out = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            // Only this target's packages: others (e.g. macOS-only crates) need not be
-            // downloaded.
-            "--filter-platform",
-        ])
+        .args(["metadata", "--format-version", "1", "--locked", "--filter-platform"])
         .arg(std::env::var("TARGET").expect("TARGET"))
         .arg("--manifest-path")
-        .arg(PathBuf::from(&manifest).join("Cargo.toml"))
+        .arg(manifest.join("Cargo.toml"))
         .output()
         .expect("run cargo metadata to locate envoy-types");
     assert!(
         out.status.success(),
-        "cargo metadata failed: {}",
+        "could not find the envoy-types crate's proto files: not under CARGO_HOME's registry \
+         sources and `cargo metadata` failed ({}); set NAVARCH_ENVOY_PROTO_DIR to that crate's \
+         proto/ directory",
         String::from_utf8_lossy(&out.stderr)
     );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
@@ -139,4 +181,5 @@ fn main() {
         .expect("compile proto/navarch");
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=Cargo.lock");
 }
