@@ -84,7 +84,13 @@ fn registry_source_dir(dir: &str) -> Option<PathBuf> {
 fn proto_dir_from_cargo_metadata(manifest: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--locked", "--filter-platform"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--filter-platform",
+        ])
         .arg(std::env::var("TARGET").expect("TARGET"))
         .arg("--manifest-path")
         .arg(manifest.join("Cargo.toml"))
