@@ -20,7 +20,6 @@ use crate::sources::objects::ObjectSet;
 use crate::status::SyncStatusStore;
 use crate::xds::DiscoveryServer;
 use crate::xds::debounce::{DebounceOptions, PushRequest, TriggerReason, debounce};
-use crate::xds::server::AdsService;
 
 /// Everything `discovery` needs to run.
 #[derive(Debug, Clone)]
@@ -38,6 +37,8 @@ pub struct DiscoveryConfig {
     pub instance_id: String,
     /// Lease duration for singleton work in a cluster (istiod: 30s).
     pub lease_ttl: Duration,
+    /// Limits of the ADS port (send timeout, streams per peer, request rate).
+    pub ads_limits: crate::xds::grpc::AdsLimits,
 }
 
 /// Addresses actually bound (useful when a port was 0).
@@ -124,10 +125,11 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         None => None,
     };
     let status = Arc::new(SyncStatusStore::default());
-    let server = Arc::new(DiscoveryServer::new(
+    let server = Arc::new(DiscoveryServer::with_limits(
         PushContext::new(initial),
         status,
         cfg.instance_id.clone(),
+        cfg.ads_limits.clone(),
     ));
     if kube_client.is_some() {
         server.set_ready(false);
@@ -203,14 +205,9 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         errors_tx,
     ));
 
-    let ads = AdsService::new(server.clone());
+    let ads_server = server.clone();
     tasks.spawn(async move {
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(ads)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
-                grpc_listener,
-            ))
+        crate::xds::grpc::serve(grpc_listener, ads_server)
             .await
             .context("ADS server")
     });
