@@ -135,8 +135,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         server.set_ready(false);
     }
 
-    let grpc_listener = TcpListener::bind(cfg.grpc_addr)
-        .await
+    let grpc_listener = crate::xds::grpc::bind(cfg.grpc_addr)
         .with_context(|| format!("binding --grpc-addr {}", cfg.grpc_addr))?;
     let http_listener = TcpListener::bind(cfg.http_addr)
         .await

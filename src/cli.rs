@@ -98,9 +98,9 @@ pub struct DiscoveryArgs {
     /// Lease duration for singleton work in a cluster (writing status), as istiod's 30s.
     #[arg(long, env = "NAVARCH_LEASE_DURATION", default_value = "30s", value_parser = parse_go_duration)]
     pub lease_duration: Duration,
-    /// Close an ADS stream whose proxy has not read a response for this long (istiod's
-    /// PILOT_XDS_SEND_TIMEOUT, which is off by default; here on, so a stalled proxy cannot
-    /// pin old config). 0s disables it.
+    /// Close an ADS stream that has a response waiting and could send nothing of it for this
+    /// long: its proxy stopped reading (istiod's PILOT_XDS_SEND_TIMEOUT, which is off by
+    /// default; here on, so a stalled proxy cannot pin old config). 0s disables it.
     #[arg(long, env = "NAVARCH_XDS_SEND_TIMEOUT", default_value = "30s", value_parser = parse_go_duration)]
     pub xds_send_timeout: Duration,
     /// Live ADS streams accepted from one peer address (0 = unlimited); more are refused with

@@ -95,7 +95,10 @@ impl WatchedResources {
             (Some(old), Some(new)) => old.lacks_any_of(new),
             _ => false,
         };
-        w.names = names;
+        // An ACK usually names what was asked before: keep the (shared) set already held.
+        if w.names != names {
+            w.names = names;
+        }
         if added {
             Decision::Respond
         } else {

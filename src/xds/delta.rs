@@ -16,14 +16,14 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use prost::Message;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use crate::model::proxy::Proxy;
 use crate::resource_type::ResourceType;
 use crate::status::{ConnectionStatus, Nonce, TypeSyncState};
 use crate::xds::DiscoveryServer;
 use crate::xds::cache::{EncodedSet, name_hash, resource_version};
-use crate::xds::grpc::{Outbox, StreamIo, frame_head};
+use crate::xds::grpc::{Outbox, RequestStream, StreamIo, frame_head};
 use crate::xds::server::{connecting_proxy, finish_stream, next_request, stalled};
 use crate::xds::throttle::RateLimiter;
 
@@ -227,7 +227,7 @@ pub(crate) async fn run_delta_stream(
 
 async fn serve_delta_stream(
     server: &Arc<DiscoveryServer>,
-    inbound: &mut Streaming<DeltaDiscoveryRequest>,
+    inbound: &mut RequestStream<DeltaDiscoveryRequest>,
     outbox: &Arc<Outbox>,
 ) -> Result<(), Status> {
     server.connect_limiter.acquire().await;

@@ -1,7 +1,7 @@
 //! The ADS gRPC transport: our own `AggregatedDiscoveryService` on tonic's router, served by
 //! hyper with HTTP/2 settings chosen for thousands of mostly idle streams.
 //!
-//! Requests are decoded with tonic's `Streaming` (a small decode buffer). Responses do not go
+//! Requests are decoded straight from the received HTTP/2 chunks ([`RequestStream`]). Responses do not go
 //! through tonic's encoder (which keeps a per-stream buffer as large as the largest message
 //! ever sent): each stream's body is an [`Outbox`] of pre-framed, reference-counted
 //! [`Bytes`], latest-wins per type, so a slow proxy holds at most one pending response of each
@@ -10,8 +10,9 @@
 //! Owns framing, the outbox, connection limits and the accept loop; the protocol (ACK/NACK,
 //! what to send) is `server` and `delta`'s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -19,15 +20,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::task::AtomicWaker;
 use http_body::Frame;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use crate::resource_type::ResourceType;
 use crate::xds::DiscoveryServer;
@@ -42,7 +40,7 @@ const DELTA_PATH: &str =
 /// Limits of the ADS transport (flags of `navarch discovery`).
 #[derive(Debug, Clone)]
 pub struct AdsLimits {
-    /// A response not taken by the connection within this long cuts the stream (istiod's
+    /// A stream that has a response waiting and sent nothing for this long is cut (istiod's
     /// PILOT_XDS_SEND_TIMEOUT). Zero disables it.
     pub send_timeout: Duration,
     /// Live ADS streams from one peer address; more are refused with RESOURCE_EXHAUSTED.
@@ -84,6 +82,8 @@ struct OutboxState {
     end: Option<Status>,
     /// The body was dropped (the peer went away or reset the stream).
     gone: bool,
+    /// When the body last took a frame (the stream's send progress).
+    progress: Option<Instant>,
 }
 
 /// A stream's outgoing responses: one slot per type, latest wins, drained in push order.
@@ -123,10 +123,12 @@ impl Outbox {
         self.waker.wake();
     }
 
-    /// When the oldest response still waiting was queued.
-    pub fn oldest_pending(&self) -> Option<Instant> {
+    /// Since when the stream has been stalled: a response is waiting and nothing was taken
+    /// since it was queued (a slow reader that makes progress is not stalled).
+    pub fn stalled_since(&self) -> Option<Instant> {
         let s = self.state.lock().expect("outbox lock");
-        s.slots.iter().flatten().map(|p| p.queued).min()
+        let oldest = s.slots.iter().flatten().map(|p| p.queued).min()?;
+        Some(s.progress.map_or(oldest, |p| p.max(oldest)))
     }
 
     /// Responses waiting to be taken.
@@ -140,11 +142,18 @@ impl Outbox {
     }
 }
 
+/// The largest slice of a shared part handed to hyper at once.
+const FRAME_SLICE: usize = 64 * 1024;
+
+/// A message being handed to hyper: its head (until taken), its parts, the next part and the
+/// offset in it.
+type Sending = (Option<Bytes>, Arc<[Bytes]>, usize, usize);
+
 /// The response body of one stream: frames from its outbox, then the trailers.
 struct OutboxBody {
     outbox: Arc<Outbox>,
-    /// The message being sent: its head, then its parts.
-    current: Option<(Option<Bytes>, Arc<[Bytes]>, usize)>,
+    /// The message being sent.
+    current: Option<Sending>,
     done: bool,
 }
 
@@ -166,15 +175,32 @@ impl http_body::Body for OutboxBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
         loop {
-            if let Some((head, parts, next)) = &mut this.current {
-                if let Some(h) = head.take() {
-                    return Poll::Ready(Some(Ok(Frame::data(h))));
+            if let Some((head, parts, next, offset)) = &mut this.current {
+                let frame = if let Some(h) = head.take() {
+                    Some(h)
+                } else if let Some(part) = parts.get(*next) {
+                    // Large parts go out in slices: hyper takes a frame only when the stream
+                    // can send, so each slice taken is progress the send timeout sees.
+                    let end = (*offset + FRAME_SLICE).min(part.len());
+                    let slice = part.slice(*offset..end);
+                    if end == part.len() {
+                        *next += 1;
+                        *offset = 0;
+                    } else {
+                        *offset = end;
+                    }
+                    Some(slice)
+                } else {
+                    None
+                };
+                match frame {
+                    Some(data) => {
+                        this.outbox.state.lock().expect("outbox lock").progress =
+                            Some(Instant::now());
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    None => this.current = None,
                 }
-                if let Some(part) = parts.get(*next) {
-                    *next += 1;
-                    return Poll::Ready(Some(Ok(Frame::data(part.clone()))));
-                }
-                this.current = None;
             }
             if this.done {
                 return Poll::Ready(None);
@@ -182,7 +208,7 @@ impl http_body::Body for OutboxBody {
             this.outbox.waker.register(cx.waker());
             let mut s = this.outbox.state.lock().expect("outbox lock");
             if let Some(p) = s.slots.iter_mut().find_map(Option::take) {
-                this.current = Some((Some(p.head), p.parts, 0));
+                this.current = Some((Some(p.head), p.parts, 0, 0));
                 continue;
             }
             if let Some(status) = s.end.take() {
@@ -211,29 +237,131 @@ pub fn frame_head(len: usize, rest: &[u8]) -> Bytes {
     b.freeze()
 }
 
-/// tonic's protobuf decoder with a small initial buffer: requests are small, and thousands
-/// of idle streams each keep theirs.
-struct SmallDecoder<D>(D);
-
-impl<D: Decoder> Decoder for SmallDecoder<D> {
-    type Item = D::Item;
-    type Error = D::Error;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
-        self.0.decode(src)
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(1024, 32 * 1024)
-    }
+/// A stream of gRPC request messages read straight from the HTTP/2 body: each message is
+/// decoded from the received chunks (copied only when it spans several), so no buffer
+/// outlives the message it held. (tonic's `Streaming` keeps one buffer per stream as large as
+/// the largest request ever received: an EDS request naming thousands of clusters, kept by
+/// every idle stream.)
+pub struct RequestStream<T> {
+    body: tonic::body::Body,
+    chunks: VecDeque<Bytes>,
+    buffered: usize,
+    /// Length of the message whose header was read, while its body is awaited.
+    body_len: Option<usize>,
+    max_message_bytes: usize,
+    ended: bool,
+    _message: PhantomData<fn() -> T>,
 }
 
-fn decoder<Req, Resp>() -> SmallDecoder<impl Decoder<Item = Req, Error = Status>>
-where
-    Req: prost::Message + Default + Send + 'static,
-    Resp: prost::Message + Send + 'static,
-{
-    SmallDecoder(tonic_prost::ProstCodec::<Resp, Req>::default().decoder())
+impl<T: prost::Message + Default> RequestStream<T> {
+    pub fn new(body: tonic::body::Body, max_message_bytes: usize) -> Self {
+        RequestStream {
+            body,
+            chunks: VecDeque::new(),
+            buffered: 0,
+            body_len: None,
+            max_message_bytes,
+            ended: false,
+            _message: PhantomData,
+        }
+    }
+
+    /// The next message; `None` once the client closed its side. Cancel-safe: everything
+    /// received is kept in `self` until a message is complete.
+    pub async fn message(&mut self) -> Result<Option<T>, Status> {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(msg) = self.decode()? {
+                return Ok(Some(msg));
+            }
+            if self.ended {
+                return if self.buffered > 0 || self.body_len.is_some() {
+                    Err(Status::internal(
+                        "the request stream ended inside a message (unexpected EOF)",
+                    ))
+                } else {
+                    Ok(None)
+                };
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        self.buffered += data.len();
+                        self.chunks.push_back(data);
+                    }
+                }
+                Some(Err(status)) if status.code() == tonic::Code::Cancelled => self.ended = true,
+                Some(Err(status)) => return Err(status),
+                None => self.ended = true,
+            }
+        }
+    }
+
+    /// Takes `n` buffered bytes (a slice of one chunk when it holds them all).
+    fn take(&mut self, n: usize) -> Bytes {
+        self.buffered -= n;
+        if let Some(front) = self.chunks.front_mut()
+            && front.len() >= n
+        {
+            let out = front.split_to(n);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+            return out;
+        }
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let mut front = self
+                .chunks
+                .pop_front()
+                .expect("buffered bytes are in chunks");
+            let want = n - out.len();
+            if front.len() > want {
+                out.put_slice(&front.split_to(want));
+                self.chunks.push_front(front);
+            } else {
+                out.put_slice(&front);
+            }
+        }
+        out.freeze()
+    }
+
+    fn decode(&mut self) -> Result<Option<T>, Status> {
+        let len = match self.body_len {
+            Some(len) => len,
+            None => {
+                if self.buffered < 5 {
+                    return Ok(None);
+                }
+                let header = self.take(5);
+                if header[0] != 0 {
+                    return Err(Status::internal(format!(
+                        "protocol error: received a message with compressed-flag {} but no grpc-encoding: send uncompressed messages",
+                        header[0]
+                    )));
+                }
+                let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+                if len > self.max_message_bytes {
+                    return Err(Status::out_of_range(format!(
+                        "Error, decoded message length too large: found {len} bytes, the limit is: {} bytes (--xds-max-request-bytes)",
+                        self.max_message_bytes
+                    )));
+                }
+                self.body_len = Some(len);
+                len
+            }
+        };
+        if self.buffered < len {
+            return Ok(None);
+        }
+        self.body_len = None;
+        let bytes = self.take(len);
+        T::decode(bytes)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("failed to decode Protobuf message: {e}")))
+    }
 }
 
 /// Live streams per peer address.
@@ -288,7 +416,7 @@ impl PeerStreams {
 /// What a stream task is handed: its requests, its outbox, its peer and its place in the
 /// peer's count.
 pub struct StreamIo<Req> {
-    pub inbound: Streaming<Req>,
+    pub inbound: RequestStream<Req>,
     pub outbox: Arc<Outbox>,
     pub peer: Option<SocketAddr>,
     pub slot: PeerSlot,
@@ -325,13 +453,12 @@ impl AdsGrpc {
             .expect("static response parts")
     }
 
-    fn open<Req, Resp>(
+    fn open<Req>(
         &self,
         req: http::Request<tonic::body::Body>,
     ) -> Result<(StreamIo<Req>, http::Response<tonic::body::Body>), Status>
     where
         Req: prost::Message + Default + Send + 'static,
-        Resp: prost::Message + Send + 'static,
     {
         if !self.server.is_ready() {
             // istiod's answer before its caches have synced; Envoy retries with backoff.
@@ -359,12 +486,7 @@ impl AdsGrpc {
                 limits.max_streams_per_peer
             )));
         };
-        let inbound = Streaming::new_request(
-            decoder::<Req, Resp>(),
-            req.into_body(),
-            None,
-            Some(limits.max_request_bytes),
-        );
+        let inbound = RequestStream::new(req.into_body(), limits.max_request_bytes);
         let outbox = Arc::new(Outbox::default());
         let response = Self::response(outbox.clone());
         Ok((
@@ -394,15 +516,12 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for AdsGrpc {
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let response = match req.uri().path() {
-            SOTW_PATH => {
-                self.open::<DiscoveryRequest, DiscoveryResponse>(req)
-                    .map(|(io, response)| {
-                        tokio::spawn(crate::xds::server::run_stream(self.server.clone(), io));
-                        response
-                    })
-            }
+            SOTW_PATH => self.open::<DiscoveryRequest>(req).map(|(io, response)| {
+                tokio::spawn(crate::xds::server::run_stream(self.server.clone(), io));
+                response
+            }),
             DELTA_PATH => self
-                .open::<DeltaDiscoveryRequest, DeltaDiscoveryResponse>(req)
+                .open::<DeltaDiscoveryRequest>(req)
                 .map(|(io, response)| {
                     tokio::spawn(crate::xds::delta::run_delta_stream(self.server.clone(), io));
                     response
@@ -428,6 +547,19 @@ fn http2(builder: &mut hyper::server::conn::http2::Builder<hyper_util::rt::Tokio
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
         .timer(hyper_util::rt::TokioTimer::new());
+}
+
+/// Binds the ADS port with a listen backlog sized for a fleet reconnecting at once (the
+/// default of 1024 drops connection attempts when thousands of proxies arrive together).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Accepts ADS connections on `listener` until it fails: TCP_NODELAY on, HTTP/2 only, each

@@ -11,14 +11,14 @@ use std::time::SystemTime;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use prost::Message;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use crate::model::proxy::Proxy;
 use crate::resource_type::ResourceType;
 use crate::status::{ConnectionStatus, Nonce};
 use crate::xds::cache::SotwBody;
 use crate::xds::connection::{Decision, RequestInfo, WatchedResources};
-use crate::xds::grpc::{Outbox, StreamIo, frame_head};
+use crate::xds::grpc::{Outbox, RequestStream, StreamIo, frame_head};
 use crate::xds::push_queue::PushQueue;
 use crate::xds::throttle::RateLimiter;
 use crate::xds::{ConnectionHandle, DiscoveryServer};
@@ -107,7 +107,7 @@ pub(crate) fn finish_stream(
 
 async fn serve_stream(
     server: &Arc<DiscoveryServer>,
-    inbound: &mut Streaming<DiscoveryRequest>,
+    inbound: &mut RequestStream<DiscoveryRequest>,
     outbox: &Arc<Outbox>,
 ) -> Result<(), Status> {
     server.connect_limiter.acquire().await;
@@ -148,13 +148,13 @@ struct Connection {
     seq: u64,
 }
 
-/// Waits until a response has waited in `outbox` longer than the send timeout; never
-/// returns when there is no timeout.
+/// Waits until the stream has had a response waiting and sent nothing for longer than the
+/// send timeout; never returns when there is no timeout.
 pub(crate) async fn stalled(outbox: &Outbox, server: &DiscoveryServer) -> Status {
     let timeout = server.limits.send_timeout;
     loop {
-        let oldest = outbox.oldest_pending();
-        match oldest {
+        let since = outbox.stalled_since();
+        match since {
             _ if timeout.is_zero() => std::future::pending::<()>().await,
             Some(t) if t.elapsed() >= timeout => {
                 server
@@ -162,21 +162,21 @@ pub(crate) async fn stalled(outbox: &Outbox, server: &DiscoveryServer) -> Status
                     .stalled_streams
                     .fetch_add(1, Ordering::Relaxed);
                 return Status::deadline_exceeded(format!(
-                    "the proxy did not read its config for {}s (--xds-send-timeout): closing the stream; it reconnects and is sent the current config",
+                    "the proxy read nothing of its config for {}s (--xds-send-timeout): closing the stream; it reconnects and is sent the current config",
                     timeout.as_secs_f64()
                 ));
             }
             Some(t) => tokio::time::sleep_until(t + timeout).await,
-            // Nothing waits: look again a timeout later (a new response may be queued
-            // meanwhile; it cannot be older than that).
+            // Nothing waits: look again a timeout later (a response queued meanwhile is
+            // at most that old by then).
             None => tokio::time::sleep(timeout).await,
         }
     }
 }
 
 /// Reads the next request, at most at the stream's request rate.
-pub(crate) async fn next_request<T>(
-    inbound: &mut Streaming<T>,
+pub(crate) async fn next_request<T: prost::Message + Default>(
+    inbound: &mut RequestStream<T>,
     limiter: &RateLimiter,
 ) -> Result<Option<T>, Status> {
     limiter.acquire().await;
@@ -187,7 +187,7 @@ impl Connection {
     async fn serve(
         &mut self,
         first: DiscoveryRequest,
-        inbound: &mut Streaming<DiscoveryRequest>,
+        inbound: &mut RequestStream<DiscoveryRequest>,
         handle: &ConnectionHandle,
     ) -> Result<(), Status> {
         let limits = &self.server.limits;
