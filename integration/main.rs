@@ -18,3 +18,4 @@ mod support;
 mod tcp_tls;
 mod traffic_policy;
 mod vs_http;
+mod xds_sharing;

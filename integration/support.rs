@@ -157,6 +157,22 @@ impl ControlPlane {
     }
 
     pub async fn start_with_mesh(files: &[(&str, &str)], mesh: Option<&str>) -> ControlPlane {
+        Self::start_with(files, mesh, Default::default()).await
+    }
+
+    /// [`ControlPlane::start`] with the ADS port's limits set.
+    pub async fn start_with_limits(
+        files: &[(&str, &str)],
+        limits: navarch::xds::grpc::AdsLimits,
+    ) -> ControlPlane {
+        Self::start_with(files, None, limits).await
+    }
+
+    async fn start_with(
+        files: &[(&str, &str)],
+        mesh: Option<&str>,
+        ads_limits: navarch::xds::grpc::AdsLimits,
+    ) -> ControlPlane {
         let dir = tempfile::tempdir().unwrap();
         let config_dir = dir.path().join("config");
         std::fs::create_dir_all(&config_dir).unwrap();
@@ -182,7 +198,7 @@ impl ControlPlane {
             },
             instance_id: "navarch-test".into(),
             lease_ttl: Duration::from_secs(30),
-            ads_limits: Default::default(),
+            ads_limits,
         })
         .await
         .expect("control plane starts");

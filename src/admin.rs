@@ -168,9 +168,10 @@ async fn configz(State(s): State<AppState>) -> Response {
 async fn adsz(State(s): State<AppState>) -> Response {
     let clients: Vec<Value> = s
         .server
-        .proxies()
+        .connections()
         .into_iter()
-        .map(|(conn, p)| {
+        .map(|(conn, c)| {
+            let p = &c.proxy;
             let watches: Vec<&str> = s
                 .server
                 .status
@@ -187,6 +188,7 @@ async fn adsz(State(s): State<AppState>) -> Response {
                 "ips": p.ip_addresses,
                 "labels": p.labels,
                 "watches": watches,
+                "pendingResponses": c.outbox.pending(),
             })
         })
         .collect();
@@ -226,6 +228,7 @@ async fn push_status(State(s): State<AppState>) -> Response {
             .map(|(k, n)| (k.short().to_string(), json!(n.load(Ordering::Relaxed))))
             .collect::<serde_json::Map<_, _>>(),
         "encodings": s.server.cache.encodings(),
+        "encodedResources": s.server.cache.encoded_resources(),
         "cachedSets": s.server.cache.size().0,
         "cachedBytes": s.server.cache.size().1,
         "refusedStreams": m.refused_streams.load(Ordering::Relaxed),

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod endpoint;
+pub mod extract;
 pub mod gateway;
 pub mod http_policy;
 pub mod listener;

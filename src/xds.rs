@@ -67,6 +67,8 @@ pub struct ConnectionHandle {
     pub proxy: Arc<Proxy>,
     pub queue: PushQueue,
     pub status: Arc<ConnectionStatus>,
+    /// The stream's outgoing responses (at most one waiting per type).
+    pub outbox: Arc<grpc::Outbox>,
 }
 
 /// Shared state of the discovery server: the current snapshot, the connected proxies' push
@@ -91,6 +93,40 @@ pub struct DiscoveryServer {
     pub connect_limiter: throttle::RateLimiter,
     /// Limits of the ADS transport.
     pub limits: AdsLimits,
+    /// Recent endpoint-only snapshot changes: (from version, to version, hosts whose
+    /// endpoints changed), newest last; what EDS encodings are spliced along.
+    endpoint_changes: std::sync::Mutex<std::collections::VecDeque<EndpointChange>>,
+}
+
+/// An endpoint-only change between two snapshots.
+#[derive(Debug)]
+struct EndpointChange {
+    from: String,
+    to: String,
+    hosts: std::collections::BTreeSet<String>,
+}
+
+/// Endpoint-only changes remembered (a splice may follow a short chain of them).
+const ENDPOINT_CHANGES_KEPT: usize = 8;
+
+/// Hosts whose endpoints differ between two registries.
+fn changed_endpoint_hosts(
+    old: &crate::model::registry::ServiceRegistry,
+    new: &crate::model::registry::ServiceRegistry,
+) -> std::collections::BTreeSet<String> {
+    let mut hosts: std::collections::BTreeSet<String> = new
+        .endpoints
+        .iter()
+        .filter(|(host, eps)| old.endpoints.get(*host) != Some(*eps))
+        .map(|(host, _)| host.clone())
+        .collect();
+    hosts.extend(
+        old.endpoints
+            .keys()
+            .filter(|host| !new.endpoints.contains_key(*host))
+            .cloned(),
+    );
+    hosts
 }
 
 /// istiod's PILOT_PUSH_THROTTLE default.
@@ -127,6 +163,7 @@ impl DiscoveryServer {
                 DEFAULT_CONNECTIONS_PER_SECOND,
             ),
             limits,
+            endpoint_changes: Default::default(),
         }
     }
 
@@ -148,36 +185,92 @@ impl DiscoveryServer {
     /// `kind`'s resources for `proxy` in `push`: the encoding shared by every proxy of its
     /// scope, made on first use. Endpoints are keyed by the snapshot's full version, every
     /// other type by its config version (an endpoint-only change keeps them).
+    ///
+    /// After an endpoint-only change the endpoints are spliced: the previous encoding is kept
+    /// but for the clusters of the services whose endpoints changed, which alone are encoded
+    /// again.
     pub fn generate(
         &self,
         kind: ResourceType,
         proxy: &Proxy,
         push: &PushContext,
     ) -> Arc<EncodedSet> {
-        let generation = if kind == ResourceType::Endpoint {
-            &push.version
-        } else {
-            &push.config_version
-        };
-        self.cache.get_or_generate(
+        let scope = crate::translate::scope_key(kind, proxy, push);
+        if kind != ResourceType::Endpoint {
+            return self.cache.get_or_generate(
+                kind,
+                scope,
+                &push.config_version,
+                &self.control_plane,
+                || crate::translate::generate(kind, proxy, push, None),
+            );
+        }
+        self.cache.get_or_make(
             kind,
-            crate::translate::scope_key(kind, proxy, push),
-            generation,
-            &self.control_plane,
-            || crate::translate::generate(kind, proxy, push, None),
+            scope,
+            &push.version,
+            Box::new(|previous| {
+                if let Some((generation, set)) = previous
+                    && let Some(hosts) = self.endpoint_changes_between(generation, &push.version)
+                {
+                    return set.splice(
+                        |name| {
+                            crate::translate::parse_outbound_cluster_name(name)
+                                .is_none_or(|(_, _, host)| hosts.contains(host))
+                        },
+                        |names| crate::translate::generate(kind, proxy, push, Some(names)),
+                    );
+                }
+                EncodedSet::new(
+                    kind,
+                    crate::translate::generate(kind, proxy, push, None),
+                    &self.control_plane,
+                )
+            }),
         )
+    }
+
+    /// The hosts whose endpoints changed from snapshot `from` to `to`, if every step between
+    /// them was endpoint-only (and is still remembered).
+    fn endpoint_changes_between(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Option<std::collections::BTreeSet<String>> {
+        let changes = self.endpoint_changes.lock().expect("endpoint changes lock");
+        let mut at = from;
+        let mut hosts = std::collections::BTreeSet::new();
+        while at != to {
+            let step = changes.iter().find(|c| c.from == at)?;
+            hosts.extend(step.hosts.iter().cloned());
+            at = &step.to;
+        }
+        Some(hosts)
     }
 
     /// Installs a new snapshot and queues a push to every connected proxy.
     pub fn push(&self, ctx: PushContext, req: PushRequest) {
         let version = ctx.version.clone();
         let config_version = ctx.config_version.clone();
-        let changed = {
+        let ctx = Arc::new(ctx);
+        let previous = {
             let mut cur = self.push_context.write().expect("push context lock");
-            let changed = cur.version != version;
-            *cur = Arc::new(ctx);
-            changed
+            std::mem::replace(&mut *cur, ctx.clone())
         };
+        let changed = previous.version != version;
+        if changed && !req.full && previous.config_version == config_version {
+            let hosts = changed_endpoint_hosts(previous.registry(), ctx.registry());
+            let mut changes = self.endpoint_changes.lock().expect("endpoint changes lock");
+            if changes.len() >= ENDPOINT_CHANGES_KEPT {
+                changes.pop_front();
+            }
+            changes.push_back(EndpointChange {
+                from: previous.version.clone(),
+                to: version.clone(),
+                hosts,
+            });
+        }
+        drop(previous);
         self.cache.retain(&config_version, &version);
         if !changed {
             tracing::debug!(version, "snapshot unchanged; nothing to push");
@@ -197,13 +290,18 @@ impl DiscoveryServer {
         }
     }
 
-    pub(crate) fn register(&self, proxy: Arc<Proxy>) -> (String, Arc<ConnectionHandle>) {
+    pub(crate) fn register(
+        &self,
+        proxy: Arc<Proxy>,
+        outbox: Arc<grpc::Outbox>,
+    ) -> (String, Arc<ConnectionHandle>) {
         let n = self.connection_counter.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("{}-{n}", proxy.name());
         let handle = Arc::new(ConnectionHandle {
             status: Arc::new(ConnectionStatus::new(proxy.clone())),
             proxy,
             queue: PushQueue::default(),
+            outbox,
         });
         self.status.insert(&id, handle.status.clone());
         self.connections.insert(id.clone(), handle.clone());
@@ -218,14 +316,14 @@ impl DiscoveryServer {
             .map(|c| c.proxy.clone())
     }
 
-    /// All connected proxies (one per connection), sorted by name.
-    pub fn proxies(&self) -> Vec<(String, Arc<Proxy>)> {
-        let mut out: Vec<(String, Arc<Proxy>)> = self
+    /// All live connections, sorted by proxy name.
+    pub fn connections(&self) -> Vec<(String, Arc<ConnectionHandle>)> {
+        let mut out: Vec<(String, Arc<ConnectionHandle>)> = self
             .connections
             .iter()
-            .map(|c| (c.key().clone(), c.proxy.clone()))
+            .map(|c| (c.key().clone(), c.value().clone()))
             .collect();
-        out.sort_by(|a, b| a.1.name().cmp(&b.1.name()).then(a.0.cmp(&b.0)));
+        out.sort_by(|a, b| a.1.proxy.name().cmp(&b.1.proxy.name()).then(a.0.cmp(&b.0)));
         out
     }
 

@@ -12,10 +12,10 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -144,15 +144,27 @@ pub struct EncodedSet {
     /// Diffs from earlier sets (delta streams holding one of them share its diff).
     diffs: Mutex<Vec<(Weak<EncodedSet>, Arc<SetDiff>)>>,
     diffs_computed: AtomicU64,
+    /// How many of its resources were encoded for it (the rest were spliced in from an
+    /// earlier set).
+    pub encoded_count: u64,
 }
 
 /// What changed from one set to another.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SetDiff {
     /// Positions in the newer set of resources the older lacks or holds at another digest.
     pub changed: Vec<usize>,
     /// Resources of the older set the newer lacks: (name hash, name).
     pub removed: Vec<(u64, Box<str>)>,
+    /// The SotW response of only the changed resources, for proxies that want all of both
+    /// sets (made once).
+    partial: OnceLock<SotwBody>,
+}
+
+impl PartialEq for SetDiff {
+    fn eq(&self, other: &Self) -> bool {
+        self.changed == other.changed && self.removed == other.removed
+    }
 }
 
 /// Diffs kept per set (one per distinct earlier set streams are at; a few at most).
@@ -210,7 +222,67 @@ impl EncodedSet {
                 end: buf.len() as u32,
             });
         }
-        let sotw = buf.freeze();
+        let count = entries.len() as u64;
+        Self::from_parts(
+            kind,
+            entries,
+            buf.freeze(),
+            sotw_suffix(kind, control_plane),
+            count,
+        )
+    }
+
+    /// A set like `self` in which the resources `stale` picks are replaced by what
+    /// `regenerate` makes for their names (a name it does not return is dropped); every other
+    /// resource is copied as encoded. Only the replaced resources are encoded again.
+    pub fn splice(
+        &self,
+        stale: impl Fn(&str) -> bool,
+        regenerate: impl FnOnce(&[String]) -> Vec<Resource>,
+    ) -> EncodedSet {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|e| stale(&e.name))
+            .map(|e| e.name.to_string())
+            .collect();
+        let mut fresh: HashMap<String, Resource> = regenerate(&names)
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
+        let count = fresh.len() as u64;
+        let mut buf = BytesMut::with_capacity(self.sotw.len());
+        let mut entries = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            let start = buf.len() as u32;
+            let digest = if stale(&e.name) {
+                let Some(r) = fresh.remove(&*e.name) else {
+                    continue;
+                };
+                prost::encoding::message::encode(2, &r.resource, &mut buf);
+                r.digest
+            } else {
+                buf.put_slice(&self.sotw[e.start as usize..e.end as usize]);
+                e.digest
+            };
+            entries.push(Entry {
+                hash: e.hash,
+                name: e.name.clone(),
+                digest,
+                start,
+                end: buf.len() as u32,
+            });
+        }
+        Self::from_parts(self.kind, entries, buf.freeze(), self.suffix.clone(), count)
+    }
+
+    fn from_parts(
+        kind: ResourceType,
+        entries: Vec<Entry>,
+        sotw: Bytes,
+        suffix: Bytes,
+        encoded_count: u64,
+    ) -> EncodedSet {
         let mut by_hash: Vec<(u64, u32)> = entries
             .iter()
             .enumerate()
@@ -220,7 +292,6 @@ impl EncodedSet {
         let mut hashes: Vec<u64> = by_hash.iter().map(|(h, _)| *h).collect();
         hashes.dedup();
         let names = NameSet(hashes.into());
-        let suffix = sotw_suffix(kind, control_plane);
         let version = content_version(entries.iter().map(|e| (&*e.name, &e.digest)));
         let head = version_field(version);
         let full = SotwBody {
@@ -241,6 +312,43 @@ impl EncodedSet {
             delta: OnceLock::new(),
             diffs: Mutex::new(Vec::new()),
             diffs_computed: AtomicU64::new(0),
+            encoded_count,
+        }
+    }
+
+    /// The response holding only what changed since `older` (of what `wanted` selects),
+    /// carrying the version of everything `wanted` selects: an EDS update of the clusters
+    /// whose endpoints changed (SotW allows partial EDS and RDS responses; the proxy keeps
+    /// the rest). Shared by every proxy that wants the whole set.
+    pub fn sotw_since(&self, older: &Arc<EncodedSet>, wanted: Option<&NameSet>) -> SotwBody {
+        let diff = self.diff_from(older);
+        let whole = wanted.is_none_or(|w| *w == self.names);
+        if whole {
+            return diff
+                .partial
+                .get_or_init(|| self.sotw_positions(None, &diff.changed))
+                .clone();
+        }
+        self.sotw_positions(wanted, &diff.changed)
+    }
+
+    fn sotw_positions(&self, wanted: Option<&NameSet>, positions: &[usize]) -> SotwBody {
+        let version = self.version_of(wanted);
+        let mut parts = vec![version_field(version)];
+        let mut resources = 0;
+        for &p in positions {
+            let e = &self.entries[p];
+            if wanted.is_none_or(|w| w.contains(e.hash)) {
+                parts.push(self.sotw.slice(e.start as usize..e.end as usize));
+                resources += 1;
+            }
+        }
+        parts.push(self.suffix.clone());
+        SotwBody {
+            version,
+            len: parts.iter().map(Bytes::len).sum(),
+            parts: parts.into(),
+            resources,
         }
     }
 
@@ -267,7 +375,11 @@ impl EncodedSet {
             .filter(|e| self.position(e.hash).is_none())
             .map(|e| (e.hash, e.name.clone()))
             .collect();
-        let diff = Arc::new(SetDiff { changed, removed });
+        let diff = Arc::new(SetDiff {
+            changed,
+            removed,
+            partial: OnceLock::new(),
+        });
         if diffs.len() >= MAX_DIFFS {
             diffs.remove(0);
         }
@@ -478,12 +590,30 @@ pub fn delta_head(
     })
 }
 
-/// One cache slot: a generation and its set, made once by whichever stream asks first.
+/// One cache slot: a generation and its set, made once by whichever stream asks first, and
+/// the set of the generation before (what an endpoint-only change splices from).
 #[derive(Debug)]
 struct Slot {
     generation: String,
     set: OnceLock<Arc<EncodedSet>>,
+    previous: Option<(String, Arc<EncodedSet>)>,
+    /// Not of the current snapshot: dropped at the next push unless replaced before.
+    stale: AtomicBool,
 }
+
+impl Slot {
+    fn new(generation: &str, previous: Option<(String, Arc<EncodedSet>)>) -> Slot {
+        Slot {
+            generation: generation.to_string(),
+            set: OnceLock::new(),
+            previous,
+            stale: AtomicBool::new(false),
+        }
+    }
+}
+
+/// How a set is made: from scratch, or from the previous generation's set.
+pub type Generate<'a> = Box<dyn FnOnce(Option<(&str, &EncodedSet)>) -> EncodedSet + 'a>;
 
 /// The cache: (type, scope) → the set for the current generation.
 #[derive(Debug, Default)]
@@ -494,6 +624,8 @@ pub struct ResourceCache {
     /// Sets encoded since start (one per scope and generation: what "one encoding, many
     /// streams" counts).
     encodings: AtomicU64,
+    /// Resources encoded since start (a splice encodes only the resources it replaces).
+    encoded_resources: AtomicU64,
 }
 
 impl ResourceCache {
@@ -508,6 +640,23 @@ impl ResourceCache {
         control_plane: &str,
         generate: impl FnOnce() -> Vec<Resource>,
     ) -> Arc<EncodedSet> {
+        self.get_or_make(
+            kind,
+            scope,
+            generation,
+            Box::new(|_| EncodedSet::new(kind, generate(), control_plane)),
+        )
+    }
+
+    /// Like [`Self::get_or_generate`], but `make` is handed the previous generation's set
+    /// (when the cache still has it) to build the new one from.
+    pub fn get_or_make(
+        &self,
+        kind: ResourceType,
+        scope: ScopeKey,
+        generation: &str,
+        make: Generate<'_>,
+    ) -> Arc<EncodedSet> {
         let key = (kind, scope);
         let current = self
             .entries
@@ -517,17 +666,16 @@ impl ResourceCache {
         let slot = match current {
             Some(slot) => slot,
             None => {
-                let mut entry = self.entries.entry(key).or_insert_with(|| {
-                    Arc::new(Slot {
-                        generation: generation.to_string(),
-                        set: OnceLock::new(),
-                    })
-                });
+                let mut entry = self
+                    .entries
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(Slot::new(generation, None)));
                 if entry.generation != generation {
-                    *entry = Arc::new(Slot {
-                        generation: generation.to_string(),
-                        set: OnceLock::new(),
-                    });
+                    let previous = entry
+                        .set
+                        .get()
+                        .map(|set| (entry.generation.clone(), set.clone()));
+                    *entry = Arc::new(Slot::new(generation, previous));
                 }
                 entry.clone()
             }
@@ -537,7 +685,11 @@ impl ResourceCache {
             .set
             .get_or_init(|| {
                 made = true;
-                Arc::new(EncodedSet::new(kind, generate(), control_plane))
+                let previous = slot.previous.as_ref().map(|(g, s)| (g.as_str(), &**s));
+                let set = make(previous);
+                self.encoded_resources
+                    .fetch_add(set.encoded_count, Ordering::Relaxed);
+                Arc::new(set)
             })
             .clone();
         if made {
@@ -549,11 +701,21 @@ impl ResourceCache {
         set
     }
 
-    /// Drops entries whose generation is neither `config` (CDS, LDS, RDS, SDS) nor `full`
-    /// (EDS): what no current push can use.
+    /// After a new snapshot: entries of neither `config` (CDS, LDS, RDS, SDS) nor `full`
+    /// (EDS) become stale (kept one more push, so the next generation can be spliced from
+    /// them); entries already stale are dropped.
     pub fn retain(&self, config: &str, full: &str) {
-        self.entries
-            .retain(|_, v| v.generation == config || v.generation == full);
+        self.entries.retain(|_, v| {
+            if v.generation == config || v.generation == full {
+                return true;
+            }
+            !v.stale.swap(true, Ordering::Relaxed)
+        });
+    }
+
+    /// Resources encoded since start.
+    pub fn encoded_resources(&self) -> u64 {
+        self.encoded_resources.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> (u64, u64) {

@@ -5,20 +5,32 @@
 //! purpose (thousands of connections keep one each): indexed by type, nonces and versions as
 //! numbers, requested names as a set of hashes shared with the encoding that holds them.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::resource_type::ResourceType;
 use crate::status::TypeSyncState;
-use crate::xds::cache::NameSet;
+use crate::xds::cache::{EncodedSet, NameSet};
 
 /// One type a proxy subscribed to (istiod's `WatchedResource`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct WatchedResource {
     /// Resource names the proxy asked for (`None` for wildcard types: everything).
     pub names: Option<NameSet>,
     /// What was sent and acknowledged (the status store gets a copy).
     pub sync: TypeSyncState,
+    /// The set the last response came from (a later response may carry only what changed
+    /// since).
+    pub last_set: Option<Arc<EncodedSet>>,
 }
+
+impl PartialEq for WatchedResource {
+    fn eq(&self, other: &Self) -> bool {
+        self.names == other.names && self.sync == other.sync
+    }
+}
+
+impl Eq for WatchedResource {}
 
 /// The parts of a DiscoveryRequest the rules look at.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +90,7 @@ impl WatchedResources {
             // nonce from another server): respond with everything.
             *slot = Some(WatchedResource {
                 names,
-                sync: TypeSyncState::default(),
+                ..Default::default()
             });
             return Decision::Respond;
         };

@@ -239,7 +239,7 @@ async fn serve_delta_stream(
         first.node.as_ref(),
         "DeltaDiscoveryRequest",
     )?);
-    let (id, handle) = server.register(proxy.clone());
+    let (id, handle) = server.register(proxy.clone(), outbox.clone());
     server
         .metrics
         .delta_connections

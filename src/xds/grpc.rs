@@ -84,6 +84,8 @@ struct OutboxState {
     gone: bool,
     /// When the body last took a frame (the stream's send progress).
     progress: Option<Instant>,
+    /// The body holds a message it has not handed on entirely.
+    busy: bool,
 }
 
 /// A stream's outgoing responses: one slot per type, latest wins, drained in push order.
@@ -127,14 +129,25 @@ impl Outbox {
     /// since it was queued (a slow reader that makes progress is not stalled).
     pub fn stalled_since(&self) -> Option<Instant> {
         let s = self.state.lock().expect("outbox lock");
-        let oldest = s.slots.iter().flatten().map(|p| p.queued).min()?;
-        Some(s.progress.map_or(oldest, |p| p.max(oldest)))
+        let oldest = s.slots.iter().flatten().map(|p| p.queued).min();
+        let waiting_since = match (oldest, s.busy) {
+            (None, false) => return None,
+            (Some(t), _) => t,
+            // Only the message being sent: stalled since it last made progress.
+            (None, true) => s.progress?,
+        };
+        Some(s.progress.map_or(waiting_since, |p| p.max(waiting_since)))
     }
 
-    /// Responses waiting to be taken.
+    /// Whether a response of `kind` waits to be taken.
+    pub fn is_pending(&self, kind: ResourceType) -> bool {
+        self.state.lock().expect("outbox lock").slots[kind.index()].is_some()
+    }
+
+    /// Responses not yet handed on entirely (waiting, or being sent).
     pub fn pending(&self) -> usize {
         let s = self.state.lock().expect("outbox lock");
-        s.slots.iter().flatten().count()
+        s.slots.iter().flatten().count() + usize::from(s.busy)
     }
 
     pub fn is_gone(&self) -> bool {
@@ -199,7 +212,10 @@ impl http_body::Body for OutboxBody {
                             Some(Instant::now());
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    None => this.current = None,
+                    None => {
+                        this.current = None;
+                        this.outbox.state.lock().expect("outbox lock").busy = false;
+                    }
                 }
             }
             if this.done {
@@ -208,6 +224,7 @@ impl http_body::Body for OutboxBody {
             this.outbox.waker.register(cx.waker());
             let mut s = this.outbox.state.lock().expect("outbox lock");
             if let Some(p) = s.slots.iter_mut().find_map(Option::take) {
+                s.busy = true;
                 this.current = Some((Some(p.head), p.parts, 0, 0));
                 continue;
             }

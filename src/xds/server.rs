@@ -16,7 +16,7 @@ use tonic::Status;
 use crate::model::proxy::Proxy;
 use crate::resource_type::ResourceType;
 use crate::status::{ConnectionStatus, Nonce};
-use crate::xds::cache::SotwBody;
+use crate::xds::cache::{EncodedSet, SotwBody};
 use crate::xds::connection::{Decision, RequestInfo, WatchedResources};
 use crate::xds::grpc::{Outbox, RequestStream, StreamIo, frame_head};
 use crate::xds::push_queue::PushQueue;
@@ -119,7 +119,7 @@ async fn serve_stream(
         first.node.as_ref(),
         "DiscoveryRequest",
     )?);
-    let (id, handle) = server.register(proxy.clone());
+    let (id, handle) = server.register(proxy.clone(), outbox.clone());
     tracing::info!(connection = %id, node = %proxy.id, mode = proxy.interception_mode.as_str(), "proxy connected");
     let mut conn = Connection {
         id: id.clone(),
@@ -268,6 +268,10 @@ impl Connection {
                 ResourceType::Route => sent_lds,
                 _ => false,
             };
+            if !full {
+                self.send_changes(kind)?;
+                continue;
+            }
             if self.send(kind, forced)? {
                 sent_cds |= kind == ResourceType::Cluster;
                 sent_lds |= kind == ResourceType::Listener;
@@ -293,13 +297,49 @@ impl Connection {
             return Ok(false);
         }
         let body = set.sotw(wanted);
-        self.deliver(kind, body)?;
+        self.deliver(kind, body, set)?;
         self.record(kind);
         Ok(true)
     }
 
+    /// An incremental push: sends only what changed since the last response (SotW allows
+    /// partial EDS responses; the proxy keeps the clusters not named), or everything when the
+    /// proxy may not hold that response yet.
+    fn send_changes(&mut self, kind: ResourceType) -> Result<(), Status> {
+        let push = self.server.push_context();
+        let set = self.server.generate(kind, &self.proxy, &push);
+        let pending = self.outbox.is_pending(kind);
+        let Some(w) = self.watched.get_mut(kind) else {
+            return Ok(());
+        };
+        if let Some(names) = w.names.take() {
+            w.names = Some(names.shared_with(set.names()));
+        }
+        let wanted = w.names.as_ref();
+        let sent = w.sync.nonce_sent.map(|n| n.version);
+        if sent == Some(set.version_of(wanted)) {
+            return Ok(());
+        }
+        let body = match &w.last_set {
+            // The last response (not still waiting: a partial one must not replace it) was
+            // all the proxy wants of `last`.
+            Some(last) if !pending && sent == Some(last.version_of(wanted)) => {
+                set.sotw_since(last, wanted)
+            }
+            _ => set.sotw(wanted),
+        };
+        self.deliver(kind, body, set)?;
+        self.record(kind);
+        Ok(())
+    }
+
     /// Puts one response into the outbox: the shared body after this stream's nonce.
-    fn deliver(&mut self, kind: ResourceType, body: SotwBody) -> Result<(), Status> {
+    fn deliver(
+        &mut self,
+        kind: ResourceType,
+        body: SotwBody,
+        set: Arc<EncodedSet>,
+    ) -> Result<(), Status> {
         self.seq += 1;
         let nonce = Nonce {
             version: body.version,
@@ -316,6 +356,7 @@ impl Connection {
             .map_err(|_| Status::cancelled("the proxy went away"))?;
         if let Some(w) = self.watched.get_mut(kind) {
             w.sync.on_sent(nonce, SystemTime::now());
+            w.last_set = Some(set);
         }
         self.server.metrics.count_push(kind, body.len);
         tracing::debug!(connection = %self.id, type_ = %kind, resources = body.resources, bytes = body.len, version = %crate::status::format_version(body.version), "sent");
