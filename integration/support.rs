@@ -691,49 +691,86 @@ impl ControlPlane {
         envoy_args: &[&str],
         bootstrap_args: &[&str],
     ) -> EnvoyProcess {
-        let work = self.dir.path().join(format!("envoy-{pod}-{ip}"));
-        std::fs::create_dir_all(&work).unwrap();
-        let bootstrap = work.join("bootstrap.yaml");
-        let out = std::process::Command::new(navarch_bin())
-            .args([
-                "bootstrap",
-                "--type",
-                node_type,
-                "--ip",
-                ip,
-                "--pod",
-                pod,
-                "--namespace",
-                namespace,
-            ])
-            .args([
-                "--labels",
-                labels,
-                "--interception-mode",
-                mode,
-                "--admin-port",
-                "0",
-            ])
-            .args(["--xds-address", &self.grpc.to_string()])
-            .args(bootstrap_args)
-            .arg("-o")
-            .arg(&bootstrap)
-            .output()
-            .expect("run navarch bootstrap");
-        assert!(
-            out.status.success(),
-            "navarch bootstrap failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let envoy = EnvoyProcess::start(&bootstrap, &work, envoy_args)
-            .await
-            .expect("Envoy starts");
-        envoy
-            .wait_for_lds(Duration::from_secs(30))
-            .await
-            .expect("Envoy receives listeners");
-        envoy
+        let node = ProxyNode {
+            node_type,
+            ip,
+            pod,
+            namespace,
+            labels,
+            mode,
+        };
+        start_proxy(
+            self.dir.path(),
+            &self.grpc.to_string(),
+            &node,
+            envoy_args,
+            bootstrap_args,
+        )
+        .await
     }
+}
+
+/// Who a proxy started by [`start_proxy`] is.
+pub struct ProxyNode<'a> {
+    pub node_type: &'a str,
+    pub ip: &'a str,
+    pub pod: &'a str,
+    pub namespace: &'a str,
+    pub labels: &'a str,
+    pub mode: &'a str,
+}
+
+/// Starts an Envoy whose bootstrap comes from `navarch bootstrap`, pointed at the ADS server
+/// `grpc`, with its files under `dir`; returns once it has listeners.
+pub async fn start_proxy(
+    dir: &Path,
+    grpc: &str,
+    node: &ProxyNode<'_>,
+    envoy_args: &[&str],
+    bootstrap_args: &[&str],
+) -> EnvoyProcess {
+    let work = dir.join(format!("envoy-{}-{}", node.pod, node.ip));
+    std::fs::create_dir_all(&work).unwrap();
+    let bootstrap = work.join("bootstrap.yaml");
+    let out = std::process::Command::new(navarch_bin())
+        .args([
+            "bootstrap",
+            "--type",
+            node.node_type,
+            "--ip",
+            node.ip,
+            "--pod",
+            node.pod,
+            "--namespace",
+            node.namespace,
+        ])
+        .args([
+            "--labels",
+            node.labels,
+            "--interception-mode",
+            node.mode,
+            "--admin-port",
+            "0",
+        ])
+        .args(["--xds-address", grpc])
+        .args(bootstrap_args)
+        .arg("-o")
+        .arg(&bootstrap)
+        .output()
+        .expect("run navarch bootstrap");
+    assert!(
+        out.status.success(),
+        "navarch bootstrap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let envoy = EnvoyProcess::start(&bootstrap, &work, envoy_args)
+        .await
+        .expect("Envoy starts");
+    envoy
+        .wait_for_lds(Duration::from_secs(30))
+        .await
+        .expect("Envoy receives listeners");
+    envoy
 }
 
 /// Runs `envoy --mode validate` on a bootstrap file and fails the test with Envoy's words if
