@@ -186,6 +186,9 @@ async fn hostile_files_are_rejected_by_name_and_the_rest_of_the_mesh_is_served()
         "every file read within 30s: {configz:#}"
     );
     eprintln!("hostile files read in {:?}", written.elapsed());
+    for e in configz["errors"].as_array().unwrap() {
+        eprintln!("rejected: {}", e["error"].as_str().unwrap());
+    }
 
     let one = |name: &str| -> String {
         let errs = errors_of(&configz, name);
