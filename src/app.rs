@@ -530,11 +530,15 @@ async fn build_and_push(shared: Arc<PushShared>, req: PushRequest) {
         Err(e) => {
             let cause = join_error_cause(e).unwrap_or_else(|| "was cancelled".into());
             let version = shared.server.push_context().version.clone();
-            shared.health.fail(
-                task::SNAPSHOT_BUILD,
-                &format!(
-                    "building a snapshot {cause}; proxies keep being served the last good snapshot (version {version}); the next config change builds again"
-                ),
+            let cause = format!(
+                "building a snapshot {cause}; proxies keep being served the last good snapshot (version {version}); the next config change builds again"
+            );
+            let failures = shared.health.fail(task::SNAPSHOT_BUILD, &cause);
+            tracing::error!(
+                task = task::SNAPSHOT_BUILD,
+                failures,
+                cause,
+                "snapshot build failed"
             );
             return;
         }
@@ -778,7 +782,7 @@ metadata:
         let log = logs.text();
         assert!(
             log.lines().any(|l| l.contains("ERROR")
-                && l.contains("task failed")
+                && l.contains("snapshot build failed")
                 && l.contains("task=\"snapshot-build\"")
                 && l.contains("injected fault")),
             "a log line with the task and the cause:\n{log}"

@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinError, JoinHandle};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// One part's state.
 #[derive(Debug, Default, Clone)]
@@ -55,16 +56,16 @@ impl Health {
         });
     }
 
-    /// Records a failure of `task`: logged (with `cause`), counted, and the part is down (on
-    /// `/ready`) until [`Health::recover`].
-    pub fn fail(&self, task: &str, cause: &str) {
-        let failures = self.with(|t| {
+    /// Records a failure of `task`: counted, and the part is down (on `/ready`, with `cause`)
+    /// until [`Health::recover`]. Returns how often it failed so far. The caller logs it (so
+    /// that the log line says what the part does about it).
+    pub fn fail(&self, task: &str, cause: &str) -> u64 {
+        self.with(|t| {
             let h = t.entry(task.to_string()).or_default();
             h.failures += 1;
             h.down = Some(cause.to_string());
             h.failures
-        });
-        tracing::error!(task, failures, cause, "task failed");
+        })
     }
 
     /// `task` works again: it no longer keeps `/ready` at 503.
@@ -197,7 +198,8 @@ impl<T> Future for AbortOnDrop<T> {
 
 /// Runs `factory()`'s future as task `task`, and again after every panic, error or exit, with
 /// backoff; every failure is logged with its cause, counted and shown on `/ready` (through
-/// `health`) until the restarted task has run for `policy.healthy_after`.
+/// `health`) until the restarted task has run for `policy.healthy_after`. Each incarnation runs
+/// in a `task` span (`name`, `incarnation`), so everything it logs says which task it is.
 ///
 /// Runs until the returned handle is aborted, which also aborts the running incarnation.
 pub fn supervise<F, Fut, E>(
@@ -215,9 +217,12 @@ where
     tokio::spawn(async move {
         let mut backoff = policy.initial_backoff;
         let mut restarted = false;
+        let mut incarnation: u64 = 0;
         loop {
             let started = Instant::now();
-            let mut running = AbortOnDrop(tokio::spawn(factory()));
+            incarnation += 1;
+            let span = tracing::info_span!("task", name = task, incarnation);
+            let mut running = AbortOnDrop(tokio::spawn(factory().instrument(span)));
             let mut healthy = !restarted;
             let outcome = loop {
                 tokio::select! {
@@ -239,13 +244,12 @@ where
             if started.elapsed() >= policy.healthy_after {
                 backoff = policy.initial_backoff;
             }
-            health.fail(
-                task,
-                &format!(
-                    "{cause}; restarting in {}",
-                    humantime::format_duration(backoff)
-                ),
+            let cause = format!(
+                "{cause}; restarting in {}",
+                humantime::format_duration(backoff)
             );
+            let failures = health.fail(task, &cause);
+            tracing::error!(task, failures, cause, "task failed");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(policy.max_backoff);
             health.count_restart(task);
@@ -302,7 +306,8 @@ impl Spawner {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let handle = tokio::spawn(fut);
+        // A child of the current span: a sub-task's logs name its owner too.
+        let handle = tokio::spawn(fut.instrument(tracing::info_span!("subtask", name = %task)));
         {
             let mut handles = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
             if handles.closed {
