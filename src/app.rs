@@ -810,4 +810,79 @@ metadata:
         );
         running.shutdown().await;
     }
+
+    #[tokio::test]
+    async fn a_file_source_that_fails_is_restarted_and_ready_says_so_meanwhile() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("config");
+        std::fs::create_dir(&dir).unwrap();
+        write(&dir, &config(false, false));
+        let running = start(DiscoveryConfig {
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            monitoring_addr: None,
+            config_dirs: vec![dir.clone()],
+            cluster: None,
+            mesh_config: None,
+            system_namespace: "istio-system".into(),
+            debounce: DebounceOptions {
+                after: Duration::from_millis(20),
+                max: Duration::from_secs(1),
+            },
+            instance_id: "navarch-test".into(),
+            lease_ttl: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+        let http = format!("http://{}", running.addrs.http);
+        let mut proxy = Proxy::connect(running.addrs.grpc, "sleep").await;
+        let (good, _) = proxy.next(Duration::from_secs(5)).await.unwrap();
+
+        // The config dir goes away (atomically): its watch is gone, the source fails.
+        let away = tmp.path().join("elsewhere");
+        std::fs::rename(&dir, &away).unwrap();
+        let failed = eventually(|| async { get(format!("{http}/ready")).await.0 == 503 }).await;
+        assert!(failed, "/ready turns 503 when the file source fails");
+        let (_, body) = get(format!("{http}/ready")).await;
+        assert!(
+            body.starts_with("not ready: file-source: failed: config dir")
+                && body.contains("does not exist")
+                && body.contains("restarting in"),
+            "{body}"
+        );
+        let (_, metrics) = get(format!("{http}/metrics")).await;
+        assert!(
+            !metrics.contains("navarch_task_failures_total{task=\"file-source\"} 0")
+                && metrics.contains("navarch_task_up{task=\"file-source\"} 0"),
+            "{metrics}"
+        );
+        assert_eq!(
+            proxy.next(Duration::from_millis(300)).await,
+            None,
+            "the last good config stays served"
+        );
+
+        // Back, with a change made meanwhile: the restarted source reads and sends it.
+        write(&away, &config(true, false));
+        std::fs::rename(&away, &dir).unwrap();
+        let (version, clusters) = proxy.next(Duration::from_secs(10)).await.unwrap();
+        assert_ne!(version, good);
+        assert!(clusters.contains(&"outbound|9000||extra.testns1.svc.cluster.local".to_string()));
+        // Healthy again once the restarted source has run for 5 s.
+        let mut ready = false;
+        for _ in 0..100 {
+            if get(format!("{http}/ready")).await == (200, "ready\n".into()) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "/ready is 200 again after the restart");
+        let (_, metrics) = get(format!("{http}/metrics")).await;
+        assert!(
+            metrics.contains("navarch_task_up{task=\"file-source\"} 1"),
+            "{metrics}"
+        );
+        running.shutdown().await;
+    }
 }

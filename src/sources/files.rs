@@ -315,6 +315,7 @@ pub fn load_store(
 /// Watches `dirs` and sends a freshly read [`ObjectSet`] after every change (events closer than
 /// `settle` are coalesced so an editor's write-rename dance yields one reload); with
 /// `send_first`, also once at the start (a restarted source: changes made while it was down).
+/// Fails when a dir cannot be watched or read any more (it was removed).
 pub async fn watch(
     dirs: Vec<PathBuf>,
     settle: Duration,
@@ -374,10 +375,10 @@ pub async fn watch(
                     break;
                 }
             }
-            Err(e @ FileSourceError::Panicked(_)) => return Err(e),
-            Err(e) => {
-                tracing::error!(error = %e, "reloading config files failed; keeping the last good set")
-            }
+            // A config dir that went away takes its watch with it: fail, so that the source is
+            // restarted (and watches again) once the dir is back; the last good set stays
+            // served meanwhile.
+            Err(e) => return Err(e),
         }
     }
     drop(watcher);
