@@ -23,6 +23,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use navarch::model::proxy::Proxy;
 use navarch::model::push_context::PushContext;
 use navarch::sources::objects::{ObjectSet, Origin};
+use navarch::status::Nonce;
 use navarch::translate::{self, ResourceType};
 use navarch::xds::connection::{Decision, RequestInfo, WatchedResources};
 use proptest::prelude::*;
@@ -601,19 +602,15 @@ proptest! {
 
 // ---- the ADS request state machine ----
 
-const TYPES: [&str; 5] = [
-    "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-    "type.googleapis.com/envoy.config.listener.v3.Listener",
-    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-    "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-    "type.googleapis.com/envoy.unknown.v3.Thing",
-];
+const KINDS: [ResourceType; 5] = ResourceType::PUSH_ORDER;
 
 #[derive(Debug, Clone)]
-enum Nonce {
+enum NonceChoice {
     Empty,
     /// The n-th most recent nonce sent for the type (0 = the last one).
     Sent(usize),
+    /// Shaped like ours, never sent.
+    Forged(u64, u64),
     Garbage(String),
 }
 
@@ -621,30 +618,30 @@ enum Nonce {
 enum Op {
     Request {
         ty: usize,
-        nonce: Nonce,
+        nonce: NonceChoice,
         names: Vec<String>,
         error: Option<String>,
     },
-    Send {
-        ty: usize,
-    },
+    /// The server sends a response for the type (when the proxy watches it).
+    Send { ty: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let nonce = prop_oneof![
-        Just(Nonce::Empty),
-        (0usize..3).prop_map(Nonce::Sent),
-        "[ -~]{0,8}".prop_map(Nonce::Garbage),
+        Just(NonceChoice::Empty),
+        (0usize..3).prop_map(NonceChoice::Sent),
+        (0u64..4, 0u64..4).prop_map(|(v, s)| NonceChoice::Forged(v, s)),
+        "[ -~]{0,20}".prop_map(NonceChoice::Garbage),
     ];
     prop_oneof![
         3 => (
-            0..TYPES.len(),
+            0..KINDS.len(),
             nonce,
             prop::collection::vec("[a-c]", 0..3),
             prop::option::of("[a-z ]{0,10}"),
         )
             .prop_map(|(ty, nonce, names, error)| Op::Request { ty, nonce, names, error }),
-        2 => (0..TYPES.len()).prop_map(|ty| Op::Send { ty }),
+        2 => (0..KINDS.len()).prop_map(|ty| Op::Send { ty }),
     ]
 }
 
@@ -657,73 +654,85 @@ proptest! {
     ) {
         let mut w = WatchedResources::default();
         // Every nonce sent per type, oldest first.
-        let mut sent: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut sent: BTreeMap<usize, Vec<Nonce>> = BTreeMap::new();
         let now = SystemTime::UNIX_EPOCH;
         for (step, op) in ops.into_iter().enumerate() {
             match op {
                 Op::Send { ty } => {
-                    let nonce = format!("n{step}");
-                    w.on_sent(TYPES[ty], &nonce, &format!("v{step}"), now);
-                    sent.entry(ty).or_default().push(nonce);
+                    let nonce = Nonce { version: 7, seq: step as u64 + 10 };
+                    if let Some(watched) = w.get_mut(KINDS[ty]) {
+                        watched.sync.on_sent(nonce, now);
+                        sent.entry(ty).or_default().push(nonce);
+                    }
                 }
                 Op::Request { ty, nonce, names, error } => {
-                    let url = TYPES[ty];
+                    let kind = KINDS[ty];
                     let history = sent.get(&ty).cloned().unwrap_or_default();
                     let response_nonce = match nonce {
-                        Nonce::Empty => String::new(),
-                        Nonce::Sent(back) => history.iter().rev().nth(back).cloned().unwrap_or_default(),
-                        Nonce::Garbage(g) => g,
+                        NonceChoice::Empty => String::new(),
+                        NonceChoice::Sent(back) => history
+                            .iter()
+                            .rev()
+                            .nth(back)
+                            .map(|n| n.to_string())
+                            .unwrap_or_default(),
+                        NonceChoice::Forged(version, seq) => Nonce { version, seq }.to_string(),
+                        NonceChoice::Garbage(g) => g,
                     };
                     let before = w.clone();
-                    let last_sent = before.get(url).map(|s| s.nonce_sent.clone());
+                    let last_sent = before.get(kind).and_then(|s| s.sync.nonce_sent);
                     let info = RequestInfo {
-                        type_url: url.to_string(),
-                        response_nonce: response_nonce.clone(),
-                        version_info: "whatever".into(),
-                        resource_names: names,
-                        error_detail: error.clone(),
-                        wildcard: ty < 2,
+                        kind,
+                        response_nonce: &response_nonce,
+                        resource_names: &names,
+                        error_detail: error.as_deref(),
                     };
                     let decision = w.on_request(&info, now);
                     if error.is_some() {
                         prop_assert!(matches!(decision, Decision::Nack | Decision::StaleNonce), "{decision:?}");
-                        for (url, b) in &before.by_type {
-                            let a = w.get(url).expect("a NACK removes no type");
-                            prop_assert_eq!(&a.nonce_acked, &b.nonce_acked, "a NACK moved the acked nonce");
-                            prop_assert_eq!(&a.version_acked, &b.version_acked);
+                        for k in KINDS {
+                            prop_assert_eq!(
+                                w.get(k).map(|s| s.sync.nonce_acked),
+                                before.get(k).map(|s| s.sync.nonce_acked),
+                                "a NACK moved the acked nonce of {:?}", k
+                            );
                         }
                         if decision == Decision::Nack {
-                            prop_assert_eq!(Some(&response_nonce), last_sent.as_ref(), "only the last push is NACKed");
-                            prop_assert_eq!(&w.get(url).unwrap().last_error, error.as_ref().unwrap());
+                            prop_assert_eq!(
+                                Some(response_nonce.clone()),
+                                last_sent.map(|n| n.to_string()),
+                                "only the last push is NACKed"
+                            );
+                            prop_assert_eq!(
+                                w.get(kind).unwrap().sync.last_error.as_deref(),
+                                error.as_deref()
+                            );
                         }
                     }
                     match decision {
                         Decision::Ack => {
-                            let s = w.get(url).unwrap();
-                            prop_assert_eq!(&s.nonce_acked, &response_nonce);
-                            prop_assert_eq!(Some(&s.nonce_sent), last_sent.as_ref(), "only the last push is ACKed");
-                            prop_assert_eq!(&s.last_error, "");
+                            let s = &w.get(kind).unwrap().sync;
+                            prop_assert_eq!(s.nonce_acked.map(|n| n.to_string()), Some(response_nonce.clone()));
+                            prop_assert_eq!(s.nonce_acked, last_sent, "only the last push is ACKed");
+                            prop_assert_eq!(s.last_error.as_deref(), None);
                         }
                         Decision::StaleNonce => {
-                            for (url, b) in &before.by_type {
-                                let a = w.get(url).expect("a stale request removes no type");
-                                prop_assert_eq!(a, b, "a stale request changes nothing");
+                            for k in KINDS {
+                                prop_assert_eq!(w.get(k), before.get(k), "a stale request changes nothing");
                             }
                         }
-                        Decision::Respond => prop_assert!(w.get(url).is_some()),
-                        Decision::Unsubscribe => prop_assert!(w.get(url).is_none()),
+                        Decision::Respond => prop_assert!(w.get(kind).is_some()),
+                        Decision::Unsubscribe => prop_assert!(w.get(kind).is_none()),
                         Decision::Nack => {}
                     }
                 }
             }
             // Whatever happened: an acknowledged nonce is one that was sent for its type.
-            for (ty, url) in TYPES.iter().enumerate() {
-                if let Some(s) = w.get(url)
-                    && !s.nonce_acked.is_empty()
-                {
+            for (ty, kind) in KINDS.iter().enumerate() {
+                if let Some(acked) = w.get(*kind).and_then(|s| s.sync.nonce_acked) {
                     prop_assert!(
-                        sent.get(&ty).is_some_and(|h| h.contains(&s.nonce_acked)),
-                        "acked nonce {} was never sent for {url}", s.nonce_acked
+                        sent.get(&ty).is_some_and(|h| h.contains(&acked)),
+                        "acked nonce {} was never sent for {:?}", acked, kind
                     );
                 }
             }

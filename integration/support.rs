@@ -182,6 +182,7 @@ impl ControlPlane {
             },
             instance_id: "navarch-test".into(),
             lease_ttl: Duration::from_secs(30),
+            ads_limits: Default::default(),
         })
         .await
         .expect("control plane starts");
@@ -220,6 +221,7 @@ impl ControlPlane {
             },
             instance_id: instance_id.into(),
             lease_ttl: Duration::from_secs(2),
+            ads_limits: Default::default(),
         })
         .await
         .expect("control plane starts");

@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 
 use crate::model::proxy::Proxy;
 use crate::protojson;
+use crate::resource_type::ResourceType;
 use crate::supervise::Health;
-use crate::translate::{self, ResourceType};
+use crate::translate;
 use crate::xds::DiscoveryServer;
 
 #[derive(Clone)]
@@ -180,15 +181,18 @@ async fn configz(State(s): State<AppState>) -> Response {
 }
 
 async fn adsz(State(s): State<AppState>) -> Response {
-    let syncz = s.server.status.syncz(None);
     let clients: Vec<Value> = s
         .server
         .proxies()
         .into_iter()
         .map(|(conn, p)| {
-            let watches: Vec<&Value> = Vec::new();
-            let _ = watches;
-            let status = syncz.iter().find(|st| st.node_id == p.id);
+            let watches: Vec<&str> = s
+                .server
+                .status
+                .watched_types(&conn)
+                .into_iter()
+                .map(|k| k.type_url())
+                .collect();
             json!({
                 "connectionId": conn,
                 "node": p.id,
@@ -197,7 +201,7 @@ async fn adsz(State(s): State<AppState>) -> Response {
                 "interceptionMode": p.interception_mode.as_str(),
                 "ips": p.ip_addresses,
                 "labels": p.labels,
-                "watches": status.map(|s| s.resources.keys().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+                "watches": watches,
             })
         })
         .collect();
@@ -225,12 +229,22 @@ async fn push_status(State(s): State<AppState>) -> Response {
         "pushes": m.pushes.load(Ordering::Relaxed),
         "pushBytes": m.push_bytes.load(Ordering::Relaxed),
         "fullPushes": m.full_pushes.load(Ordering::Relaxed),
-        "pushesByType": crate::translate::ResourceType::PUSH_ORDER
+        "pushesByType": ResourceType::PUSH_ORDER
             .iter()
             .zip(&m.pushes_by_type)
             .map(|(k, n)| (k.short().to_string(), json!(n.load(Ordering::Relaxed))))
             .collect::<serde_json::Map<_, _>>(),
         "deltaConnections": m.delta_connections.load(Ordering::Relaxed),
+        "rejectsByType": ResourceType::PUSH_ORDER
+            .iter()
+            .zip(&m.rejects_by_type)
+            .map(|(k, n)| (k.short().to_string(), json!(n.load(Ordering::Relaxed))))
+            .collect::<serde_json::Map<_, _>>(),
+        "encodings": s.server.cache.encodings(),
+        "cachedSets": s.server.cache.size().0,
+        "cachedBytes": s.server.cache.size().1,
+        "refusedStreams": m.refused_streams.load(Ordering::Relaxed),
+        "stalledStreams": m.stalled_streams.load(Ordering::Relaxed),
     }))
     .into_response()
 }

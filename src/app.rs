@@ -26,7 +26,6 @@ use crate::status::SyncStatusStore;
 use crate::supervise::{AbortOnDrop, Health, RestartPolicy, join_error_cause, supervise};
 use crate::xds::DiscoveryServer;
 use crate::xds::debounce::{DebounceOptions, PushRequest, TriggerReason, debounce};
-use crate::xds::server::AdsService;
 
 /// Everything `discovery` needs to run.
 #[derive(Debug, Clone)]
@@ -44,6 +43,8 @@ pub struct DiscoveryConfig {
     pub instance_id: String,
     /// Lease duration for singleton work in a cluster (istiod: 30s).
     pub lease_ttl: Duration,
+    /// Limits of the ADS port (send timeout, streams per peer, request rate).
+    pub ads_limits: crate::xds::grpc::AdsLimits,
 }
 
 /// Addresses actually bound (useful when a port was 0).
@@ -116,14 +117,13 @@ pub mod task {
 pub struct SharedListener(pub Arc<TcpListener>);
 
 impl SharedListener {
-    /// Accepted connections as a stream (for `tonic`'s `serve_with_incoming`).
-    pub fn incoming(
-        &self,
-    ) -> impl futures::Stream<Item = std::io::Result<TcpStream>> + Send + 'static + use<> {
-        futures::stream::unfold(self.0.clone(), |l| async move {
-            let accepted = l.accept().await.map(|(s, _)| s);
-            Some((accepted, l))
-        })
+    /// Another handle on the same socket (a duplicated descriptor), for a server that takes its
+    /// listener by value: when that incarnation ends, the socket stays bound.
+    pub fn handle(&self) -> std::io::Result<TcpListener> {
+        use std::os::fd::AsFd;
+        let socket = std::net::TcpListener::from(self.0.as_fd().try_clone_to_owned()?);
+        socket.set_nonblocking(true)?;
+        TcpListener::from_std(socket)
     }
 }
 
@@ -200,13 +200,17 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
                 join_error_cause(e).unwrap_or_else(|| "was cancelled".into())
             )
         })?;
-    let server = Arc::new(DiscoveryServer::new(first, status, cfg.instance_id.clone()));
+    let server = Arc::new(DiscoveryServer::with_limits(
+        first,
+        status,
+        cfg.instance_id.clone(),
+        cfg.ads_limits.clone(),
+    ));
     if kube_client.is_some() {
         server.set_ready(false);
     }
 
-    let grpc_listener = TcpListener::bind(cfg.grpc_addr)
-        .await
+    let grpc_listener = crate::xds::grpc::bind(cfg.grpc_addr)
         .with_context(|| format!("binding --grpc-addr {}", cfg.grpc_addr))?;
     let http_listener = TcpListener::bind(cfg.http_addr)
         .await
@@ -341,13 +345,9 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
             task::ADS_SERVER,
             policy,
             move || {
-                let incoming = grpc.incoming();
-                let ads = AdsService::new(server.clone());
+                let (listener, server) = (grpc.handle(), server.clone());
                 async move {
-                    tonic::transport::Server::builder()
-                        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                        .add_service(ads)
-                        .serve_with_incoming(incoming)
+                    crate::xds::grpc::serve(listener?, server)
                         .await
                         .context("ADS server")
                 }
@@ -751,6 +751,7 @@ metadata:
             },
             instance_id: "navarch-test".into(),
             lease_ttl: Duration::from_secs(30),
+            ads_limits: Default::default(),
         })
         .await
         .unwrap();
@@ -831,6 +832,7 @@ metadata:
             },
             instance_id: "navarch-test".into(),
             lease_ttl: Duration::from_secs(30),
+            ads_limits: Default::default(),
         })
         .await
         .unwrap();

@@ -98,6 +98,25 @@ pub struct DiscoveryArgs {
     /// Lease duration for singleton work in a cluster (writing status), as istiod's 30s.
     #[arg(long, env = "NAVARCH_LEASE_DURATION", default_value = "30s", value_parser = parse_go_duration)]
     pub lease_duration: Duration,
+    /// Close an ADS stream that has a response waiting and could send nothing of it for this
+    /// long: its proxy stopped reading (istiod's PILOT_XDS_SEND_TIMEOUT, which is off by
+    /// default; here on, so a stalled proxy cannot pin old config). 0s disables it.
+    #[arg(long, env = "NAVARCH_XDS_SEND_TIMEOUT", default_value = "30s", value_parser = parse_go_duration)]
+    pub xds_send_timeout: Duration,
+    /// Live ADS streams accepted from one peer address (0 = unlimited); more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "NAVARCH_XDS_MAX_STREAMS_PER_PEER", default_value_t = 1024)]
+    pub xds_max_streams_per_peer: usize,
+    /// Requests per second one ADS stream may send (0 = unlimited); faster senders are read
+    /// more slowly, never busy-looped on.
+    #[arg(long, env = "NAVARCH_XDS_REQUESTS_PER_SECOND", default_value_t = 100.0)]
+    pub xds_requests_per_second: f64,
+    /// Requests one ADS stream may send at once before its rate applies.
+    #[arg(long, env = "NAVARCH_XDS_REQUEST_BURST", default_value_t = 1000.0)]
+    pub xds_request_burst: f64,
+    /// Largest ADS request accepted, in bytes (larger ones end the stream with OUT_OF_RANGE).
+    #[arg(long, env = "NAVARCH_XDS_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub xds_max_request_bytes: usize,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `navarch=debug`.
     #[arg(long, env = "NAVARCH_LOG", default_value = "info")]
     pub log: String,
@@ -123,6 +142,13 @@ impl DiscoveryArgs {
             },
             instance_id: instance_id(),
             lease_ttl: self.lease_duration,
+            ads_limits: crate::xds::grpc::AdsLimits {
+                send_timeout: self.xds_send_timeout,
+                max_streams_per_peer: self.xds_max_streams_per_peer,
+                requests_per_second: self.xds_requests_per_second,
+                request_burst: self.xds_request_burst,
+                max_request_bytes: self.xds_max_request_bytes,
+            },
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod envoy;
 pub mod install;
 pub mod model;
 pub mod protojson;
+pub mod resource_type;
 pub mod sources;
 pub mod status;
 pub mod supervise;

@@ -3,67 +3,153 @@
 //!
 //! Ground floor like the model: plain data and formatting, no gRPC, no HTTP.
 
-use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 
+use crate::model::proxy::Proxy;
 use crate::proto::{ResourceSyncStatus, SyncStatus};
+pub use crate::resource_type::{
+    CLUSTER_TYPE, ENDPOINT_TYPE, EXTENSION_CONFIG_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceType,
+};
 
-pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-pub const ENDPOINT_TYPE: &str =
-    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-pub const EXTENSION_CONFIG_TYPE: &str =
-    "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+/// Versions as they appear on the wire and in syncz: 16 hex digits.
+pub fn format_version(version: u64) -> String {
+    format!("{version:016x}")
+}
 
-/// Sync state of one type on one connection.
+/// A response nonce: the content version sent and a per-connection sequence number, written
+/// `<version as 16 hex digits>-<seq>` (so a nonce names what it carried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Nonce {
+    pub version: u64,
+    pub seq: u64,
+}
+
+impl Nonce {
+    /// Parses a nonce we wrote; anything else (another server's, garbage) is `None`.
+    pub fn parse(s: &str) -> Option<Nonce> {
+        let (version, seq) = s.split_once('-')?;
+        if version.len() != 16 {
+            return None;
+        }
+        Some(Nonce {
+            version: u64::from_str_radix(version, 16).ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}-{}", self.version, self.seq)
+    }
+}
+
+/// Sync state of one type on one connection, as numbers (formatted only when read). The
+/// version sent is the sent nonce's, the version acknowledged the acknowledged nonce's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TypeSyncState {
-    pub nonce_sent: String,
-    pub nonce_acked: String,
-    pub version_sent: String,
-    pub version_acked: String,
-    pub last_error: String,
+    pub nonce_sent: Option<Nonce>,
+    pub nonce_acked: Option<Nonce>,
+    /// error_detail of an outstanding NACK; cleared by the next ACK.
+    pub last_error: Option<Arc<str>>,
     pub last_sent: Option<SystemTime>,
     pub last_acked: Option<SystemTime>,
 }
 
-/// One connected proxy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProxySyncState {
-    /// `pod.namespace`
-    pub proxy: String,
-    pub node_id: String,
-    pub proxy_type: String,
-    pub cluster_id: String,
-    pub namespace: String,
-    pub istio_version: String,
-    /// By type URL.
-    pub types: BTreeMap<String, TypeSyncState>,
+impl TypeSyncState {
+    /// Records a response sent.
+    pub fn on_sent(&mut self, nonce: Nonce, now: SystemTime) {
+        self.nonce_sent = Some(nonce);
+        self.last_sent = Some(now);
+    }
+
+    /// Records an ACK of `nonce`.
+    pub fn on_ack(&mut self, nonce: Nonce, now: SystemTime) {
+        self.nonce_acked = Some(nonce);
+        self.last_acked = Some(now);
+        self.last_error = None;
+    }
+
+    /// Records a NACK (the proxy keeps its last good config).
+    pub fn on_nack(&mut self, error: &str) {
+        self.last_error = Some(Arc::from(error));
+    }
+
+    /// Whether `nonce` (as the proxy sent it) is the last one we sent.
+    pub fn is_current(&self, nonce: &str) -> Option<Nonce> {
+        Nonce::parse(nonce).filter(|n| Some(*n) == self.nonce_sent)
+    }
+
+    fn render(&self) -> ResourceSyncStatus {
+        let text = |n: Option<Nonce>| n.map(|n| n.to_string()).unwrap_or_default();
+        let version = |n: Option<Nonce>| n.map(|n| format_version(n.version)).unwrap_or_default();
+        ResourceSyncStatus {
+            sent: text(self.nonce_sent),
+            acked: text(self.nonce_acked),
+            sent_time: rfc3339(self.last_sent),
+            sent_version: version(self.nonce_sent),
+            acked_version: version(self.nonce_acked),
+            last_error: self.last_error.as_deref().unwrap_or_default().to_string(),
+            acked_time: self
+                .last_acked
+                .map(|t| rfc3339(Some(t)))
+                .unwrap_or_default(),
+        }
+    }
 }
 
-impl ProxySyncState {
+/// One connected proxy: who it is and, per type it watches, what was sent and acknowledged.
+/// Shared between its stream (which writes) and the debug API (which reads).
+#[derive(Debug)]
+pub struct ConnectionStatus {
+    pub proxy: Arc<Proxy>,
+    types: Mutex<[Option<TypeSyncState>; ResourceType::COUNT]>,
+}
+
+impl ConnectionStatus {
+    pub fn new(proxy: Arc<Proxy>) -> ConnectionStatus {
+        ConnectionStatus {
+            proxy,
+            types: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Replaces the state of `kind` (`None`: no longer watched).
+    pub fn set(&self, kind: ResourceType, state: Option<&TypeSyncState>) {
+        self.types.lock().expect("status lock")[kind.index()] = state.cloned();
+    }
+
+    pub fn get(&self, kind: ResourceType) -> Option<TypeSyncState> {
+        self.types.lock().expect("status lock")[kind.index()].clone()
+    }
+
     /// istiod's SyncStatus JSON entry.
     pub fn to_sync_status(&self) -> SyncStatus {
-        let nonces = |url: &str| {
-            self.types
-                .get(url)
-                .map(|t| (t.nonce_sent.clone(), t.nonce_acked.clone()))
+        let types = self.types.lock().expect("status lock").clone();
+        let nonces = |kind: ResourceType| {
+            types[kind.index()]
+                .as_ref()
+                .map(|t| {
+                    let r = t.render();
+                    (r.sent, r.acked)
+                })
                 .unwrap_or_default()
         };
-        let (cluster_sent, cluster_acked) = nonces(CLUSTER_TYPE);
-        let (listener_sent, listener_acked) = nonces(LISTENER_TYPE);
-        let (route_sent, route_acked) = nonces(ROUTE_TYPE);
-        let (endpoint_sent, endpoint_acked) = nonces(ENDPOINT_TYPE);
-        let (extensionconfig_sent, extensionconfig_acked) = nonces(EXTENSION_CONFIG_TYPE);
+        let (cluster_sent, cluster_acked) = nonces(ResourceType::Cluster);
+        let (listener_sent, listener_acked) = nonces(ResourceType::Listener);
+        let (route_sent, route_acked) = nonces(ResourceType::Route);
+        let (endpoint_sent, endpoint_acked) = nonces(ResourceType::Endpoint);
+        let p = &self.proxy;
         SyncStatus {
-            cluster_id: self.cluster_id.clone(),
-            proxy: self.proxy.clone(),
-            proxy_type: self.proxy_type.clone(),
+            cluster_id: p.cluster_id.clone(),
+            proxy: p.name(),
+            proxy_type: p.node_type.as_str().to_string(),
             proxy_version: String::new(),
-            istio_version: self.istio_version.clone(),
+            istio_version: p.istio_version.clone(),
             cluster_sent,
             cluster_acked,
             listener_sent,
@@ -72,27 +158,16 @@ impl ProxySyncState {
             route_acked,
             endpoint_sent,
             endpoint_acked,
-            extensionconfig_sent,
-            extensionconfig_acked,
-            resources: self
-                .types
-                .iter()
-                .map(|(url, t)| {
-                    (
-                        url.clone(),
-                        ResourceSyncStatus {
-                            sent: t.nonce_sent.clone(),
-                            acked: t.nonce_acked.clone(),
-                            sent_time: rfc3339(t.last_sent),
-                            sent_version: t.version_sent.clone(),
-                            acked_version: t.version_acked.clone(),
-                            last_error: t.last_error.clone(),
-                            acked_time: t.last_acked.map(|t| rfc3339(Some(t))).unwrap_or_default(),
-                        },
-                    )
+            extensionconfig_sent: String::new(),
+            extensionconfig_acked: String::new(),
+            resources: ResourceType::PUSH_ORDER
+                .into_iter()
+                .filter_map(|kind| {
+                    let t = types[kind.index()].as_ref()?;
+                    Some((kind.type_url().to_string(), t.render()))
                 })
                 .collect(),
-            node_id: self.node_id.clone(),
+            node_id: p.id.clone(),
         }
     }
 }
@@ -108,12 +183,12 @@ fn rfc3339(t: Option<SystemTime>) -> String {
 /// All connected proxies, by connection id.
 #[derive(Debug, Default)]
 pub struct SyncStatusStore {
-    connections: DashMap<String, ProxySyncState>,
+    connections: DashMap<String, Arc<ConnectionStatus>>,
 }
 
 impl SyncStatusStore {
-    pub fn upsert(&self, connection_id: &str, state: ProxySyncState) {
-        self.connections.insert(connection_id.to_string(), state);
+    pub fn insert(&self, connection_id: &str, status: Arc<ConnectionStatus>) {
+        self.connections.insert(connection_id.to_string(), status);
     }
 
     pub fn remove(&self, connection_id: &str) {
@@ -125,11 +200,24 @@ impl SyncStatusStore {
         let mut out: Vec<SyncStatus> = self
             .connections
             .iter()
-            .filter(|c| namespace.is_none_or(|ns| c.namespace == ns))
+            .filter(|c| namespace.is_none_or(|ns| c.proxy.namespace == ns))
             .map(|c| c.to_sync_status())
             .collect();
         out.sort_by(|a, b| a.proxy.cmp(&b.proxy).then(a.node_id.cmp(&b.node_id)));
         out
+    }
+
+    /// Per connection: id and the types it watches.
+    pub fn watched_types(&self, connection_id: &str) -> Vec<ResourceType> {
+        self.connections
+            .get(connection_id)
+            .map(|c| {
+                ResourceType::PUSH_ORDER
+                    .into_iter()
+                    .filter(|k| c.get(*k).is_some())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -242,35 +330,52 @@ mod tests {
     #[test]
     fn syncz_shape() {
         let store = SyncStatusStore::default();
-        let mut state = ProxySyncState {
-            proxy: "sleep.testns1".into(),
-            proxy_type: "sidecar".into(),
-            cluster_id: "Kubernetes".into(),
-            namespace: "testns1".into(),
-            ..Default::default()
-        };
-        state.types.insert(
-            CLUSTER_TYPE.into(),
-            TypeSyncState {
-                nonce_sent: "n2".into(),
-                nonce_acked: "n1".into(),
-                ..Default::default()
-            },
-        );
-        store.upsert("c1", state);
+        let meta = serde_json::json!({"NAMESPACE": "testns1", "CLUSTER_ID": "Kubernetes"});
+        let proxy = Proxy::from_node(
+            "sidecar~10.0.0.1~sleep.testns1~testns1.svc.cluster.local",
+            meta.as_object().unwrap(),
+        )
+        .unwrap();
+        let status = Arc::new(ConnectionStatus::new(Arc::new(proxy)));
+        let mut cds = TypeSyncState::default();
+        cds.on_sent(Nonce { version: 1, seq: 1 }, SystemTime::UNIX_EPOCH);
+        cds.on_ack(Nonce { version: 1, seq: 1 }, SystemTime::UNIX_EPOCH);
+        cds.on_sent(Nonce { version: 2, seq: 2 }, SystemTime::UNIX_EPOCH);
+        status.set(ResourceType::Cluster, Some(&cds));
+        store.insert("c1", status);
         let json = serde_json::to_value(store.syncz(None)).unwrap();
         assert_eq!(json[0]["proxy"], "sleep.testns1");
-        assert_eq!(json[0]["cluster_sent"], "n2");
-        assert_eq!(json[0]["cluster_acked"], "n1");
+        assert_eq!(json[0]["cluster_sent"], "0000000000000002-2");
+        assert_eq!(json[0]["cluster_acked"], "0000000000000001-1");
         assert!(
             json[0].get("listener_sent").is_none(),
             "empty fields are omitted as in istiod"
         );
-        assert_eq!(json[0]["resources"][CLUSTER_TYPE]["sent"], "n2");
-        assert_eq!(
-            json[0]["resources"][CLUSTER_TYPE]["sentTime"],
-            "0001-01-01T00:00:00Z"
-        );
+        let cds_json = &json[0]["resources"][CLUSTER_TYPE];
+        assert_eq!(cds_json["sent"], "0000000000000002-2");
+        assert_eq!(cds_json["sentVersion"], "0000000000000002");
+        assert_eq!(cds_json["ackedVersion"], "0000000000000001");
+        assert_eq!(cds_json["sentTime"], "1970-01-01T00:00:00.000Z");
         assert!(store.syncz(Some("other")).is_empty());
+    }
+
+    #[test]
+    fn nonces_round_trip_and_foreign_ones_are_not_ours() {
+        let n = Nonce {
+            version: 0xabc,
+            seq: 42,
+        };
+        assert_eq!(n.to_string(), "0000000000000abc-42");
+        assert_eq!(Nonce::parse(&n.to_string()), Some(n));
+        for garbage in [
+            "",
+            "x",
+            "abc-1",
+            "0000000000000abc-",
+            "zzzzzzzzzzzzzzzz-1",
+            "a3f1c1e2-9b0d-4c4e",
+        ] {
+            assert_eq!(Nonce::parse(garbage), None, "{garbage}");
+        }
     }
 }

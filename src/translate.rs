@@ -13,7 +13,7 @@ pub mod listener;
 pub mod route;
 pub mod traffic_policy;
 
-use std::fmt;
+use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
@@ -24,138 +24,122 @@ use prost::{Message, Name};
 use crate::model::proxy::{InterceptionMode, NodeType, Proxy};
 use crate::model::push_context::PushContext;
 
-pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-pub const ENDPOINT_TYPE: &str =
-    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-pub const SECRET_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub use crate::resource_type::{
+    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceType, SECRET_TYPE,
+};
 
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
 
-/// The xDS resource types navarch generates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ResourceType {
-    Cluster,
-    Endpoint,
-    Listener,
-    Route,
-    /// SDS: TLS certificates gateways terminate with.
-    Secret,
+/// What of a proxy one type's output depends on (istiod's `XdsCacheEntry` key). Proxies with
+/// equal keys get the same bytes, so the xds layer encodes once per key and every stream of
+/// the scope shares it. Typed, and only as fine as the output needs: labels are part of it
+/// only for routers (Gateway selection) and, for sidecars, only the label keys that some
+/// VirtualService's `sourceLabels` looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScopeKey {
+    node_type: NodeType,
+    namespace: String,
+    mode: InterceptionMode,
+    /// The proxy's own address, where output binds it (no interception).
+    ip: Option<IpAddr>,
+    /// Position of the Sidecar that scopes the proxy in this snapshot's list.
+    sidecar: Option<usize>,
+    /// The labels output depends on.
+    labels: Vec<(String, String)>,
+    /// The DNS domain short host names expand in (route domains).
+    dns_domain: Option<String>,
+    /// Every address IPv6 (DNS lookup family of clusters).
+    ipv6_only: bool,
 }
 
-impl ResourceType {
-    /// Istio's push order: CDS, EDS, LDS, RDS (clusters before the listeners that use them),
-    /// then the secrets listeners wait for.
-    pub const PUSH_ORDER: [ResourceType; 5] = [
-        ResourceType::Cluster,
-        ResourceType::Endpoint,
-        ResourceType::Listener,
-        ResourceType::Route,
-        ResourceType::Secret,
-    ];
-
-    pub fn type_url(self) -> &'static str {
-        match self {
-            ResourceType::Cluster => CLUSTER_TYPE,
-            ResourceType::Endpoint => ENDPOINT_TYPE,
-            ResourceType::Listener => LISTENER_TYPE,
-            ResourceType::Route => ROUTE_TYPE,
-            ResourceType::Secret => SECRET_TYPE,
+impl ScopeKey {
+    /// A key that only names a namespace (tests of the cache).
+    pub fn for_test(namespace: &str) -> ScopeKey {
+        ScopeKey {
+            node_type: NodeType::Sidecar,
+            namespace: namespace.to_string(),
+            mode: InterceptionMode::Redirect,
+            ip: None,
+            sidecar: None,
+            labels: Vec::new(),
+            dns_domain: None,
+            ipv6_only: false,
         }
     }
+}
 
-    pub fn from_type_url(url: &str) -> Option<Self> {
-        Self::PUSH_ORDER.into_iter().find(|t| t.type_url() == url)
-    }
-
-    /// CDS and LDS are wildcard types (the proxy gets everything); EDS and RDS are requested by
-    /// name.
-    pub fn is_wildcard(self) -> bool {
-        matches!(self, ResourceType::Cluster | ResourceType::Listener)
-    }
-
-    /// Short name as istioctl shows it.
-    pub fn short(self) -> &'static str {
-        match self {
-            ResourceType::Cluster => "CDS",
-            ResourceType::Endpoint => "EDS",
-            ResourceType::Listener => "LDS",
-            ResourceType::Route => "RDS",
-            ResourceType::Secret => "SDS",
+/// The scope key of `kind` for `proxy` in `push`.
+pub fn scope_key(kind: ResourceType, proxy: &Proxy, push: &PushContext) -> ScopeKey {
+    let mut key = ScopeKey {
+        node_type: proxy.node_type,
+        namespace: proxy.namespace.clone(),
+        mode: proxy.interception_mode,
+        ip: None,
+        sidecar: None,
+        labels: Vec::new(),
+        dns_domain: None,
+        ipv6_only: false,
+    };
+    let no_interception = proxy.interception_mode == InterceptionMode::None;
+    if proxy.node_type == NodeType::Router {
+        // Gateways: which Gateways select the proxy (labels), port translation through its
+        // Services (namespace), and, without interception, its bind address.
+        key.labels = proxy
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if kind == ResourceType::Listener && no_interception {
+            key.ip = proxy.ip_addresses.first().copied();
         }
+        return key;
     }
-
-    /// The proxy properties this type's output depends on. Proxies with equal keys get the
-    /// same bytes, so the xds layer encodes once per key.
-    pub fn scope_key(self, proxy: &Proxy, push: &PushContext) -> String {
-        // The Sidecar that scopes the proxy (chosen by namespace and labels) decides which
-        // services, VirtualServices, ingress listeners and catch-all policy it gets.
-        if proxy.node_type == NodeType::Router {
-            // Gateways: which Gateways select the proxy (labels), port translation through
-            // its Services (namespace), and, without interception, its bind address.
-            let base = format!(
-                "router|{}|{:?}|{}",
-                proxy.namespace,
-                proxy.labels,
-                proxy.interception_mode.as_str()
-            );
-            return match self {
-                ResourceType::Listener if proxy.interception_mode == InterceptionMode::None => {
-                    format!("{base}|{}", proxy.primary_ip())
-                }
-                _ => base,
-            };
-        }
-        let sidecar = push.sidecar_key(proxy);
-        match self {
-            // DestinationRule lookup and exportTo depend on the proxy namespace; ingress
-            // clusters (no interception) on the proxy IP.
-            // clusters (a Sidecar's `ingress` without interception) on the proxy IP.
-            ResourceType::Cluster => {
-                let with_ingress = proxy.interception_mode == InterceptionMode::None
-                    && push
-                        .sidecar_for(proxy)
-                        .is_some_and(|s| !s.spec.ingress.is_empty());
-                let ip = if with_ingress {
-                    proxy.primary_ip().to_string()
-                } else {
-                    String::new()
-                };
-                format!(
-                    "{}|{}|{ip}|{sidecar}",
-                    proxy.namespace,
-                    proxy.interception_mode.as_str()
-                )
+    // The Sidecar that scopes the proxy (chosen by namespace and labels) decides which
+    // services, VirtualServices, ingress listeners and catch-all policy it gets.
+    let sidecar = push.sidecar_for(proxy);
+    key.sidecar = sidecar.and_then(|s| push.store.sidecars.iter().position(|c| std::ptr::eq(c, s)));
+    let source_labels = || {
+        proxy
+            .labels
+            .iter()
+            .filter(|(k, _)| push.source_label_keys().contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    match kind {
+        // DestinationRule lookup and exportTo depend on the namespace; ingress clusters (a
+        // Sidecar's `ingress` without interception) on the proxy IP.
+        ResourceType::Cluster => {
+            if no_interception && sidecar.is_some_and(|s| !s.spec.ingress.is_empty()) {
+                key.ip = proxy.ip_addresses.first().copied();
             }
-            // Subset labels come from the DestinationRule this namespace sees.
-            ResourceType::Endpoint => format!("{}|{sidecar}", proxy.namespace),
-            // The layout depends on the interception mode; without interception listeners
-            // also bind the proxy's own IP.
-            ResourceType::Listener => match proxy.interception_mode {
-                InterceptionMode::None => {
-                    format!("{}|NONE|{}|{sidecar}", proxy.namespace, proxy.primary_ip())
-                }
-                mode => format!("{}|{}|{sidecar}", proxy.namespace, mode.as_str()),
-            },
-            // Short domains, VirtualService visibility and sourceLabels matches.
-            ResourceType::Route => format!(
-                "{}|{}|{:?}|{sidecar}",
-                proxy.namespace, proxy.dns_domain, proxy.labels
-            ),
-            // Sidecars get no gateway secrets.
-            ResourceType::Secret => "sidecar".to_string(),
+            key.ipv6_only =
+                !proxy.ip_addresses.is_empty() && proxy.ip_addresses.iter().all(IpAddr::is_ipv6);
+        }
+        // Subset labels come from the DestinationRule this namespace sees.
+        ResourceType::Endpoint => {}
+        // The layout depends on the interception mode; without interception listeners also
+        // bind the proxy's own IP; tcp and tls routes may match sourceLabels.
+        ResourceType::Listener => {
+            if no_interception {
+                key.ip = proxy.ip_addresses.first().copied();
+            }
+            key.labels = source_labels();
+        }
+        // Short domains, VirtualService visibility and sourceLabels matches.
+        ResourceType::Route => {
+            key.dns_domain = Some(proxy.dns_domain.clone());
+            key.labels = source_labels();
+        }
+        // Sidecars get no gateway secrets.
+        ResourceType::Secret => {
+            key.namespace.clear();
+            key.mode = InterceptionMode::Redirect;
         }
     }
-}
-
-impl fmt::Display for ResourceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.short())
-    }
+    key
 }
 
 /// One named, encoded resource, with a digest of its bytes (computed once, when generated,
@@ -310,26 +294,76 @@ mod tests {
             ResourceType::Route,
         ] {
             assert_eq!(
-                kind.scope_key(&a, &push),
-                kind.scope_key(&b, &push),
+                scope_key(kind, &a, &push),
+                scope_key(kind, &b, &push),
                 "{kind}"
             );
             assert_ne!(
-                kind.scope_key(&a, &push),
-                kind.scope_key(&other_ns, &push),
+                scope_key(kind, &a, &push),
+                scope_key(kind, &other_ns, &push),
                 "{kind}"
             );
         }
         // Without interception listeners bind the proxy's own IP; with REDIRECT they do not.
         assert_ne!(
-            ResourceType::Listener.scope_key(&a, &push),
-            ResourceType::Listener.scope_key(&b, &push)
+            scope_key(ResourceType::Listener, &a, &push),
+            scope_key(ResourceType::Listener, &b, &push)
         );
         let ra = proxy("sidecar~10.0.0.1~a.ns1~ns1.svc.cluster.local", "REDIRECT");
         let rb = proxy("sidecar~10.0.0.2~b.ns1~ns1.svc.cluster.local", "REDIRECT");
         assert_eq!(
-            ResourceType::Listener.scope_key(&ra, &push),
-            ResourceType::Listener.scope_key(&rb, &push)
+            scope_key(ResourceType::Listener, &ra, &push),
+            scope_key(ResourceType::Listener, &rb, &push)
+        );
+    }
+
+    /// Pods with different labels share route and listener encodings unless some
+    /// VirtualService matches on those labels' keys.
+    #[test]
+    fn labels_split_scopes_only_where_source_labels_look_at_them() {
+        let labelled = |id: &str, app: &str, version: &str| {
+            let meta = serde_json::json!({
+                "INTERCEPTION_MODE": "REDIRECT",
+                "LABELS": {"app": app, "version": version},
+            });
+            Proxy::from_node(id, meta.as_object().unwrap()).unwrap()
+        };
+        let a = labelled("sidecar~10.0.0.1~a.ns1~ns1.svc.cluster.local", "a", "v1");
+        let b = labelled("sidecar~10.0.0.2~b.ns1~ns1.svc.cluster.local", "b", "v1");
+        let c = labelled("sidecar~10.0.0.3~c.ns1~ns1.svc.cluster.local", "b", "v2");
+        let plain = PushContext::new(Default::default());
+        for kind in [ResourceType::Route, ResourceType::Listener] {
+            assert_eq!(scope_key(kind, &a, &plain), scope_key(kind, &b, &plain));
+        }
+        let vs: crate::model::istio::VirtualService = serde_json::from_value(serde_json::json!({
+            "hosts": ["reviews"],
+            "http": [{"match": [{"sourceLabels": {"version": "v2"}}], "route": [{"destination": {"host": "reviews"}}]}],
+        }))
+        .unwrap();
+        let mut store = crate::model::push_context::ConfigStore::default();
+        store.virtual_services.push(crate::model::config::Config {
+            meta: crate::model::config::ConfigMeta {
+                kind: crate::model::config::ConfigKind::VirtualService,
+                api_version: "networking.istio.io/v1".into(),
+                name: "reviews".into(),
+                namespace: "ns1".into(),
+                labels: Default::default(),
+                annotations: Default::default(),
+                creation_timestamp: None,
+                resource_version: None,
+                source: "test".into(),
+            },
+            spec: vs,
+        });
+        let push = PushContext::new(store);
+        for kind in [ResourceType::Route, ResourceType::Listener] {
+            // `app` is not looked at: a and b still share; `version` is: b and c do not.
+            assert_eq!(scope_key(kind, &a, &push), scope_key(kind, &b, &push));
+            assert_ne!(scope_key(kind, &b, &push), scope_key(kind, &c, &push));
+        }
+        assert_eq!(
+            scope_key(ResourceType::Cluster, &b, &push),
+            scope_key(ResourceType::Cluster, &c, &push)
         );
     }
 

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod connection;
 pub mod debounce;
 pub mod delta;
+pub mod grpc;
 pub mod push_queue;
 pub mod server;
 pub mod throttle;
@@ -19,9 +20,11 @@ use dashmap::DashMap;
 
 use crate::model::proxy::Proxy;
 use crate::model::push_context::PushContext;
-use crate::status::SyncStatusStore;
-use crate::xds::cache::ResourceCache;
+use crate::resource_type::ResourceType;
+use crate::status::{ConnectionStatus, SyncStatusStore};
+use crate::xds::cache::{EncodedSet, ResourceCache};
 use crate::xds::debounce::PushRequest;
+use crate::xds::grpc::AdsLimits;
 use crate::xds::push_queue::PushQueue;
 
 /// Counters exported on /metrics (istiod's pilot_* names where they exist).
@@ -31,32 +34,39 @@ pub struct XdsMetrics {
     pub push_bytes: AtomicU64,
     pub acks: AtomicU64,
     pub rejects: AtomicU64,
+    /// NACKs by type (in `ResourceType::PUSH_ORDER`).
+    pub rejects_by_type: [AtomicU64; ResourceType::COUNT],
     pub expired_nonces: AtomicU64,
     pub full_pushes: AtomicU64,
     /// Responses sent, by type (in `ResourceType::PUSH_ORDER`).
-    pub pushes_by_type: [AtomicU64; 5],
+    pub pushes_by_type: [AtomicU64; ResourceType::COUNT],
     /// Delta streams opened.
     pub delta_connections: AtomicU64,
+    /// Streams refused by the per-peer limit.
+    pub refused_streams: AtomicU64,
+    /// Streams cut because the proxy did not read (send timeout).
+    pub stalled_streams: AtomicU64,
 }
 
 impl XdsMetrics {
-    pub fn count_push(&self, kind: crate::translate::ResourceType, bytes: usize) {
+    pub fn count_push(&self, kind: ResourceType, bytes: usize) {
         self.pushes.fetch_add(1, Ordering::Relaxed);
         self.push_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        if let Some(i) = crate::translate::ResourceType::PUSH_ORDER
-            .iter()
-            .position(|k| *k == kind)
-        {
-            self.pushes_by_type[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.pushes_by_type[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_reject(&self, kind: ResourceType) {
+        self.rejects.fetch_add(1, Ordering::Relaxed);
+        self.rejects_by_type[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// One live ADS stream.
+/// One live ADS stream, as the server and the debug API see it.
 #[derive(Debug)]
-struct ConnectionEntry {
-    proxy: Proxy,
-    queue: Arc<PushQueue>,
+pub struct ConnectionHandle {
+    pub proxy: Arc<Proxy>,
+    pub queue: PushQueue,
+    pub status: Arc<ConnectionStatus>,
 }
 
 /// Shared state of the discovery server: the current snapshot, the connected proxies' push
@@ -64,12 +74,14 @@ struct ConnectionEntry {
 #[derive(Debug)]
 pub struct DiscoveryServer {
     push_context: RwLock<Arc<PushContext>>,
-    connections: DashMap<String, ConnectionEntry>,
+    connections: DashMap<String, Arc<ConnectionHandle>>,
     pub status: Arc<SyncStatusStore>,
     pub cache: ResourceCache,
     pub metrics: XdsMetrics,
     /// This control plane's identity, sent in every response's `control_plane`.
     pub instance_id: String,
+    /// istiod's control plane identifier JSON for `instance_id`.
+    pub control_plane: String,
     connection_counter: AtomicU64,
     /// False until every source has delivered its first complete state.
     ready: AtomicBool,
@@ -77,6 +89,8 @@ pub struct DiscoveryServer {
     pub push_throttle: tokio::sync::Semaphore,
     /// New streams per second (istiod's PILOT_MAX_REQUESTS_PER_SECOND).
     pub connect_limiter: throttle::RateLimiter,
+    /// Limits of the ADS transport.
+    pub limits: AdsLimits,
 }
 
 /// istiod's PILOT_PUSH_THROTTLE default.
@@ -88,12 +102,22 @@ pub const DEFAULT_CONNECTIONS_PER_SECOND: f64 = 500.0;
 
 impl DiscoveryServer {
     pub fn new(initial: PushContext, status: Arc<SyncStatusStore>, instance_id: String) -> Self {
+        Self::with_limits(initial, status, instance_id, AdsLimits::default())
+    }
+
+    pub fn with_limits(
+        initial: PushContext,
+        status: Arc<SyncStatusStore>,
+        instance_id: String,
+        limits: AdsLimits,
+    ) -> Self {
         DiscoveryServer {
             push_context: RwLock::new(Arc::new(initial)),
             connections: DashMap::new(),
             status,
             cache: ResourceCache::default(),
             metrics: XdsMetrics::default(),
+            control_plane: server::control_plane_identifier(&instance_id),
             instance_id,
             connection_counter: AtomicU64::new(0),
             ready: AtomicBool::new(true),
@@ -102,6 +126,7 @@ impl DiscoveryServer {
                 DEFAULT_CONNECTIONS_PER_SECOND,
                 DEFAULT_CONNECTIONS_PER_SECOND,
             ),
+            limits,
         }
     }
 
@@ -120,16 +145,40 @@ impl DiscoveryServer {
         self.push_context.read().expect("push context lock").clone()
     }
 
+    /// `kind`'s resources for `proxy` in `push`: the encoding shared by every proxy of its
+    /// scope, made on first use. Endpoints are keyed by the snapshot's full version, every
+    /// other type by its config version (an endpoint-only change keeps them).
+    pub fn generate(
+        &self,
+        kind: ResourceType,
+        proxy: &Proxy,
+        push: &PushContext,
+    ) -> Arc<EncodedSet> {
+        let generation = if kind == ResourceType::Endpoint {
+            &push.version
+        } else {
+            &push.config_version
+        };
+        self.cache.get_or_generate(
+            kind,
+            crate::translate::scope_key(kind, proxy, push),
+            generation,
+            &self.control_plane,
+            || crate::translate::generate(kind, proxy, push, None),
+        )
+    }
+
     /// Installs a new snapshot and queues a push to every connected proxy.
     pub fn push(&self, ctx: PushContext, req: PushRequest) {
         let version = ctx.version.clone();
+        let config_version = ctx.config_version.clone();
         let changed = {
             let mut cur = self.push_context.write().expect("push context lock");
             let changed = cur.version != version;
             *cur = Arc::new(ctx);
             changed
         };
-        self.cache.retain_version(&version);
+        self.cache.retain(&config_version, &version);
         if !changed {
             tracing::debug!(version, "snapshot unchanged; nothing to push");
             return;
@@ -148,22 +197,21 @@ impl DiscoveryServer {
         }
     }
 
-    pub(crate) fn register(&self, proxy: &Proxy) -> (String, Arc<PushQueue>) {
+    pub(crate) fn register(&self, proxy: Arc<Proxy>) -> (String, Arc<ConnectionHandle>) {
         let n = self.connection_counter.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("{}-{n}", proxy.name());
-        let queue = Arc::new(PushQueue::default());
-        self.connections.insert(
-            id.clone(),
-            ConnectionEntry {
-                proxy: proxy.clone(),
-                queue: queue.clone(),
-            },
-        );
-        (id, queue)
+        let handle = Arc::new(ConnectionHandle {
+            status: Arc::new(ConnectionStatus::new(proxy.clone())),
+            proxy,
+            queue: PushQueue::default(),
+        });
+        self.status.insert(&id, handle.status.clone());
+        self.connections.insert(id.clone(), handle.clone());
+        (id, handle)
     }
 
     /// A connected proxy by `pod.namespace`, full node id, or connection id.
-    pub fn find_proxy(&self, id: &str) -> Option<Proxy> {
+    pub fn find_proxy(&self, id: &str) -> Option<Arc<Proxy>> {
         self.connections
             .iter()
             .find(|c| c.key() == id || c.proxy.name() == id || c.proxy.id == id)
@@ -171,8 +219,8 @@ impl DiscoveryServer {
     }
 
     /// All connected proxies (one per connection), sorted by name.
-    pub fn proxies(&self) -> Vec<(String, Proxy)> {
-        let mut out: Vec<(String, Proxy)> = self
+    pub fn proxies(&self) -> Vec<(String, Arc<Proxy>)> {
+        let mut out: Vec<(String, Arc<Proxy>)> = self
             .connections
             .iter()
             .map(|c| (c.key().clone(), c.proxy.clone()))

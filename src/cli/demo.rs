@@ -206,6 +206,7 @@ async fn demo(args: &DemoArgs, work: &Path, started: &mut Started) -> anyhow::Re
         debounce: DebounceOptions::default(),
         instance_id: crate::cli::instance_id(),
         lease_ttl: Duration::from_secs(30),
+        ads_limits: Default::default(),
     })
     .await
     .context("starting the control plane (pass free addresses with --grpc-addr/--http-addr/--monitoring-addr)")?;

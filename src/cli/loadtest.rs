@@ -237,6 +237,8 @@ async fn start_server(config: &Path, log: &Path, debounce_max: &str) -> anyhow::
         .args(["--monitoring-addr", &monitoring.to_string()])
         .args(["--log", "warn"])
         .args(["--debounce-max", debounce_max])
+        // Every simulated proxy connects from 127.0.0.1.
+        .args(["--xds-max-streams-per-peer", "0"])
         .stdout(out.try_clone()?)
         .stderr(out)
         .kill_on_drop(true)

@@ -75,6 +75,9 @@ pub struct PushContext {
     /// Lookup indices over `store` (resolved hosts), so per-service lookups stay cheap at
     /// thousands of services.
     index: HostIndex,
+    /// Label keys some VirtualService's `sourceLabels` matches on: the only proxy labels
+    /// route and listener output can depend on.
+    source_label_keys: BTreeSet<String>,
 }
 
 /// Resolved hosts of DestinationRules and VirtualServices: exact hosts in a map, wildcard ones
@@ -149,12 +152,24 @@ impl PushContext {
         store.registry.endpoints = endpoints;
         store.pod_labels = pod_labels;
         let index = HostIndex::build(&store);
+        let source_label_keys = store
+            .virtual_services
+            .iter()
+            .flat_map(|vs| vs.spec.source_label_keys())
+            .cloned()
+            .collect();
         PushContext {
             version,
             config_version,
             store,
             index,
+            source_label_keys,
         }
+    }
+
+    /// Label keys that some VirtualService's `sourceLabels` matches on.
+    pub fn source_label_keys(&self) -> &BTreeSet<String> {
+        &self.source_label_keys
     }
 
     pub fn mesh(&self) -> &MeshConfig {

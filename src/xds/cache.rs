@@ -1,72 +1,559 @@
 //! The encoded-resource cache: a type's resources are generated and encoded once per
-//! (snapshot version, scope key) and shared by every proxy with that key.
+//! (scope key, generation) and every stream of that scope sends the same bytes.
 //!
-//! The scope key comes from translate (`ResourceType::scope_key`): the xds layer does not
-//! decide what a resource depends on, it only remembers the answer.
+//! An [`EncodedSet`] holds one type's resources for one scope already in wire form: each
+//! resource as the `resources` field of a `DiscoveryResponse` (so a response is the
+//! concatenation of shared slices), the response's shared fields, and, made the first time a
+//! delta stream needs them, each resource as a delta `Resource` entry. Streams hold reference
+//! counts (`bytes::Bytes`), never copies.
+//!
+//! The scope key comes from translate (`translate::scope_key`): the xds layer does not decide
+//! what a resource depends on, it only remembers the answer. No protocol state lives here.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
+use envoy_types::pb::envoy::config::core::v3::ControlPlane;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryResponse, DiscoveryResponse, Resource as DeltaResource,
+};
+use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::translate::{Resource, ResourceType};
+use crate::resource_type::ResourceType;
+use crate::status::format_version;
+use crate::translate::{Resource, ScopeKey};
 
-/// One type's generated resources for one scope.
-#[derive(Debug)]
-pub struct GeneratedResources {
-    pub resources: Vec<Resource>,
+/// A stable 64-bit hash of a resource name (names are compared by hash on the hot path:
+/// per-proxy name sets hold 8 bytes a name).
+pub fn name_hash(name: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
 }
 
-/// Content version of a set of resources: equal bytes give equal versions, on every replica.
-/// Hashes names and the per-resource digests made at generation, never the bytes again.
-pub fn content_version<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> String {
+/// Content version of resources given as (name, digest): equal content gives equal versions,
+/// on every replica. Hashes the per-resource digests made at generation, never the bytes.
+pub fn content_version<'a>(resources: impl IntoIterator<Item = (&'a str, &'a [u8; 16])>) -> u64 {
     let mut h = Sha256::new();
-    for r in resources {
-        h.update(r.name.as_bytes());
+    for (name, digest) in resources {
+        h.update(name.as_bytes());
         h.update([0]);
-        h.update(r.digest);
+        h.update(digest);
     }
-    hex::encode(&h.finalize()[..8])
+    let d = h.finalize();
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
+/// A delta resource's version: its digest, as 16 hex digits.
+pub fn resource_version(digest: &[u8; 16]) -> String {
+    hex::encode(&digest[..8])
+}
+
+/// A sorted set of resource-name hashes (what a proxy asked for, or what a set holds).
+/// Proxies whose request equals a set's names share that set's `Arc`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NameSet(Arc<[u64]>);
+
+impl NameSet {
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> NameSet {
+        let mut hashes: Vec<u64> = names.iter().map(|n| name_hash(n.as_ref())).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        NameSet(hashes.into())
+    }
+
+    pub fn contains(&self, hash: u64) -> bool {
+        self.0.binary_search(&hash).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// Whether `other` holds a hash this set lacks.
+    pub fn lacks_any_of(&self, other: &NameSet) -> bool {
+        other.iter().any(|h| !self.contains(h))
+    }
+
+    /// Shares `other`'s allocation when the sets are equal.
+    pub fn shared_with(self, other: &NameSet) -> NameSet {
+        if self == *other { other.clone() } else { self }
+    }
+}
+
+/// One resource of a set: its name, digest and where its encodings are.
+#[derive(Debug)]
+struct Entry {
+    name: Box<str>,
+    hash: u64,
+    digest: [u8; 16],
+    /// Byte range of its `DiscoveryResponse.resources` field in `EncodedSet::sotw`.
+    start: u32,
+    end: u32,
+}
+
+/// What a SotW response carries apart from its nonce: the parts of one encoded
+/// `DiscoveryResponse` (shared slices), its content version and sizes.
+#[derive(Debug, Clone)]
+pub struct SotwBody {
+    pub version: u64,
+    pub parts: Arc<[Bytes]>,
+    /// Encoded length of all parts.
+    pub len: usize,
+    pub resources: usize,
+}
+
+/// A delta stream's view of a set: the encoded `DeltaDiscoveryResponse.resources` entry of
+/// each resource (name, version, resource).
+#[derive(Debug)]
+struct DeltaEntries {
+    buf: Bytes,
+    ranges: Vec<(u32, u32)>,
+}
+
+/// One type's resources for one scope, encoded once and shared by every stream of the scope.
+#[derive(Debug)]
+pub struct EncodedSet {
+    pub kind: ResourceType,
+    /// In generation order.
+    entries: Vec<Entry>,
+    /// Positions of `entries` sorted by name hash, for lookups.
+    by_hash: Vec<(u64, u32)>,
+    /// Every resource as a `DiscoveryResponse.resources` field, back to back.
+    sotw: Bytes,
+    /// `type_url` and `control_plane`, shared by every response of this type.
+    suffix: Bytes,
+    names: NameSet,
+    full: SotwBody,
+    /// Responses for proxies that asked for a subset, by the subset's version.
+    subsets: Mutex<HashMap<u64, SotwBody>>,
+    delta: OnceLock<DeltaEntries>,
+    /// Diffs from earlier sets (delta streams holding one of them share its diff).
+    diffs: Mutex<Vec<(Weak<EncodedSet>, Arc<SetDiff>)>>,
+    diffs_computed: AtomicU64,
+}
+
+/// What changed from one set to another.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SetDiff {
+    /// Positions in the newer set of resources the older lacks or holds at another digest.
+    pub changed: Vec<usize>,
+    /// Resources of the older set the newer lacks: (name hash, name).
+    pub removed: Vec<(u64, Box<str>)>,
+}
+
+/// Diffs kept per set (one per distinct earlier set streams are at; a few at most).
+const MAX_DIFFS: usize = 8;
+
+/// A subset map larger than this is cleared rather than grown (distinct subsets are rare).
+const MAX_SUBSETS: usize = 256;
+
+fn encode<M: Message>(msg: &M) -> Bytes {
+    let mut buf = BytesMut::with_capacity(msg.encoded_len());
+    msg.encode(&mut buf).expect("BytesMut grows");
+    buf.freeze()
+}
+
+/// `type_url` and `control_plane` of every response of `kind` (the same bytes in SotW and
+/// delta responses: both messages number these fields 4 and 6/7 differently, so each gets its
+/// own).
+fn sotw_suffix(kind: ResourceType, control_plane: &str) -> Bytes {
+    encode(&DiscoveryResponse {
+        type_url: kind.type_url().to_string(),
+        control_plane: Some(ControlPlane {
+            identifier: control_plane.to_string(),
+        }),
+        ..Default::default()
+    })
+}
+
+fn version_field(version: u64) -> Bytes {
+    encode(&DiscoveryResponse {
+        version_info: format_version(version),
+        ..Default::default()
+    })
+}
+
+impl EncodedSet {
+    /// Encodes `resources` (moving their bytes into one shared buffer).
+    pub fn new(kind: ResourceType, resources: Vec<Resource>, control_plane: &str) -> EncodedSet {
+        let total: usize = resources
+            .iter()
+            .map(|r| {
+                let any_len = r.resource.encoded_len();
+                1 + prost::encoding::encoded_len_varint(any_len as u64) + any_len
+            })
+            .sum();
+        let mut buf = BytesMut::with_capacity(total);
+        let mut entries = Vec::with_capacity(resources.len());
+        for r in resources {
+            let start = buf.len() as u32;
+            prost::encoding::message::encode(2, &r.resource, &mut buf);
+            entries.push(Entry {
+                hash: name_hash(&r.name),
+                name: r.name.into_boxed_str(),
+                digest: r.digest,
+                start,
+                end: buf.len() as u32,
+            });
+        }
+        let sotw = buf.freeze();
+        let mut by_hash: Vec<(u64, u32)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.hash, i as u32))
+            .collect();
+        by_hash.sort_unstable();
+        let mut hashes: Vec<u64> = by_hash.iter().map(|(h, _)| *h).collect();
+        hashes.dedup();
+        let names = NameSet(hashes.into());
+        let suffix = sotw_suffix(kind, control_plane);
+        let version = content_version(entries.iter().map(|e| (&*e.name, &e.digest)));
+        let head = version_field(version);
+        let full = SotwBody {
+            version,
+            len: head.len() + sotw.len() + suffix.len(),
+            parts: Arc::from([head, sotw.clone(), suffix.clone()]),
+            resources: entries.len(),
+        };
+        EncodedSet {
+            kind,
+            entries,
+            by_hash,
+            sotw,
+            suffix,
+            names,
+            full,
+            subsets: Mutex::new(HashMap::new()),
+            delta: OnceLock::new(),
+            diffs: Mutex::new(Vec::new()),
+            diffs_computed: AtomicU64::new(0),
+        }
+    }
+
+    /// What changed from `older` to this set, computed once per pair.
+    pub fn diff_from(&self, older: &Arc<EncodedSet>) -> Arc<SetDiff> {
+        let mut diffs = self.diffs.lock().expect("diff cache lock");
+        if let Some((_, d)) = diffs
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(older)))
+        {
+            return d.clone();
+        }
+        self.diffs_computed.fetch_add(1, Ordering::Relaxed);
+        let changed = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| older.digest_of(e.hash) != Some(&e.digest))
+            .map(|(i, _)| i)
+            .collect();
+        let removed = older
+            .entries
+            .iter()
+            .filter(|e| self.position(e.hash).is_none())
+            .map(|e| (e.hash, e.name.clone()))
+            .collect();
+        let diff = Arc::new(SetDiff { changed, removed });
+        if diffs.len() >= MAX_DIFFS {
+            diffs.remove(0);
+        }
+        // A Weak keeps the older set's allocation, so its address cannot be reused while the
+        // entry exists.
+        diffs.push((Arc::downgrade(older), diff.clone()));
+        diff
+    }
+
+    /// How many diffs this set computed.
+    pub fn diffs_computed(&self) -> u64 {
+        self.diffs_computed.load(Ordering::Relaxed)
+    }
+
+    pub fn hash_at(&self, position: usize) -> u64 {
+        self.entries[position].hash
+    }
+
+    /// The names this set holds.
+    pub fn names(&self) -> &NameSet {
+        &self.names
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Resource names, in generation order.
+    pub fn resource_names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| &*e.name)
+    }
+
+    /// Encoded bytes of every resource (what the set costs).
+    pub fn encoded_bytes(&self) -> usize {
+        self.sotw.len()
+    }
+
+    /// The SotW response for a proxy that wants `wanted` (None: everything): the shared full
+    /// response when it wants all of it, else a response of slices of the shared buffer
+    /// (itself shared by every proxy that wants the same subset).
+    pub fn sotw(&self, wanted: Option<&NameSet>) -> SotwBody {
+        let Some(wanted) = wanted.filter(|w| **w != self.names) else {
+            return self.full.clone();
+        };
+        let picked: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| wanted.contains(e.hash))
+            .collect();
+        if picked.len() == self.entries.len() {
+            return self.full.clone();
+        }
+        let version = content_version(picked.iter().map(|e| (&*e.name, &e.digest)));
+        let mut subsets = self.subsets.lock().expect("subset cache lock");
+        if let Some(body) = subsets.get(&version) {
+            return body.clone();
+        }
+        let mut parts = vec![version_field(version)];
+        // Adjacent resources go out as one slice.
+        let mut run: Option<(u32, u32)> = None;
+        for e in &picked {
+            run = match run {
+                Some((s, end)) if end == e.start => Some((s, e.end)),
+                Some((s, end)) => {
+                    parts.push(self.sotw.slice(s as usize..end as usize));
+                    Some((e.start, e.end))
+                }
+                None => Some((e.start, e.end)),
+            };
+        }
+        if let Some((s, end)) = run {
+            parts.push(self.sotw.slice(s as usize..end as usize));
+        }
+        parts.push(self.suffix.clone());
+        let body = SotwBody {
+            version,
+            len: parts.iter().map(Bytes::len).sum(),
+            parts: parts.into(),
+            resources: picked.len(),
+        };
+        if subsets.len() >= MAX_SUBSETS {
+            subsets.clear();
+        }
+        subsets.insert(version, body.clone());
+        body
+    }
+
+    /// Position of the resource named by `hash`.
+    fn position(&self, hash: u64) -> Option<usize> {
+        let i = self.by_hash.partition_point(|(h, _)| *h < hash);
+        self.by_hash
+            .get(i)
+            .filter(|(h, _)| *h == hash)
+            .map(|(_, p)| *p as usize)
+    }
+
+    /// The digest of the resource named by `hash`, if the set holds it.
+    pub fn digest_of(&self, hash: u64) -> Option<&[u8; 16]> {
+        self.position(hash).map(|p| &self.entries[p].digest)
+    }
+
+    /// Name, hash and digest of every resource, in generation order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64, &[u8; 16])> {
+        self.entries.iter().map(|e| (&*e.name, e.hash, &e.digest))
+    }
+
+    /// The content version of the resources `wanted` selects (all when None).
+    pub fn version_of(&self, wanted: Option<&NameSet>) -> u64 {
+        match wanted.filter(|w| **w != self.names) {
+            None => self.full.version,
+            Some(w) => content_version(
+                self.entries
+                    .iter()
+                    .filter(|e| w.contains(e.hash))
+                    .map(|e| (&*e.name, &e.digest)),
+            ),
+        }
+    }
+
+    fn delta_entries(&self) -> &DeltaEntries {
+        self.delta.get_or_init(|| {
+            let mut buf = BytesMut::new();
+            let mut ranges = Vec::with_capacity(self.entries.len());
+            for e in &self.entries {
+                let mut field = &self.sotw[e.start as usize..e.end as usize];
+                // The SotW field holds the Any; decode it once to wrap it in a delta Resource.
+                let any = DiscoveryResponse::decode(&mut field)
+                    .ok()
+                    .and_then(|r| r.resources.into_iter().next())
+                    .unwrap_or_default();
+                let start = buf.len() as u32;
+                prost::encoding::message::encode(
+                    2,
+                    &DeltaResource {
+                        name: e.name.to_string(),
+                        version: resource_version(&e.digest),
+                        resource: Some(any),
+                        ..Default::default()
+                    },
+                    &mut buf,
+                );
+                ranges.push((start, buf.len() as u32));
+            }
+            DeltaEntries {
+                buf: buf.freeze(),
+                ranges,
+            }
+        })
+    }
+
+    /// The encoded delta `resources` entries of the resources at `positions` (slices of one
+    /// shared buffer, adjacent ones merged).
+    pub fn delta_slices(&self, positions: &[usize]) -> Vec<Bytes> {
+        let d = self.delta_entries();
+        let mut out = Vec::new();
+        let mut run: Option<(u32, u32)> = None;
+        for &p in positions {
+            let (s, e) = d.ranges[p];
+            run = match run {
+                Some((rs, re)) if re == s => Some((rs, e)),
+                Some((rs, re)) => {
+                    out.push(d.buf.slice(rs as usize..re as usize));
+                    Some((s, e))
+                }
+                None => Some((s, e)),
+            };
+        }
+        if let Some((rs, re)) = run {
+            out.push(d.buf.slice(rs as usize..re as usize));
+        }
+        out
+    }
+
+    /// Positions (generation order) of the resources whose hash `pick` accepts.
+    pub fn positions(&self, mut pick: impl FnMut(u64, &[u8; 16]) -> bool) -> Vec<usize> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| pick(e.hash, &e.digest))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    pub fn name_at(&self, position: usize) -> &str {
+        &self.entries[position].name
+    }
+}
+
+/// The head of a delta response: everything but the resources and the nonce.
+pub fn delta_head(
+    kind: ResourceType,
+    system_version: u64,
+    removed: Vec<String>,
+    control_plane: &str,
+) -> Bytes {
+    encode(&DeltaDiscoveryResponse {
+        system_version_info: format_version(system_version),
+        type_url: kind.type_url().to_string(),
+        removed_resources: removed,
+        control_plane: Some(ControlPlane {
+            identifier: control_plane.to_string(),
+        }),
+        ..Default::default()
+    })
+}
+
+/// One cache slot: a generation and its set, made once by whichever stream asks first.
+#[derive(Debug)]
+struct Slot {
+    generation: String,
+    set: OnceLock<Arc<EncodedSet>>,
+}
+
+/// The cache: (type, scope) → the set for the current generation.
 #[derive(Debug, Default)]
 pub struct ResourceCache {
-    /// (type, scope) -> (snapshot version, resources)
-    entries: DashMap<(ResourceType, String), (String, Arc<GeneratedResources>)>,
+    entries: DashMap<(ResourceType, ScopeKey), Arc<Slot>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Sets encoded since start (one per scope and generation: what "one encoding, many
+    /// streams" counts).
+    encodings: AtomicU64,
 }
 
 impl ResourceCache {
-    /// Returns the resources for (`kind`, `scope`) at `snapshot_version`, generating them with
-    /// `generate` only when absent or stale.
+    /// The set for (`kind`, `scope`) at `generation`, generated and encoded with `generate`
+    /// only when absent or stale. Streams of one scope that ask at once wait for a single
+    /// generation instead of each making its own; other scopes are not held up.
     pub fn get_or_generate(
         &self,
         kind: ResourceType,
-        scope: String,
-        snapshot_version: &str,
+        scope: ScopeKey,
+        generation: &str,
+        control_plane: &str,
         generate: impl FnOnce() -> Vec<Resource>,
-    ) -> Arc<GeneratedResources> {
+    ) -> Arc<EncodedSet> {
         let key = (kind, scope);
-        if let Some(entry) = self.entries.get(&key)
-            && entry.0 == snapshot_version
-        {
+        let current = self
+            .entries
+            .get(&key)
+            .filter(|s| s.generation == generation)
+            .map(|s| s.clone());
+        let slot = match current {
+            Some(slot) => slot,
+            None => {
+                let mut entry = self.entries.entry(key).or_insert_with(|| {
+                    Arc::new(Slot {
+                        generation: generation.to_string(),
+                        set: OnceLock::new(),
+                    })
+                });
+                if entry.generation != generation {
+                    *entry = Arc::new(Slot {
+                        generation: generation.to_string(),
+                        set: OnceLock::new(),
+                    });
+                }
+                entry.clone()
+            }
+        };
+        let mut made = false;
+        let set = slot
+            .set
+            .get_or_init(|| {
+                made = true;
+                Arc::new(EncodedSet::new(kind, generate(), control_plane))
+            })
+            .clone();
+        if made {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.encodings.fetch_add(1, Ordering::Relaxed);
+        } else {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return entry.1.clone();
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let generated = Arc::new(GeneratedResources {
-            resources: generate(),
-        });
-        self.entries
-            .insert(key, (snapshot_version.to_string(), generated.clone()));
-        generated
+        set
     }
 
-    /// Drops entries from snapshots other than `current`.
-    pub fn retain_version(&self, current: &str) {
-        self.entries.retain(|_, v| v.0 == current);
+    /// Drops entries whose generation is neither `config` (CDS, LDS, RDS, SDS) nor `full`
+    /// (EDS): what no current push can use.
+    pub fn retain(&self, config: &str, full: &str) {
+        self.entries
+            .retain(|_, v| v.generation == config || v.generation == full);
     }
 
     pub fn stats(&self) -> (u64, u64) {
@@ -74,6 +561,21 @@ impl ResourceCache {
             self.hits.load(Ordering::Relaxed),
             self.misses.load(Ordering::Relaxed),
         )
+    }
+
+    /// How many sets were encoded since start.
+    pub fn encodings(&self) -> u64 {
+        self.encodings.load(Ordering::Relaxed)
+    }
+
+    /// Live sets and their encoded bytes.
+    pub fn size(&self) -> (usize, usize) {
+        let bytes = self
+            .entries
+            .iter()
+            .filter_map(|e| e.set.get().map(|s| s.encoded_bytes()))
+            .sum();
+        (self.entries.len(), bytes)
     }
 }
 
@@ -86,37 +588,116 @@ mod tests {
         Resource::from_any(
             name,
             Any {
-                type_url: "t".into(),
+                type_url: "type.googleapis.com/test".into(),
                 value: bytes.to_vec(),
             },
         )
     }
 
+    fn scope(ns: &str) -> ScopeKey {
+        ScopeKey::for_test(ns)
+    }
+
+    fn concat(parts: &[Bytes]) -> Vec<u8> {
+        parts.iter().flat_map(|p| p.iter().copied()).collect()
+    }
+
     #[test]
-    fn generates_once_per_scope_and_version() {
+    fn generates_once_per_scope_and_generation() {
         let cache = ResourceCache::default();
         let mut calls = 0;
         for _ in 0..3 {
-            cache.get_or_generate(ResourceType::Cluster, "ns1".into(), "v1", || {
+            cache.get_or_generate(ResourceType::Cluster, scope("ns1"), "v1", "cp", || {
                 calls += 1;
                 vec![res("a", b"1")]
             });
         }
         assert_eq!(calls, 1);
-        cache.get_or_generate(ResourceType::Cluster, "ns1".into(), "v2", || {
+        cache.get_or_generate(ResourceType::Cluster, scope("ns1"), "v2", "cp", || {
             calls += 1;
             vec![]
         });
         assert_eq!(calls, 2);
         assert_eq!(cache.stats(), (2, 2));
+        assert_eq!(cache.encodings(), 2);
     }
 
     #[test]
     fn versions_follow_content() {
-        let a = [res("a", b"1"), res("b", b"2")];
-        let b = [res("a", b"1"), res("b", b"2")];
-        let c = [res("a", b"1"), res("b", b"3")];
-        assert_eq!(content_version(&a), content_version(&b));
-        assert_ne!(content_version(&a), content_version(&c));
+        let a = EncodedSet::new(
+            ResourceType::Cluster,
+            vec![res("a", b"1"), res("b", b"2")],
+            "cp",
+        );
+        let b = EncodedSet::new(
+            ResourceType::Cluster,
+            vec![res("a", b"1"), res("b", b"2")],
+            "other",
+        );
+        let c = EncodedSet::new(
+            ResourceType::Cluster,
+            vec![res("a", b"1"), res("b", b"3")],
+            "cp",
+        );
+        assert_eq!(a.sotw(None).version, b.sotw(None).version);
+        assert_ne!(a.sotw(None).version, c.sotw(None).version);
+    }
+
+    /// The shared parts decode to exactly the DiscoveryResponse built field by field.
+    #[test]
+    fn shared_parts_decode_to_the_response() {
+        let resources = vec![res("a", b"1"), res("b", b"22"), res("c", b"333")];
+        let expected_any: Vec<Any> = resources.iter().map(|r| r.resource.clone()).collect();
+        let set = EncodedSet::new(ResourceType::Endpoint, resources, "cp-id");
+        let full = set.sotw(None);
+        let decoded = DiscoveryResponse::decode(&concat(&full.parts)[..]).unwrap();
+        assert_eq!(
+            decoded,
+            DiscoveryResponse {
+                version_info: format_version(full.version),
+                resources: expected_any.clone(),
+                type_url: ResourceType::Endpoint.type_url().into(),
+                control_plane: Some(ControlPlane {
+                    identifier: "cp-id".into()
+                }),
+                ..Default::default()
+            }
+        );
+        assert_eq!(full.len, concat(&full.parts).len());
+
+        // A subset: slices of the same buffer, its own version.
+        let wanted = NameSet::from_names(&["a", "c"]);
+        let sub = set.sotw(Some(&wanted));
+        let decoded = DiscoveryResponse::decode(&concat(&sub.parts)[..]).unwrap();
+        assert_eq!(
+            decoded.resources,
+            vec![expected_any[0].clone(), expected_any[2].clone()]
+        );
+        assert_eq!(decoded.version_info, format_version(sub.version));
+        assert_ne!(sub.version, full.version);
+        assert_eq!(sub.version, set.version_of(Some(&wanted)));
+        // Asking for everything by name is the full response itself.
+        let all = NameSet::from_names(&["c", "b", "a"]);
+        assert!(Arc::ptr_eq(&set.sotw(Some(&all)).parts, &full.parts));
+        // The shared buffer is referenced, not copied.
+        assert_eq!(sub.parts[1].as_ptr(), full.parts[1].as_ptr());
+    }
+
+    #[test]
+    fn delta_entries_decode_to_named_versioned_resources() {
+        let resources = vec![res("a", b"1"), res("b", b"22")];
+        let digests: Vec<[u8; 16]> = resources.iter().map(|r| r.digest).collect();
+        let set = EncodedSet::new(ResourceType::Cluster, resources, "cp");
+        let mut msg = delta_head(ResourceType::Cluster, 7, vec!["gone".into()], "cp").to_vec();
+        for s in set.delta_slices(&[0, 1]) {
+            msg.extend_from_slice(&s);
+        }
+        let decoded = DeltaDiscoveryResponse::decode(&msg[..]).unwrap();
+        assert_eq!(decoded.system_version_info, format_version(7));
+        assert_eq!(decoded.removed_resources, vec!["gone".to_string()]);
+        assert_eq!(decoded.resources.len(), 2);
+        assert_eq!(decoded.resources[1].name, "b");
+        assert_eq!(decoded.resources[1].version, resource_version(&digests[1]));
+        assert_eq!(decoded.resources[1].resource.as_ref().unwrap().value, b"22");
     }
 }

@@ -1,40 +1,33 @@
-//! Per-connection xDS state: what the proxy watches, what was sent and acknowledged, and
+//! Per-connection SotW xDS state: what the proxy watches, what was sent and acknowledged, and
 //! istiod's rules for deciding whether a request needs a response.
 //!
-//! Pure state and decisions, no I/O, so every ACK/NACK rule is unit-tested here.
+//! Pure state and decisions, no I/O, so every ACK/NACK rule is unit-tested here. Small on
+//! purpose (thousands of connections keep one each): indexed by type, nonces and versions as
+//! numbers, requested names as a set of hashes shared with the encoding that holds them.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-/// One type URL a proxy subscribed to (istiod's `WatchedResource`).
+use crate::resource_type::ResourceType;
+use crate::status::TypeSyncState;
+use crate::xds::cache::NameSet;
+
+/// One type a proxy subscribed to (istiod's `WatchedResource`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchedResource {
-    pub type_url: String,
-    /// Resource names the proxy asked for (empty for wildcard types).
-    pub resource_names: BTreeSet<String>,
-    /// Nonce and version_info of the last response sent.
-    pub nonce_sent: String,
-    pub version_sent: String,
-    /// Nonce and version_info the proxy last acknowledged.
-    pub nonce_acked: String,
-    pub version_acked: String,
-    /// error_detail of an outstanding NACK; cleared by the next ACK.
-    pub last_error: String,
-    pub last_sent: Option<SystemTime>,
-    pub last_acked: Option<SystemTime>,
+    /// Resource names the proxy asked for (`None` for wildcard types: everything).
+    pub names: Option<NameSet>,
+    /// What was sent and acknowledged (the status store gets a copy).
+    pub sync: TypeSyncState,
 }
 
 /// The parts of a DiscoveryRequest the rules look at.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestInfo {
-    pub type_url: String,
-    pub response_nonce: String,
-    pub version_info: String,
-    pub resource_names: Vec<String>,
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    pub kind: ResourceType,
+    pub response_nonce: &'a str,
+    pub resource_names: &'a [String],
     /// error_detail.message when the request is a NACK.
-    pub error_detail: Option<String>,
-    /// CDS and LDS: the proxy gets everything whatever it names.
-    pub wildcard: bool,
+    pub error_detail: Option<&'a str>,
 }
 
 /// What to do with a request.
@@ -56,102 +49,116 @@ pub enum Decision {
 /// All watched types of one connection.
 #[derive(Debug, Default, Clone)]
 pub struct WatchedResources {
-    pub by_type: BTreeMap<String, WatchedResource>,
+    by_type: [Option<WatchedResource>; ResourceType::COUNT],
 }
 
 impl WatchedResources {
     /// Applies istiod's `shouldRespond` rules to one request and updates the state.
-    pub fn on_request(&mut self, req: &RequestInfo, now: SystemTime) -> Decision {
+    pub fn on_request(&mut self, req: &RequestInfo<'_>, now: SystemTime) -> Decision {
+        let slot = &mut self.by_type[req.kind.index()];
         // A NACK is recorded only against the nonce we sent last; a NACK of an older push says
         // nothing about the config the proxy now runs.
-        if let Some(detail) = &req.error_detail {
-            return match self.by_type.get_mut(&req.type_url) {
-                Some(w) if w.nonce_sent == req.response_nonce => {
-                    w.last_error = detail.clone();
+        if let Some(detail) = req.error_detail {
+            return match slot {
+                Some(w) if w.sync.is_current(req.response_nonce).is_some() => {
+                    w.sync.on_nack(detail);
                     Decision::Nack
                 }
                 _ => Decision::StaleNonce,
             };
         }
-        if !req.wildcard && req.resource_names.is_empty() && !req.response_nonce.is_empty() {
-            self.by_type.remove(&req.type_url);
+        let wildcard = req.kind.is_wildcard();
+        if !wildcard && req.resource_names.is_empty() && !req.response_nonce.is_empty() {
+            *slot = None;
             return Decision::Unsubscribe;
         }
-        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
-        let Some(w) = self.by_type.get_mut(&req.type_url) else {
+        let names = (!wildcard).then(|| NameSet::from_names(req.resource_names));
+        let Some(w) = slot else {
             // First request for this type on this connection (also a reconnect that carries a
             // nonce from another server): respond with everything.
-            self.by_type.insert(
-                req.type_url.clone(),
-                WatchedResource {
-                    type_url: req.type_url.clone(),
-                    resource_names: names,
-                    ..Default::default()
-                },
-            );
+            *slot = Some(WatchedResource {
+                names,
+                sync: TypeSyncState::default(),
+            });
             return Decision::Respond;
         };
         if req.response_nonce.is_empty() {
             // Envoy re-requested from scratch (e.g. after a cluster warming reset).
-            w.resource_names = names;
+            w.names = names;
             return Decision::Respond;
         }
-        if req.response_nonce != w.nonce_sent {
+        let Some(nonce) = w.sync.is_current(req.response_nonce) else {
             return Decision::StaleNonce;
+        };
+        w.sync.on_ack(nonce, now);
+        let added = match (&w.names, &names) {
+            (Some(old), Some(new)) => old.lacks_any_of(new),
+            _ => false,
+        };
+        // An ACK usually names what was asked before: keep the (shared) set already held.
+        if w.names != names {
+            w.names = names;
         }
-        w.nonce_acked = req.response_nonce.clone();
-        w.version_acked = req.version_info.clone();
-        w.last_error.clear();
-        w.last_acked = Some(now);
-        let added = names.difference(&w.resource_names).next().is_some();
-        let changed = names != w.resource_names;
-        w.resource_names = names;
-        if (req.wildcard && changed) || (!req.wildcard && added) {
+        if added {
             Decision::Respond
         } else {
             Decision::Ack
         }
     }
 
-    /// Records a response sent for `type_url`.
-    pub fn on_sent(&mut self, type_url: &str, nonce: &str, version: &str, now: SystemTime) {
-        let w = self
-            .by_type
-            .entry(type_url.to_string())
-            .or_insert_with(|| WatchedResource {
-                type_url: type_url.to_string(),
-                ..Default::default()
-            });
-        w.nonce_sent = nonce.to_string();
-        w.version_sent = version.to_string();
-        w.last_sent = Some(now);
+    pub fn get(&self, kind: ResourceType) -> Option<&WatchedResource> {
+        self.by_type[kind.index()].as_ref()
     }
 
-    pub fn get(&self, type_url: &str) -> Option<&WatchedResource> {
-        self.by_type.get(type_url)
+    pub fn get_mut(&mut self, kind: ResourceType) -> Option<&mut WatchedResource> {
+        self.by_type[kind.index()].as_mut()
+    }
+
+    /// Watched types, in push order.
+    pub fn kinds(&self) -> impl Iterator<Item = ResourceType> + '_ {
+        ResourceType::PUSH_ORDER
+            .into_iter()
+            .filter(|k| self.by_type[k.index()].is_some())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::Nonce;
 
-    const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-    const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    const CDS: ResourceType = ResourceType::Cluster;
+    const EDS: ResourceType = ResourceType::Endpoint;
 
-    fn req(type_url: &str, nonce: &str, names: &[&str], error: Option<&str>) -> RequestInfo {
+    fn n(seq: u64) -> Nonce {
+        Nonce { version: seq, seq }
+    }
+
+    fn req<'a>(
+        kind: ResourceType,
+        nonce: &'a str,
+        names: &'a [String],
+        error: Option<&'a str>,
+    ) -> RequestInfo<'a> {
         RequestInfo {
-            type_url: type_url.into(),
-            response_nonce: nonce.into(),
-            version_info: format!("v-{nonce}"),
-            resource_names: names.iter().map(|s| s.to_string()).collect(),
-            error_detail: error.map(str::to_string),
-            wildcard: type_url == CDS,
+            kind,
+            response_nonce: nonce,
+            resource_names: names,
+            error_detail: error,
         }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
     }
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH
+    }
+
+    fn sent(w: &mut WatchedResources, kind: ResourceType, nonce: Nonce) -> String {
+        w.get_mut(kind).unwrap().sync.on_sent(nonce, now());
+        nonce.to_string()
     }
 
     #[test]
@@ -161,78 +168,82 @@ mod tests {
             w.on_request(&req(CDS, "", &[], None), now()),
             Decision::Respond
         );
-        w.on_sent(CDS, "n1", "v1", now());
+        let n1 = sent(&mut w, CDS, n(1));
         assert_eq!(
-            w.on_request(&req(CDS, "n1", &[], None), now()),
+            w.on_request(&req(CDS, &n1, &[], None), now()),
             Decision::Ack
         );
-        let s = w.get(CDS).unwrap();
-        assert_eq!(s.nonce_acked, "n1");
-        assert_eq!(s.version_acked, "v-n1");
+        assert_eq!(w.get(CDS).unwrap().sync.nonce_acked, Some(n(1)));
     }
 
     #[test]
     fn nack_records_error_and_keeps_acked_state() {
         let mut w = WatchedResources::default();
         w.on_request(&req(CDS, "", &[], None), now());
-        w.on_sent(CDS, "n1", "v1", now());
-        w.on_request(&req(CDS, "n1", &[], None), now());
-        w.on_sent(CDS, "n2", "v2", now());
+        let n1 = sent(&mut w, CDS, n(1));
+        w.on_request(&req(CDS, &n1, &[], None), now());
+        let n2 = sent(&mut w, CDS, n(2));
         assert_eq!(
-            w.on_request(&req(CDS, "n2", &[], Some("bad cluster")), now()),
+            w.on_request(&req(CDS, &n2, &[], Some("bad cluster")), now()),
             Decision::Nack
         );
-        let s = w.get(CDS).unwrap();
-        assert_eq!(s.last_error, "bad cluster");
-        assert_eq!(s.nonce_acked, "n1", "a NACK does not move the acked nonce");
-        // The next good push that is ACKed clears the error.
-        w.on_sent(CDS, "n3", "v3", now());
+        let s = &w.get(CDS).unwrap().sync;
+        assert_eq!(s.last_error.as_deref(), Some("bad cluster"));
         assert_eq!(
-            w.on_request(&req(CDS, "n3", &[], None), now()),
+            s.nonce_acked,
+            Some(n(1)),
+            "a NACK does not move the acked nonce"
+        );
+        // The next good push that is ACKed clears the error.
+        let n3 = sent(&mut w, CDS, n(3));
+        assert_eq!(
+            w.on_request(&req(CDS, &n3, &[], None), now()),
             Decision::Ack
         );
-        assert_eq!(w.get(CDS).unwrap().last_error, "");
+        assert_eq!(w.get(CDS).unwrap().sync.last_error, None);
     }
 
     #[test]
-    fn stale_nonces_are_ignored_for_acks_and_nacks() {
+    fn stale_and_garbage_nonces_are_ignored_for_acks_and_nacks() {
         let mut w = WatchedResources::default();
         w.on_request(&req(CDS, "", &[], None), now());
-        w.on_sent(CDS, "n1", "v1", now());
-        w.on_sent(CDS, "n2", "v2", now());
-        assert_eq!(
-            w.on_request(&req(CDS, "n1", &[], None), now()),
-            Decision::StaleNonce
-        );
-        assert_eq!(
-            w.on_request(&req(CDS, "n1", &[], Some("old")), now()),
-            Decision::StaleNonce
-        );
-        let s = w.get(CDS).unwrap();
-        assert_eq!(s.nonce_acked, "");
-        assert_eq!(s.last_error, "");
+        let n1 = sent(&mut w, CDS, n(1));
+        sent(&mut w, CDS, n(2));
+        for nonce in [n1.as_str(), "garbage", "ffffffffffffffff-99"] {
+            assert_eq!(
+                w.on_request(&req(CDS, nonce, &[], None), now()),
+                Decision::StaleNonce
+            );
+            assert_eq!(
+                w.on_request(&req(CDS, nonce, &[], Some("old")), now()),
+                Decision::StaleNonce
+            );
+        }
+        let s = &w.get(CDS).unwrap().sync;
+        assert_eq!(s.nonce_acked, None);
+        assert_eq!(s.last_error, None);
     }
 
     #[test]
     fn eds_responds_only_when_names_are_added() {
         let mut w = WatchedResources::default();
+        let a = names(&["a"]);
+        let ab = names(&["a", "b"]);
+        let b = names(&["b"]);
         assert_eq!(
-            w.on_request(&req(EDS, "", &["a"], None), now()),
+            w.on_request(&req(EDS, "", &a, None), now()),
             Decision::Respond
         );
-        w.on_sent(EDS, "n1", "v1", now());
+        let n1 = sent(&mut w, EDS, n(1));
         assert_eq!(
-            w.on_request(&req(EDS, "n1", &["a", "b"], None), now()),
+            w.on_request(&req(EDS, &n1, &ab, None), now()),
             Decision::Respond
         );
-        w.on_sent(EDS, "n2", "v2", now());
+        let n2 = sent(&mut w, EDS, n(2));
+        assert_eq!(w.on_request(&req(EDS, &n2, &b, None), now()), Decision::Ack);
+        assert_eq!(w.get(EDS).unwrap().names.as_ref().unwrap().len(), 1);
         assert_eq!(
-            w.on_request(&req(EDS, "n2", &["b"], None), now()),
-            Decision::Ack
-        );
-        assert_eq!(w.get(EDS).unwrap().resource_names.len(), 1);
-        assert_eq!(
-            w.on_request(&req(EDS, "n2", &[], None), now()),
+            w.on_request(&req(EDS, &n2, &[], None), now()),
             Decision::Unsubscribe
         );
         assert!(w.get(EDS).is_none());

@@ -1,56 +1,50 @@
 //! Delta (incremental) ADS: `DeltaAggregatedResources` on the same port as State of the World.
 //!
-//! Per stream and type it keeps the subscription (wildcard or named), the version of every
-//! resource the proxy holds, and nonces; each response carries only resources whose content
-//! changed and the names that went away (`removed_resources`). A changed cluster is followed by
-//! its endpoints again, as Envoy re-warms it. The pure bookkeeping ([`DeltaWatch`]) is
-//! unit-tested; the stream task only moves messages.
+//! Per stream and type it keeps the subscription (wildcard or named, as name hashes), the
+//! shared set the proxy was last brought up to date with (`base`), and nonces. A push diffs
+//! the new set against that base; the diff of two sets is computed once and shared by every
+//! stream that holds the same base, so a push costs each proxy only what changed. A changed
+//! cluster is followed by its endpoints again, as Envoy re-warms it. The pure bookkeeping
+//! ([`DeltaWatch`]) is unit-tested; the stream task only moves messages.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
-use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use prost::Message;
+use tonic::Status;
 
 use crate::model::proxy::Proxy;
-use crate::status::TypeSyncState;
-use crate::translate::{self, ResourceType};
+use crate::resource_type::ResourceType;
+use crate::status::{ConnectionStatus, Nonce, TypeSyncState};
 use crate::xds::DiscoveryServer;
-use crate::xds::push_queue::PushQueue;
-use crate::xds::server::{connecting_proxy, control_plane_identifier, sync_state};
-
-/// The largest delta response, in resource bytes (a single larger resource goes alone).
-pub const RESPONSE_CHUNK_BYTES: usize = 64 * 1024;
-
-/// A resource's version: the digest of its (canonical) bytes made at generation, equal on
-/// every replica.
-pub fn resource_version(r: &translate::Resource) -> String {
-    hex::encode(&r.digest[..8])
-}
+use crate::xds::cache::{EncodedSet, name_hash, resource_version};
+use crate::xds::grpc::{Outbox, RequestStream, StreamIo, frame_head};
+use crate::xds::server::{connecting_proxy, finish_stream, next_request, stalled};
+use crate::xds::throttle::RateLimiter;
 
 /// One type on one delta stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct DeltaWatch {
     /// Subscribed to everything (`*`, or no names on a wildcard type's first request).
     pub wildcard: bool,
-    pub subscribed: BTreeSet<String>,
-    /// What the proxy holds: resource name → version.
-    pub held: BTreeMap<String, String>,
-    pub nonce_sent: String,
-    pub nonce_acked: String,
-    /// Digest of everything held after the last response, for status.
-    pub version_sent: String,
-    pub version_acked: String,
-    pub last_error: String,
-    pub last_sent: Option<SystemTime>,
-    pub last_acked: Option<SystemTime>,
+    /// Names subscribed to explicitly, as hashes.
+    pub subscribed: BTreeSet<u64>,
+    /// The set the proxy was last brought up to date with: it holds exactly the resources of
+    /// `base` it wanted then (minus those unsubscribed since).
+    base: Option<Arc<EncodedSet>>,
+    /// Before the first response: what a reconnecting proxy says it holds (hash → (name,
+    /// version)).
+    initial: HashMap<u64, (String, String)>,
+    /// Names subscribed since the last response: not held, sent if they exist.
+    fresh: Vec<u64>,
+    /// Names to resend even if unchanged (the endpoints of a changed cluster).
+    resend: Vec<u64>,
+    pub sync: TypeSyncState,
     /// Nothing sent yet on this type: the first response goes out even when empty.
     pub answered: bool,
 }
@@ -58,8 +52,8 @@ pub struct DeltaWatch {
 /// What a response for one type carries.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DeltaUpdate {
-    /// Names of resources to (re)send.
-    pub send: Vec<String>,
+    /// Positions (in the current set) of the resources to (re)send.
+    pub send: Vec<usize>,
     pub removed: Vec<String>,
 }
 
@@ -77,7 +71,7 @@ pub struct DeltaRequest<'a> {
     pub subscribe: &'a [String],
     pub unsubscribe: &'a [String],
     /// What a reconnecting proxy already holds.
-    pub initial_versions: BTreeMap<String, String>,
+    pub initial_versions: Vec<(String, String)>,
     pub response_nonce: &'a str,
     /// error_detail.message of a NACK.
     pub error: Option<&'a str>,
@@ -97,133 +91,155 @@ pub enum DeltaDecision {
 impl DeltaWatch {
     /// Applies a request's subscription changes, ACK/NACK; says whether to respond.
     pub fn on_request(&mut self, req: &DeltaRequest<'_>, now: SystemTime) -> DeltaDecision {
-        let DeltaRequest {
-            wildcard_type,
-            subscribe,
-            unsubscribe,
-            initial_versions,
-            response_nonce,
-            error,
-        } = req;
-        let (wildcard_type, response_nonce, error) = (*wildcard_type, *response_nonce, *error);
-        let first = !self.answered && response_nonce.is_empty();
+        let first = !self.answered && req.response_nonce.is_empty();
         if first {
-            self.held.extend(initial_versions.clone());
-            if wildcard_type && subscribe.is_empty() {
+            for (name, version) in &req.initial_versions {
+                self.initial
+                    .insert(name_hash(name), (name.clone(), version.clone()));
+            }
+            if req.wildcard_type && req.subscribe.is_empty() {
                 self.wildcard = true;
             }
         }
         let mut added = false;
-        for name in subscribe.iter() {
+        for name in req.subscribe {
             if name == "*" {
                 added |= !self.wildcard;
                 self.wildcard = true;
             } else {
-                added |= self.subscribed.insert(name.clone());
+                let h = name_hash(name);
+                if self.subscribed.insert(h) {
+                    added = true;
+                    self.fresh.push(h);
+                }
             }
         }
-        for name in unsubscribe.iter() {
+        for name in req.unsubscribe {
             if name == "*" {
                 self.wildcard = false;
             } else {
-                self.subscribed.remove(name);
                 // Envoy forgets an unsubscribed resource; a later subscribe must resend it.
-                self.held.remove(name);
+                let h = name_hash(name);
+                self.subscribed.remove(&h);
+                self.initial.remove(&h);
             }
         }
-        if !response_nonce.is_empty() && response_nonce == self.nonce_sent {
-            if let Some(e) = error {
-                self.last_error = e.to_string();
-                if !added {
-                    return DeltaDecision::Nack;
-                }
-            } else {
-                self.nonce_acked = response_nonce.to_string();
-                self.version_acked = self.version_sent.clone();
-                self.last_acked = Some(now);
-                self.last_error.clear();
+        if let Some(nonce) = self.sync.is_current(req.response_nonce) {
+            match req.error {
+                Some(e) => self.sync.on_nack(e),
+                None => self.sync.on_ack(nonce, now),
             }
         }
         if first || added {
             DeltaDecision::Respond
-        } else if error.is_some() {
+        } else if req.error.is_some() {
             DeltaDecision::Nack
         } else {
             DeltaDecision::Ack
         }
     }
 
-    /// Whether the proxy wants `name` of this type.
-    fn wants(&self, name: &str) -> bool {
-        self.wildcard || self.subscribed.contains(name)
+    /// Whether the proxy wants the resource named by `hash`.
+    fn wants(&self, hash: u64) -> bool {
+        self.wildcard || self.subscribed.contains(&hash)
     }
 
-    /// The difference between what the proxy holds and `current` (name → version, for every
-    /// resource of the type that exists now).
-    pub fn diff(&self, current: &BTreeMap<String, String>) -> DeltaUpdate {
-        let send = current
+    /// Asks for the resource named `name` to be sent again on the next response.
+    pub fn resend(&mut self, name: &str) {
+        self.resend.push(name_hash(name));
+    }
+
+    /// What to send to bring the proxy from what it holds to `current`.
+    pub fn plan(&self, current: &EncodedSet) -> DeltaUpdate {
+        let forced = |h: u64| self.fresh.contains(&h) || self.resend.contains(&h);
+        let Some(base) = &self.base else {
+            // First response: everything wanted, but what a reconnecting proxy already holds
+            // at the same version; and whatever it holds that is gone.
+            let send = current.positions(|h, digest| {
+                self.wants(h)
+                    && self
+                        .initial
+                        .get(&h)
+                        .is_none_or(|(_, v)| *v != resource_version(digest))
+            });
+            let mut removed: Vec<String> = self
+                .initial
+                .iter()
+                .filter(|(h, _)| current.digest_of(**h).is_none() || !self.wants(**h))
+                .map(|(_, (name, _))| name.clone())
+                .collect();
+            removed.sort();
+            return DeltaUpdate { send, removed };
+        };
+        let diff = current.diff_from(base);
+        let mut send: Vec<usize> = diff
+            .changed
             .iter()
-            .filter(|(name, version)| self.wants(name) && self.held.get(*name) != Some(*version))
-            .map(|(name, _)| name.clone())
+            .copied()
+            .filter(|&p| self.wants(current.hash_at(p)))
             .collect();
-        let removed = self
-            .held
-            .keys()
-            .filter(|name| !current.contains_key(*name) || !self.wants(name))
-            .cloned()
+        if !self.fresh.is_empty() || !self.resend.is_empty() {
+            send.extend(current.positions(|h, _| forced(h) && self.wants(h)));
+            send.sort_unstable();
+            send.dedup();
+        }
+        let removed = diff
+            .removed
+            .iter()
+            .filter(|(h, _)| self.wants(*h) && !self.fresh.contains(h))
+            .map(|(_, name)| name.to_string())
             .collect();
         DeltaUpdate { send, removed }
     }
 
-    /// Records a response: the proxy now holds `sent` at these versions and not `removed`.
-    pub fn on_sent(
-        &mut self,
-        sent: &[(String, String)],
-        removed: &[String],
-        nonce: &str,
-        now: SystemTime,
-    ) {
-        for (name, version) in sent {
-            self.held.insert(name.clone(), version.clone());
-        }
-        for name in removed {
-            self.held.remove(name);
-        }
-        let mut h = Sha256::new();
-        for (name, version) in &self.held {
-            h.update(name.as_bytes());
-            h.update([0]);
-            h.update(version.as_bytes());
-            h.update([0]);
-        }
-        self.version_sent = hex::encode(&h.finalize()[..8]);
-        self.nonce_sent = nonce.to_string();
-        self.last_sent = Some(now);
+    /// Records a response: the proxy now holds `current`'s resources that it wants.
+    pub fn on_sent(&mut self, current: &Arc<EncodedSet>, nonce: Nonce, now: SystemTime) {
+        self.rebase(current);
+        self.sync.on_sent(nonce, now);
         self.answered = true;
+    }
+
+    /// Records that the proxy holds `current`'s resources that it wants without a response
+    /// (nothing it wants changed).
+    pub fn rebase(&mut self, current: &Arc<EncodedSet>) {
+        self.base = Some(current.clone());
+        self.initial = HashMap::new();
+        self.fresh = Vec::new();
+        self.resend = Vec::new();
     }
 }
 
-/// State of one delta stream.
-struct DeltaConnection {
-    id: String,
-    proxy: Proxy,
-    server: Arc<DiscoveryServer>,
-    watches: BTreeMap<ResourceType, DeltaWatch>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    nonce_counter: u64,
-}
-
+/// Runs one delta stream to its end: every outcome ends up in the stream's trailers.
 pub(crate) async fn run_delta_stream(
     server: Arc<DiscoveryServer>,
-    mut inbound: Streaming<DeltaDiscoveryRequest>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    io: StreamIo<DeltaDiscoveryRequest>,
+) {
+    let StreamIo {
+        mut inbound,
+        outbox,
+        peer,
+        slot,
+    } = io;
+    let result = serve_delta_stream(&server, &mut inbound, &outbox).await;
+    finish_stream(&outbox, peer, result, "delta ADS");
+    drop(slot);
+}
+
+async fn serve_delta_stream(
+    server: &Arc<DiscoveryServer>,
+    inbound: &mut RequestStream<DeltaDiscoveryRequest>,
+    outbox: &Arc<Outbox>,
 ) -> Result<(), Status> {
     server.connect_limiter.acquire().await;
     let Some(first) = inbound.message().await? else {
         return Ok(());
     };
-    let proxy = connecting_proxy(&server, first.node.as_ref(), "DeltaDiscoveryRequest")?;
-    let (id, queue) = server.register(&proxy);
+    let proxy = Arc::new(connecting_proxy(
+        server,
+        first.node.as_ref(),
+        "DeltaDiscoveryRequest",
+    )?);
+    let (id, handle) = server.register(proxy.clone());
     server
         .metrics
         .delta_connections
@@ -233,231 +249,189 @@ pub(crate) async fn run_delta_stream(
         id: id.clone(),
         proxy,
         server: server.clone(),
-        watches: BTreeMap::new(),
-        tx,
-        nonce_counter: 0,
+        watches: Default::default(),
+        outbox: outbox.clone(),
+        status: handle.status.clone(),
+        seq: 0,
     };
-    conn.record_status();
-    let result = conn.serve(first, &mut inbound, &queue).await;
+    let limits = &server.limits;
+    let limiter = RateLimiter::new(limits.requests_per_second, limits.request_burst);
+    let result = async {
+        conn.handle_request(first)?;
+        loop {
+            tokio::select! {
+                msg = next_request(inbound, &limiter) => match msg? {
+                    Some(req) => conn.handle_request(req)?,
+                    None => return Ok(()),
+                },
+                req = handle.queue.next() => {
+                    let _permit = server.push_throttle.acquire().await;
+                    conn.push_changed(req.full)?;
+                }
+                status = stalled(outbox, server) => return Err(status),
+            }
+        }
+    }
+    .await;
     server.deregister(&id);
     tracing::info!(connection = %id, "proxy disconnected");
     result
 }
 
-impl DeltaConnection {
-    async fn serve(
-        &mut self,
-        first: DeltaDiscoveryRequest,
-        inbound: &mut Streaming<DeltaDiscoveryRequest>,
-        queue: &PushQueue,
-    ) -> Result<(), Status> {
-        self.handle_request(first).await?;
-        loop {
-            tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => self.handle_request(req).await?,
-                    Ok(None) => return Ok(()),
-                    Err(status) => {
-                        tracing::debug!(connection = %self.id, error = %status, "stream closed by peer");
-                        return Ok(());
-                    }
-                },
-                req = queue.next() => {
-                    let server = self.server.clone();
-                    let _permit = server.push_throttle.acquire().await;
-                    self.push_changed(req.full).await?;
-                }
-            }
-        }
-    }
+/// State of one delta stream.
+struct DeltaConnection {
+    id: String,
+    proxy: Arc<Proxy>,
+    server: Arc<DiscoveryServer>,
+    watches: [Option<DeltaWatch>; ResourceType::COUNT],
+    outbox: Arc<Outbox>,
+    status: Arc<ConnectionStatus>,
+    seq: u64,
+}
 
-    async fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
+impl DeltaConnection {
+    fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             tracing::debug!(connection = %self.id, type_url = %req.type_url, "ignoring delta request for a type navarch does not serve");
             return Ok(());
         };
-        let initial: BTreeMap<String, String> = req.initial_resource_versions.into_iter().collect();
-        let error = req.error_detail.as_ref().map(|e| e.message.clone());
-        let watch = self.watches.entry(kind).or_default();
+        let error = req.error_detail.as_ref().map(|e| e.message.as_str());
+        let watch = self.watches[kind.index()].get_or_insert_with(DeltaWatch::default);
         let decision = watch.on_request(
             &DeltaRequest {
                 wildcard_type: kind.is_wildcard(),
                 subscribe: &req.resource_names_subscribe,
                 unsubscribe: &req.resource_names_unsubscribe,
-                initial_versions: initial,
+                initial_versions: req
+                    .initial_resource_versions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 response_nonce: &req.response_nonce,
-                error: error.as_deref(),
+                error,
             },
             SystemTime::now(),
         );
         let metrics = &self.server.metrics;
         match decision {
             DeltaDecision::Respond => {
-                self.send(kind).await?;
+                self.send(kind)?;
             }
             DeltaDecision::Ack => {
                 metrics.acks.fetch_add(1, Ordering::Relaxed);
             }
             DeltaDecision::Nack => {
-                metrics.rejects.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(connection = %self.id, type_ = %kind, error = error.as_deref().unwrap_or_default(), "NACK: the proxy rejected config and keeps its last good config");
+                metrics.count_reject(kind);
+                tracing::warn!(connection = %self.id, type_ = %kind, error = error.unwrap_or_default(), "NACK: the proxy rejected config and keeps its last good config");
             }
         }
-        self.record_status();
+        self.record(kind);
         Ok(())
     }
 
     /// After a snapshot change: send each watched type's changes, in push order. Clusters
     /// that changed get their endpoints again (Envoy re-warms a changed cluster).
-    async fn push_changed(&mut self, full: bool) -> Result<(), Status> {
-        let kinds: Vec<ResourceType> = ResourceType::PUSH_ORDER
-            .into_iter()
-            .filter(|k| self.watches.contains_key(k))
-            .filter(|k| full || *k == ResourceType::Endpoint)
-            .collect();
-        for kind in kinds {
-            let changed = self.send(kind).await?;
+    fn push_changed(&mut self, full: bool) -> Result<(), Status> {
+        for kind in ResourceType::PUSH_ORDER {
+            if self.watches[kind.index()].is_none() || (!full && kind != ResourceType::Endpoint) {
+                continue;
+            }
+            let changed = self.send(kind)?;
             if kind == ResourceType::Cluster
-                && let Some(eds) = self.watches.get_mut(&ResourceType::Endpoint)
+                && let Some(eds) = self.watches[ResourceType::Endpoint.index()].as_mut()
             {
                 for name in changed {
-                    eds.held.remove(&name);
+                    eds.resend(&name);
                 }
             }
         }
-        self.record_status();
         Ok(())
     }
 
     /// Sends what changed for `kind`; returns the names sent.
-    async fn send(&mut self, kind: ResourceType) -> Result<Vec<String>, Status> {
+    fn send(&mut self, kind: ResourceType) -> Result<Vec<String>, Status> {
         let push = self.server.push_context();
-        let generated = self.server.cache.get_or_generate(
-            kind,
-            kind.scope_key(&self.proxy, &push),
-            &push.version,
-            || translate::generate(kind, &self.proxy, &push, None),
-        );
-        let current: BTreeMap<String, (String, &translate::Resource)> = generated
-            .resources
-            .iter()
-            .map(|r| (r.name.clone(), (resource_version(r), r)))
-            .collect();
-        let versions: BTreeMap<String, String> = current
-            .iter()
-            .map(|(n, (v, _))| (n.clone(), v.clone()))
-            .collect();
-        let watch = self.watches.entry(kind).or_default();
-        let update = watch.diff(&versions);
+        let set = self.server.generate(kind, &self.proxy, &push);
+        let Some(watch) = self.watches[kind.index()].as_mut() else {
+            return Ok(Vec::new());
+        };
+        let update = watch.plan(&set);
         // The first response on a type always goes out (Envoy waits for it); later ones
         // only when something changed.
         if update.is_empty() && watch.answered {
+            watch.rebase(&set);
             return Ok(Vec::new());
         }
-        // Large updates go out in several responses of at most RESPONSE_CHUNK_BYTES (the
-        // delta protocol allows it): gRPC keeps a per-stream encode buffer as large as the
-        // largest message, so chunks bound the memory every connected proxy costs.
-        let mut chunks: Vec<Vec<&String>> = vec![Vec::new()];
-        let mut chunk_bytes = 0usize;
-        for name in &update.send {
-            let size = current[name].1.resource.value.len();
-            if chunk_bytes + size > RESPONSE_CHUNK_BYTES
-                && !chunks.last().is_some_and(Vec::is_empty)
-            {
-                chunks.push(Vec::new());
-                chunk_bytes = 0;
-            }
-            chunk_bytes += size;
-            chunks.last_mut().expect("a chunk").push(name);
+        self.seq += 1;
+        let nonce = Nonce {
+            version: set.version_of(None),
+            seq: self.seq,
+        };
+        let removed = update.removed.len();
+        let mut head = crate::xds::cache::delta_head(
+            kind,
+            nonce.version,
+            update.removed,
+            &self.server.control_plane,
+        )
+        .to_vec();
+        DeltaDiscoveryResponse {
+            nonce: nonce.to_string(),
+            ..Default::default()
         }
-        let mut all_sent = Vec::new();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            self.nonce_counter += 1;
-            let nonce = format!("{}-{}", &push.version, self.nonce_counter);
-            let mut sent = Vec::with_capacity(chunk.len());
-            let mut resources = Vec::with_capacity(chunk.len());
-            let mut bytes = 0usize;
-            for name in chunk {
-                let (version, r) = &current[name];
-                bytes += r.resource.value.len();
-                resources.push(DeltaResource {
-                    name: name.clone(),
-                    version: version.clone(),
-                    resource: Some(r.resource.clone()),
-                    ..Default::default()
-                });
-                sent.push((name.clone(), version.clone()));
-            }
-            let removed = if i == 0 {
-                update.removed.clone()
-            } else {
-                Vec::new()
-            };
-            let response = DeltaDiscoveryResponse {
-                system_version_info: push.version.clone(),
-                resources,
-                type_url: kind.type_url().to_string(),
-                removed_resources: removed.clone(),
-                nonce: nonce.clone(),
-                control_plane: Some(ControlPlane {
-                    identifier: control_plane_identifier(&self.server.instance_id),
-                }),
-                ..Default::default()
-            };
-            self.tx
-                .send(Ok(response))
-                .await
-                .map_err(|_| Status::cancelled("proxy went away"))?;
-            let watch = self.watches.entry(kind).or_default();
-            watch.on_sent(&sent, &removed, &nonce, SystemTime::now());
-            self.server.metrics.count_push(kind, bytes);
-            tracing::debug!(connection = %self.id, type_ = %kind, sent = sent.len(), removed = removed.len(), bytes, "delta sent");
-            all_sent.extend(sent.into_iter().map(|(n, _)| n));
-        }
-        Ok(all_sent)
+        .encode(&mut head)
+        .expect("Vec grows");
+        let parts: Arc<[bytes::Bytes]> = set.delta_slices(&update.send).into();
+        let bytes: usize = parts.iter().map(bytes::Bytes::len).sum();
+        let framed = frame_head(head.len() + bytes, &head);
+        self.outbox
+            .put(kind, framed, parts)
+            .map_err(|_| Status::cancelled("the proxy went away"))?;
+        watch.on_sent(&set, nonce, SystemTime::now());
+        self.server.metrics.count_push(kind, bytes);
+        let sent: Vec<String> = update
+            .send
+            .iter()
+            .map(|p| set.name_at(*p).to_string())
+            .collect();
+        tracing::debug!(connection = %self.id, type_ = %kind, sent = sent.len(), removed, bytes, "delta sent");
+        self.record(kind);
+        Ok(sent)
     }
 
-    fn record_status(&self) {
-        let types = self
-            .watches
-            .iter()
-            .map(|(kind, w)| {
-                (
-                    kind.type_url().to_string(),
-                    TypeSyncState {
-                        nonce_sent: w.nonce_sent.clone(),
-                        nonce_acked: w.nonce_acked.clone(),
-                        version_sent: w.version_sent.clone(),
-                        version_acked: w.version_acked.clone(),
-                        last_error: w.last_error.clone(),
-                        last_sent: w.last_sent,
-                        last_acked: w.last_acked,
-                    },
-                )
-            })
-            .collect();
-        self.server
-            .status
-            .upsert(&self.id, sync_state(&self.proxy, types));
+    fn record(&self, kind: ResourceType) {
+        self.status
+            .set(kind, self.watches[kind.index()].as_ref().map(|w| &w.sync));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::Resource;
+    use envoy_types::pb::google::protobuf::Any;
 
-    fn versions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
+    fn set(pairs: &[(&str, &str)]) -> Arc<EncodedSet> {
+        let resources = pairs
             .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
+            .map(|(n, v)| {
+                Resource::from_any(
+                    *n,
+                    Any {
+                        type_url: "t".into(),
+                        value: v.as_bytes().to_vec(),
+                    },
+                )
+            })
+            .collect();
+        Arc::new(EncodedSet::new(ResourceType::Cluster, resources, "cp"))
     }
 
     fn req<'a>(
         wildcard_type: bool,
         subscribe: &'a [String],
         unsubscribe: &'a [String],
-        initial: &BTreeMap<String, String>,
+        initial: Vec<(String, String)>,
         response_nonce: &'a str,
         error: Option<&'a str>,
     ) -> DeltaRequest<'a> {
@@ -465,7 +439,7 @@ mod tests {
             wildcard_type,
             subscribe,
             unsubscribe,
-            initial_versions: initial.clone(),
+            initial_versions: initial,
             response_nonce,
             error,
         }
@@ -475,31 +449,44 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    fn sent_names(s: &EncodedSet, u: &DeltaUpdate) -> Vec<String> {
+        u.send.iter().map(|p| s.name_at(*p).to_string()).collect()
+    }
+
+    fn nonce(seq: u64) -> Nonce {
+        Nonce { version: seq, seq }
+    }
+
     #[test]
     fn wildcard_first_request_gets_everything_then_only_changes_and_removals() {
         let now = SystemTime::UNIX_EPOCH;
         let mut w = DeltaWatch::default();
-        let d = w.on_request(&req(true, &[], &[], &BTreeMap::new(), "", None), now);
+        let d = w.on_request(&req(true, &[], &[], vec![], "", None), now);
         assert_eq!(d, DeltaDecision::Respond);
         assert!(w.wildcard);
-        let current = versions(&[("a", "1"), ("b", "1")]);
-        let u = w.diff(&current);
-        assert_eq!(u.send, names(&["a", "b"]));
-        w.on_sent(
-            &[("a".into(), "1".into()), ("b".into(), "1".into())],
-            &[],
-            "n1",
-            now,
-        );
+        let v1 = set(&[("a", "1"), ("b", "1")]);
+        let u = w.plan(&v1);
+        assert_eq!(sent_names(&v1, &u), names(&["a", "b"]));
+        w.on_sent(&v1, nonce(1), now);
+        let n1 = nonce(1).to_string();
         assert_eq!(
-            w.on_request(&req(true, &[], &[], &BTreeMap::new(), "n1", None), now),
+            w.on_request(&req(true, &[], &[], vec![], &n1, None), now),
             DeltaDecision::Ack
         );
-        assert_eq!(w.nonce_acked, "n1");
+        assert_eq!(w.sync.nonce_acked, Some(nonce(1)));
         // b changes, a disappears, c appears.
-        let u = w.diff(&versions(&[("b", "2"), ("c", "1")]));
-        assert_eq!(u.send, names(&["b", "c"]));
+        let v2 = set(&[("b", "2"), ("c", "1")]);
+        let u = w.plan(&v2);
+        assert_eq!(sent_names(&v2, &u), names(&["b", "c"]));
         assert_eq!(u.removed, names(&["a"]));
+        // The diff against a base is computed once and shared.
+        let other = DeltaWatch {
+            wildcard: true,
+            base: Some(v1.clone()),
+            ..Default::default()
+        };
+        assert_eq!(other.plan(&v2), u);
+        assert_eq!(v2.diffs_computed(), 1);
     }
 
     #[test]
@@ -507,43 +494,66 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH;
         let mut w = DeltaWatch::default();
         let x = names(&["x"]);
-        let d = w.on_request(&req(false, &x, &[], &BTreeMap::new(), "", None), now);
+        let d = w.on_request(&req(false, &x, &[], vec![], "", None), now);
         assert_eq!(d, DeltaDecision::Respond);
-        let current = versions(&[("x", "1"), ("y", "1")]);
-        assert_eq!(w.diff(&current).send, names(&["x"]));
-        w.on_sent(&[("x".into(), "1".into())], &[], "n1", now);
+        let current = set(&[("x", "1"), ("y", "1")]);
+        assert_eq!(sent_names(&current, &w.plan(&current)), names(&["x"]));
+        w.on_sent(&current, nonce(1), now);
         // Subscribing to y alongside an ACK responds with y only.
         let y = names(&["y"]);
-        let d = w.on_request(&req(false, &y, &[], &BTreeMap::new(), "n1", None), now);
+        let n1 = nonce(1).to_string();
+        let d = w.on_request(&req(false, &y, &[], vec![], &n1, None), now);
         assert_eq!(d, DeltaDecision::Respond);
-        assert_eq!(w.diff(&current).send, names(&["y"]));
-        w.on_sent(&[("y".into(), "1".into())], &[], "n2", now);
-        let x = names(&["x"]);
-        w.on_request(&req(false, &[], &x, &BTreeMap::new(), "n2", None), now);
-        assert!(!w.held.contains_key("x"));
-        assert!(w.diff(&current).is_empty(), "x unsubscribed, y held");
+        assert_eq!(sent_names(&current, &w.plan(&current)), names(&["y"]));
+        w.on_sent(&current, nonce(2), now);
+        let n2 = nonce(2).to_string();
+        w.on_request(&req(false, &[], &x, vec![], &n2, None), now);
+        assert!(w.plan(&current).is_empty(), "x unsubscribed, y held");
+        // Resubscribing to x sends it again: Envoy forgot it.
+        w.on_request(&req(false, &x, &[], vec![], &n2, None), now);
+        assert_eq!(sent_names(&current, &w.plan(&current)), names(&["x"]));
     }
 
     #[test]
     fn nack_is_recorded_and_reconnect_sends_only_what_the_proxy_lacks() {
         let now = SystemTime::UNIX_EPOCH;
         let mut w = DeltaWatch::default();
-        w.on_request(&req(true, &[], &[], &BTreeMap::new(), "", None), now);
-        w.on_sent(&[("a".into(), "1".into())], &[], "n1", now);
-        let d = w.on_request(
-            &req(true, &[], &[], &BTreeMap::new(), "n1", Some("bad")),
-            now,
-        );
+        w.on_request(&req(true, &[], &[], vec![], "", None), now);
+        let v1 = set(&[("a", "1")]);
+        w.on_sent(&v1, nonce(1), now);
+        let n1 = nonce(1).to_string();
+        let d = w.on_request(&req(true, &[], &[], vec![], &n1, Some("bad")), now);
         assert_eq!(d, DeltaDecision::Nack);
-        assert_eq!(w.last_error, "bad");
-        assert_eq!(w.nonce_acked, "");
+        assert_eq!(w.sync.last_error.as_deref(), Some("bad"));
+        assert_eq!(w.sync.nonce_acked, None);
 
         // A reconnecting proxy names what it holds; only differences go out.
+        let current = set(&[("a", "1"), ("b", "1")]);
+        let a_version = current
+            .iter()
+            .find(|(n, _, _)| *n == "a")
+            .map(|(_, _, d)| resource_version(d))
+            .unwrap();
         let mut r = DeltaWatch::default();
-        let held = versions(&[("a", "1"), ("gone", "1")]);
-        r.on_request(&req(true, &[], &[], &held, "", None), now);
-        let u = r.diff(&versions(&[("a", "1"), ("b", "1")]));
-        assert_eq!(u.send, names(&["b"]));
+        let held = vec![
+            ("a".to_string(), a_version),
+            ("gone".to_string(), "1".to_string()),
+        ];
+        r.on_request(&req(true, &[], &[], held, "", None), now);
+        let u = r.plan(&current);
+        assert_eq!(sent_names(&current, &u), names(&["b"]));
         assert_eq!(u.removed, names(&["gone"]));
+    }
+
+    #[test]
+    fn resend_forces_unchanged_resources() {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut w = DeltaWatch::default();
+        w.on_request(&req(true, &[], &[], vec![], "", None), now);
+        let v1 = set(&[("a", "1"), ("b", "1")]);
+        w.on_sent(&v1, nonce(1), now);
+        assert!(w.plan(&v1).is_empty());
+        w.resend("b");
+        assert_eq!(sent_names(&v1, &w.plan(&v1)), names(&["b"]));
     }
 }

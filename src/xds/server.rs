@@ -1,104 +1,27 @@
-//! The ADS gRPC service: one task per stream that answers requests by istiod's rules and
-//! delivers queued pushes, recording every send, ACK and NACK in the status store.
+//! State of the World ADS streams: one task per stream that answers requests by istiod's
+//! rules and delivers queued pushes, recording every send, ACK and NACK in the status store.
+//!
+//! Responses are the shared encodings of `xds::cache` plus a per-stream nonce, put into the
+//! stream's outbox (`xds::grpc`); nothing here copies resources.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use envoy_types::pb::envoy::config::core::v3::ControlPlane;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    aggregated_discovery_service_server::{
-        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-    },
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use prost::Message;
+use tonic::Status;
 
 use crate::model::proxy::Proxy;
-use crate::status::{ProxySyncState, TypeSyncState};
-use crate::translate::{self, ResourceType};
-use crate::xds::DiscoveryServer;
-use crate::xds::cache::content_version;
+use crate::resource_type::ResourceType;
+use crate::status::{ConnectionStatus, Nonce};
+use crate::xds::cache::SotwBody;
 use crate::xds::connection::{Decision, RequestInfo, WatchedResources};
+use crate::xds::grpc::{Outbox, RequestStream, StreamIo, frame_head};
 use crate::xds::push_queue::PushQueue;
-
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
-type DeltaResponseStream =
-    Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
-
-/// The tonic service wrapping a [`DiscoveryServer`].
-#[derive(Debug, Clone)]
-pub struct AdsService {
-    server: Arc<DiscoveryServer>,
-}
-
-impl AdsService {
-    pub fn new(server: Arc<DiscoveryServer>) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(AdsService { server })
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = ResponseStream;
-    type DeltaAggregatedResourcesStream = DeltaResponseStream;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        if !self.server.is_ready() {
-            // istiod's answer before its caches have synced; Envoy retries with backoff.
-            return Err(Status::unavailable(
-                "server is not ready to serve discovery information: waiting for the first complete list from the Kubernetes API server; the proxy retries",
-            ));
-        }
-        let peer = request.remote_addr();
-        let inbound = request.into_inner();
-        // Small: a response waiting here holds its own copy of the resources.
-        let (tx, rx) = mpsc::channel(2);
-        let server = self.server.clone();
-        tokio::spawn(async move {
-            if let Err(status) = run_stream(server, inbound, tx.clone()).await {
-                tracing::warn!(?peer, error = %status.message(), "ADS stream ended with an error");
-                let _ = tx.send(Err(status)).await;
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        if !self.server.is_ready() {
-            return Err(Status::unavailable(
-                "server is not ready to serve discovery information: waiting for the first complete list from the Kubernetes API server; the proxy retries",
-            ));
-        }
-        let peer = request.remote_addr();
-        let inbound = request.into_inner();
-        // Small: a response waiting here holds its own copy of the resources.
-        let (tx, rx) = mpsc::channel(2);
-        let server = self.server.clone();
-        tokio::spawn(async move {
-            if let Err(status) =
-                crate::xds::delta::run_delta_stream(server, inbound, tx.clone()).await
-            {
-                tracing::warn!(?peer, error = %status.message(), "delta ADS stream ended with an error");
-                let _ = tx.send(Err(status)).await;
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
+use crate::xds::throttle::RateLimiter;
+use crate::xds::{ConnectionHandle, DiscoveryServer};
 
 /// Converts node metadata (`google.protobuf.Struct`) to JSON for the model.
 pub fn struct_to_json(s: &Struct) -> serde_json::Map<String, serde_json::Value> {
@@ -119,23 +42,6 @@ fn value_to_json(v: &Value) -> serde_json::Value {
             serde_json::Value::Array(l.values.iter().map(value_to_json).collect())
         }
     }
-}
-
-/// A type's resources selected for one proxy (see `Connection::generate`).
-struct Selected {
-    generated: Arc<crate::xds::cache::GeneratedResources>,
-    indices: Vec<usize>,
-    version: String,
-}
-
-/// State of one ADS stream.
-struct Connection {
-    id: String,
-    proxy: Proxy,
-    watched: WatchedResources,
-    server: Arc<DiscoveryServer>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    nonce_counter: u64,
 }
 
 /// The proxy a stream's first request names (node id and metadata; labels from its Pod when
@@ -165,108 +71,177 @@ pub(crate) fn connecting_proxy(
     Ok(proxy)
 }
 
-/// A connection's sync state for the status store, from its per-type states.
-pub(crate) fn sync_state(
-    proxy: &Proxy,
-    types: std::collections::BTreeMap<String, TypeSyncState>,
-) -> ProxySyncState {
-    ProxySyncState {
-        proxy: proxy.name(),
-        node_id: proxy.id.clone(),
-        proxy_type: proxy.node_type.as_str().to_string(),
-        cluster_id: proxy.cluster_id.clone(),
-        namespace: proxy.namespace.clone(),
-        istio_version: proxy.istio_version.clone(),
-        types,
+/// Runs one stream to its end: every outcome ends up in the stream's trailers.
+pub(crate) async fn run_stream(server: Arc<DiscoveryServer>, io: StreamIo<DiscoveryRequest>) {
+    let StreamIo {
+        mut inbound,
+        outbox,
+        peer,
+        slot,
+    } = io;
+    let result = serve_stream(&server, &mut inbound, &outbox).await;
+    finish_stream(&outbox, peer, result, "ADS");
+    drop(slot);
+}
+
+/// Ends a stream's response with the outcome's status, logging failures the peer did not
+/// cause by going away.
+pub(crate) fn finish_stream(
+    outbox: &Outbox,
+    peer: Option<std::net::SocketAddr>,
+    result: Result<(), Status>,
+    what: &str,
+) {
+    match result {
+        Ok(()) => outbox.finish(Status::ok("")),
+        Err(status) => {
+            if outbox.is_gone() {
+                tracing::debug!(?peer, error = %status.message(), "{what} stream ended: the proxy went away");
+            } else {
+                tracing::warn!(?peer, code = ?status.code(), error = %status.message(), "{what} stream ended with an error");
+            }
+            outbox.finish(status);
+        }
     }
 }
 
-async fn run_stream(
-    server: Arc<DiscoveryServer>,
-    mut inbound: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+async fn serve_stream(
+    server: &Arc<DiscoveryServer>,
+    inbound: &mut RequestStream<DiscoveryRequest>,
+    outbox: &Arc<Outbox>,
 ) -> Result<(), Status> {
     server.connect_limiter.acquire().await;
     let Some(first) = inbound.message().await? else {
         return Ok(());
     };
-    let proxy = connecting_proxy(&server, first.node.as_ref(), "DiscoveryRequest")?;
-    let (id, queue) = server.register(&proxy);
+    let proxy = Arc::new(connecting_proxy(
+        server,
+        first.node.as_ref(),
+        "DiscoveryRequest",
+    )?);
+    let (id, handle) = server.register(proxy.clone());
     tracing::info!(connection = %id, node = %proxy.id, mode = proxy.interception_mode.as_str(), "proxy connected");
     let mut conn = Connection {
         id: id.clone(),
         proxy,
         watched: WatchedResources::default(),
         server: server.clone(),
-        tx,
-        nonce_counter: 0,
+        outbox: outbox.clone(),
+        status: handle.status.clone(),
+        seq: 0,
     };
-    conn.record_status();
-    let result = conn.serve(first, &mut inbound, &queue).await;
+    let result = conn.serve(first, inbound, &handle).await;
     server.deregister(&id);
     tracing::info!(connection = %id, "proxy disconnected");
     result
+}
+
+/// State of one ADS stream.
+struct Connection {
+    id: String,
+    proxy: Arc<Proxy>,
+    watched: WatchedResources,
+    server: Arc<DiscoveryServer>,
+    outbox: Arc<Outbox>,
+    status: Arc<ConnectionStatus>,
+    /// Responses sent on this stream (the nonce's sequence number).
+    seq: u64,
+}
+
+/// Waits until the stream has had a response waiting and sent nothing for longer than the
+/// send timeout; never returns when there is no timeout.
+pub(crate) async fn stalled(outbox: &Outbox, server: &DiscoveryServer) -> Status {
+    let timeout = server.limits.send_timeout;
+    loop {
+        let since = outbox.stalled_since();
+        match since {
+            _ if timeout.is_zero() => std::future::pending::<()>().await,
+            Some(t) if t.elapsed() >= timeout => {
+                server
+                    .metrics
+                    .stalled_streams
+                    .fetch_add(1, Ordering::Relaxed);
+                return Status::deadline_exceeded(format!(
+                    "the proxy read nothing of its config for {}s (--xds-send-timeout): closing the stream; it reconnects and is sent the current config",
+                    timeout.as_secs_f64()
+                ));
+            }
+            Some(t) => tokio::time::sleep_until(t + timeout).await,
+            // Nothing waits: look again a timeout later (a response queued meanwhile is
+            // at most that old by then).
+            None => tokio::time::sleep(timeout).await,
+        }
+    }
+}
+
+/// Reads the next request, at most at the stream's request rate.
+pub(crate) async fn next_request<T: prost::Message + Default>(
+    inbound: &mut RequestStream<T>,
+    limiter: &RateLimiter,
+) -> Result<Option<T>, Status> {
+    limiter.acquire().await;
+    inbound.message().await
 }
 
 impl Connection {
     async fn serve(
         &mut self,
         first: DiscoveryRequest,
-        inbound: &mut Streaming<DiscoveryRequest>,
-        queue: &PushQueue,
+        inbound: &mut RequestStream<DiscoveryRequest>,
+        handle: &ConnectionHandle,
     ) -> Result<(), Status> {
-        self.handle_request(first).await?;
+        let limits = &self.server.limits;
+        let limiter = RateLimiter::new(limits.requests_per_second, limits.request_burst);
+        let queue: &PushQueue = &handle.queue;
+        self.handle_request(first)?;
         loop {
             tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => self.handle_request(req).await?,
-                    Ok(None) => return Ok(()),
-                    Err(status) => {
-                        tracing::debug!(connection = %self.id, error = %status, "stream closed by peer");
-                        return Ok(());
-                    }
+                msg = next_request(inbound, &limiter) => match msg? {
+                    Some(req) => self.handle_request(req)?,
+                    None => return Ok(()),
                 },
                 req = queue.next() => {
                     let server = self.server.clone();
                     let _permit = server.push_throttle.acquire().await;
-                    self.push_changed(req.full).await?;
+                    self.push_changed(req.full)?;
                 }
+                status = stalled(&self.outbox, &self.server) => return Err(status),
             }
         }
     }
 
-    async fn handle_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
+    fn handle_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             tracing::debug!(connection = %self.id, type_url = %req.type_url, "ignoring request for a type navarch does not serve");
             return Ok(());
         };
         let info = RequestInfo {
-            type_url: req.type_url.clone(),
-            response_nonce: req.response_nonce.clone(),
-            version_info: req.version_info.clone(),
-            resource_names: req.resource_names.clone(),
-            error_detail: req.error_detail.as_ref().map(|e| e.message.clone()),
-            wildcard: kind.is_wildcard(),
+            kind,
+            response_nonce: &req.response_nonce,
+            resource_names: &req.resource_names,
+            error_detail: req.error_detail.as_ref().map(|e| e.message.as_str()),
         };
         let decision = self.watched.on_request(&info, SystemTime::now());
         let metrics = &self.server.metrics;
         match decision {
-            Decision::Respond => self.send(kind).await?,
+            Decision::Respond => {
+                self.send(kind, true)?;
+            }
             Decision::Ack => {
                 metrics.acks.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(connection = %self.id, type_ = %kind, nonce = %info.response_nonce, "ACK");
+                tracing::debug!(connection = %self.id, type_ = %kind, nonce = %req.response_nonce, "ACK");
             }
             Decision::Nack => {
-                metrics.rejects.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(connection = %self.id, type_ = %kind, nonce = %info.response_nonce, error = info.error_detail.as_deref().unwrap_or_default(), "NACK: the proxy rejected config and keeps its last good config");
+                metrics.count_reject(kind);
+                tracing::warn!(connection = %self.id, type_ = %kind, nonce = %req.response_nonce, error = info.error_detail.unwrap_or_default(), "NACK: the proxy rejected config and keeps its last good config");
             }
             Decision::StaleNonce => {
                 metrics.expired_nonces.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(connection = %self.id, type_ = %kind, nonce = %info.response_nonce, "ignoring request with an expired nonce");
+                tracing::debug!(connection = %self.id, type_ = %kind, nonce = %req.response_nonce, "ignoring request with an expired nonce");
             }
             Decision::Unsubscribe => {}
         }
-        self.record_status();
+        self.record(kind);
         Ok(())
     }
 
@@ -277,7 +252,7 @@ impl Connection {
     /// cluster's endpoints again, and likewise waits on the route configurations of a changed
     /// listener; so after CDS is sent EDS is always resent, and RDS after LDS (istiod resends
     /// every type on a full push).
-    async fn push_changed(&mut self, full: bool) -> Result<(), Status> {
+    fn push_changed(&mut self, full: bool) -> Result<(), Status> {
         let mut sent_cds = false;
         let mut sent_lds = false;
         for kind in ResourceType::PUSH_ORDER {
@@ -285,121 +260,72 @@ impl Connection {
             if !full && kind != ResourceType::Endpoint {
                 continue;
             }
-            let Some(w) = self.watched.get(kind.type_url()) else {
+            if self.watched.get(kind).is_none() {
                 continue;
-            };
-            let version_sent = w.version_sent.clone();
-            let selected = self.generate(kind);
+            }
             let forced = match kind {
                 ResourceType::Endpoint => sent_cds,
                 ResourceType::Route => sent_lds,
                 _ => false,
             };
-            if forced || selected.version != version_sent {
-                self.send_generated(kind, selected).await?;
+            if self.send(kind, forced)? {
                 sent_cds |= kind == ResourceType::Cluster;
                 sent_lds |= kind == ResourceType::Listener;
             }
         }
-        self.record_status();
         Ok(())
     }
 
-    /// What `kind` holds for this proxy now: the shared generated set, the positions the proxy
-    /// asked for, and their content version. Nothing is copied until it is sent.
-    fn generate(&self, kind: ResourceType) -> Selected {
+    /// Sends `kind` when `always` or when its content differs from what was sent last;
+    /// returns whether it sent.
+    fn send(&mut self, kind: ResourceType, always: bool) -> Result<bool, Status> {
         let push = self.server.push_context();
-        let generated = self.server.cache.get_or_generate(
-            kind,
-            kind.scope_key(&self.proxy, &push),
-            &push.version,
-            || translate::generate(kind, &self.proxy, &push, None),
-        );
-        let names = self.watched.get(kind.type_url()).map(|w| &w.resource_names);
-        let indices: Vec<usize> = generated
-            .resources
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| kind.is_wildcard() || names.is_none_or(|n| n.contains(&r.name)))
-            .map(|(i, _)| i)
-            .collect();
-        let version = content_version(indices.iter().map(|i| &generated.resources[*i]));
-        Selected {
-            generated,
-            indices,
-            version,
-        }
-    }
-
-    async fn send(&mut self, kind: ResourceType) -> Result<(), Status> {
-        let selected = self.generate(kind);
-        self.send_generated(kind, selected).await
-    }
-
-    async fn send_generated(
-        &mut self,
-        kind: ResourceType,
-        selected: Selected,
-    ) -> Result<(), Status> {
-        let Selected {
-            generated,
-            indices,
-            version,
-        } = selected;
-        let resources: Vec<envoy_types::pb::google::protobuf::Any> = indices
-            .iter()
-            .map(|i| generated.resources[*i].resource.clone())
-            .collect();
-        drop(generated);
-        self.nonce_counter += 1;
-        let nonce = format!("{}-{}", version, self.nonce_counter);
-        let count = resources.len();
-        let bytes: usize = resources.iter().map(|r| r.value.len()).sum();
-        let response = DiscoveryResponse {
-            version_info: version.clone(),
-            resources,
-            type_url: kind.type_url().to_string(),
-            nonce: nonce.clone(),
-            control_plane: Some(ControlPlane {
-                identifier: control_plane_identifier(&self.server.instance_id),
-            }),
-            ..Default::default()
+        let set = self.server.generate(kind, &self.proxy, &push);
+        let Some(w) = self.watched.get_mut(kind) else {
+            return Ok(false);
         };
-        self.tx
-            .send(Ok(response))
-            .await
-            .map_err(|_| Status::cancelled("proxy went away"))?;
-        self.watched
-            .on_sent(kind.type_url(), &nonce, &version, SystemTime::now());
-        let metrics = &self.server.metrics;
-        metrics.count_push(kind, bytes);
-        tracing::debug!(connection = %self.id, type_ = %kind, resources = count, bytes, version, "sent");
+        // Proxies that asked for exactly what the set holds share its name set.
+        if let Some(names) = w.names.take() {
+            w.names = Some(names.shared_with(set.names()));
+        }
+        let wanted = w.names.as_ref();
+        if !always && w.sync.nonce_sent.map(|n| n.version) == Some(set.version_of(wanted)) {
+            return Ok(false);
+        }
+        let body = set.sotw(wanted);
+        self.deliver(kind, body)?;
+        self.record(kind);
+        Ok(true)
+    }
+
+    /// Puts one response into the outbox: the shared body after this stream's nonce.
+    fn deliver(&mut self, kind: ResourceType, body: SotwBody) -> Result<(), Status> {
+        self.seq += 1;
+        let nonce = Nonce {
+            version: body.version,
+            seq: self.seq,
+        };
+        let nonce_field = DiscoveryResponse {
+            nonce: nonce.to_string(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let head = frame_head(nonce_field.len() + body.len, &nonce_field);
+        self.outbox
+            .put(kind, head, body.parts)
+            .map_err(|_| Status::cancelled("the proxy went away"))?;
+        if let Some(w) = self.watched.get_mut(kind) {
+            w.sync.on_sent(nonce, SystemTime::now());
+        }
+        self.server.metrics.count_push(kind, body.len);
+        tracing::debug!(connection = %self.id, type_ = %kind, resources = body.resources, bytes = body.len, version = %crate::status::format_version(body.version), "sent");
         Ok(())
     }
 
-    fn record_status(&self) {
-        let types = self
-            .watched
-            .by_type
-            .iter()
-            .map(|(url, w)| {
-                (
-                    url.clone(),
-                    TypeSyncState {
-                        nonce_sent: w.nonce_sent.clone(),
-                        nonce_acked: w.nonce_acked.clone(),
-                        version_sent: w.version_sent.clone(),
-                        version_acked: w.version_acked.clone(),
-                        last_error: w.last_error.clone(),
-                        last_sent: w.last_sent,
-                        last_acked: w.last_acked,
-                    },
-                )
-            })
-            .collect();
-        self.server
-            .status
-            .upsert(&self.id, sync_state(&self.proxy, types));
+    /// Copies `kind`'s sync state to the status store.
+    fn record(&self, kind: ResourceType) {
+        self.status
+            .set(kind, self.watched.get(kind).map(|w| &w.sync));
     }
 }
 

@@ -48,6 +48,28 @@ pub struct VirtualService {
     pub export_to: Vec<String>,
 }
 
+impl VirtualService {
+    /// The label keys its `sourceLabels` matches (http, tcp and tls) look at.
+    pub fn source_label_keys(&self) -> impl Iterator<Item = &String> {
+        let http = self
+            .http
+            .iter()
+            .flat_map(|r| &r.r#match)
+            .flat_map(|m| m.source_labels.keys());
+        let tcp = self
+            .tcp
+            .iter()
+            .flat_map(|r| &r.r#match)
+            .flat_map(|m| m.source_labels.keys());
+        let tls = self
+            .tls
+            .iter()
+            .flat_map(|r| &r.r#match)
+            .flat_map(|m| m.source_labels.keys());
+        http.chain(tcp).chain(tls)
+    }
+}
+
 /// Where traffic is sent: a service host, optionally a subset and port.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
