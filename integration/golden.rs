@@ -29,7 +29,7 @@ fn load(dir: &str, mesh: Option<&str>) -> PushContext {
 }
 
 /// All four types for `proxy`, as Envoy JSON.
-fn translate_all(proxy: &Proxy, push: &PushContext) -> Value {
+pub(crate) fn translate_all(proxy: &Proxy, push: &PushContext) -> Value {
     let render = |kind: ResourceType| -> Vec<Value> {
         translate::generate(kind, proxy, push, None)
             .iter()
@@ -65,7 +65,7 @@ fn strip_sds_config(v: &mut Value) {
 
 /// Turns the dynamic resources into a static bootstrap: RDS inlined into each HCM, EDS
 /// clusters made STATIC with their load assignment.
-fn static_bootstrap(resources: &Value) -> Value {
+pub(crate) fn static_bootstrap(resources: &Value) -> Value {
     let mut secrets = resources.get("secrets").cloned().unwrap_or(json!([]));
     // Top-level resources lose the `@type` that marks them as `Any` in xDS responses.
     let untyped = |list: &Value| -> Value {
@@ -122,7 +122,7 @@ fn static_bootstrap(resources: &Value) -> Value {
     json!({"static_resources": {"listeners": listeners, "clusters": clusters, "secrets": secrets}})
 }
 
-fn envoy_validate(bootstrap: &Value, work: &Path) {
+pub(crate) fn envoy_validate(bootstrap: &Value, work: &Path) {
     let path = work.join("bootstrap.json");
     std::fs::write(&path, serde_json::to_vec_pretty(bootstrap).unwrap()).unwrap();
     crate::support::envoy_validate(&path);

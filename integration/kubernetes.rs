@@ -644,3 +644,101 @@ async fn the_lease_holder_writes_validation_messages_and_leadership_moves() {
     assert_eq!(status("bad-subset", "[0].type.code"), "IST0101");
     drop(survivor);
 }
+
+/// A VirtualService that the CRD's open schema lets through with every field of the wrong
+/// type, and a DestinationRule likewise.
+const WRONG_TYPES: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wrong-types, namespace: testns1}
+spec:
+  hosts: 5
+  gateways: {mesh: true}
+  http: "all of it"
+  tcp: 7
+  tls: false
+  exportTo: "."
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: wrong-dr, namespace: testns1}
+spec: {host: [1, 2], subsets: "v1", trafficPolicy: 3}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_objects_from_the_api_server_are_rejected_by_name_and_the_rest_is_served() {
+    let net = 206;
+    let cluster = seeded_cluster(net).await;
+    let v1 = Upstream::start("v1", &format!("127.{net}.0.11:8080")).await;
+    let v2 = Upstream::start("v2", &format!("127.{net}.0.12:8080")).await;
+    let cp = ControlPlane::start_cluster(&cluster.kubeconfig).await;
+    let ip = format!("127.{net}.0.21");
+    let _envoy = cp
+        .sidecar(&ip, "sleep", "testns1", "app=sleep", "NONE")
+        .await;
+    let listener = format!("{ip}:8000");
+
+    cluster.apply(WRONG_TYPES);
+    // 10,000 routes, created (not applied: kubectl apply's last-applied annotation would
+    // double the object past etcd's 1.5 MiB limit), on a Service of httpbin's pods.
+    cluster.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: testns1}\nspec:\n  ports: [{name: http, port: 8000, targetPort: 8080}]\n  selector: {app: httpbin}\n",
+    );
+    let routes: Vec<serde_json::Value> = (0..10_000)
+        .map(|i| {
+            serde_json::json!({"match": [{"uri": {"prefix": format!("/r{i}/")}}],
+                "route": [{"destination": {"host": "httpbin", "subset": "v2"}}]})
+        })
+        .collect();
+    let big = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "big", "namespace": "testns1"},
+        "spec": {"hosts": ["big.testns1.svc.cluster.local"], "http": routes},
+    });
+    cluster.kubectl(&["create", "-f", "-"], Some(&big.to_string()));
+
+    let rejected = |configz: &serde_json::Value| {
+        let errors = configz["errors"].as_array().unwrap();
+        let named = |needle: &str| {
+            errors
+                .iter()
+                .any(|e| e["error"].as_str().unwrap().contains(needle))
+        };
+        // serde stops at the first wrong field; which one comes first is the map's order.
+        named("kubernetes: VirtualService testns1/wrong-types: field spec.")
+            && named("kubernetes: DestinationRule testns1/wrong-dr: field spec.")
+            && errors.iter().all(|e| {
+                !e["error"].as_str().unwrap().contains("wrong-")
+                    || e["error"].as_str().unwrap().contains("invalid type")
+            })
+    };
+    let started = Instant::now();
+    let mut configz = cp.configz().await;
+    while !rejected(&configz) && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        configz = cp.configz().await;
+    }
+    assert!(
+        rejected(&configz),
+        "wrong types rejected with kind, name and field: {:#}",
+        configz["errors"]
+    );
+
+    let c = client();
+    let served = eventually(Duration::from_secs(30), || async {
+        let r = send(
+            &c,
+            "GET",
+            &listener,
+            "big.testns1.svc.cluster.local",
+            "/r9999/x",
+            &[],
+        )
+        .await;
+        r.served_by.as_deref() == Some("v2")
+    })
+    .await;
+    assert!(served.is_some(), "route 10,000 of 10,000 reaches v2");
+    assert_seed_split(&listener, &v1, &v2).await;
+    let r = reqwest::get(format!("{}/ready", cp.http)).await.unwrap();
+    assert_eq!(r.status(), 200);
+}

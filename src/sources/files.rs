@@ -4,6 +4,10 @@
 //! Owns reading and splitting files into documents; what a document means is
 //! [`super::objects`]'s job. Any change reloads every directory: a full, consistent view is
 //! cheap at file scale and never leaves stale objects behind.
+//!
+//! Hostile files cost one error each, never the source: a file larger than
+//! [`MAX_FILE_BYTES`] is not read, a file that is not UTF-8 or not YAML/JSON is rejected whole,
+//! and a parser that panics on some input rejects that file only.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +31,14 @@ pub enum FileSourceError {
         path: PathBuf,
         source: notify::Error,
     },
+    #[error("reading the config files {}", .0.as_deref().unwrap_or("was cancelled"))]
+    Panicked(Option<String>),
 }
+
+/// Files larger than this are rejected unread (their objects are not served): Kubernetes keeps
+/// each object under 1.5 MiB, so a config file this big is a mistake, and parsing it would hold
+/// up every other file's changes.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The file extensions we read.
 fn is_config_file(path: &Path) -> bool {
@@ -68,16 +79,25 @@ pub fn config_files(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, FileSourceError> {
     Ok(out)
 }
 
-/// Splits one file's text into JSON documents; a syntax error fails the whole file.
+/// Splits one file's text into JSON documents; a syntax error fails the whole file, and so
+/// does a parser panic (reported as an error of this file, never more).
 pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, Box<ConfigError>> {
     let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
-    let parsed: Result<Vec<Value>, String> = if is_json {
-        serde_json::from_str::<Value>(text)
-            .map(|v| vec![v])
-            .map_err(|e| e.to_string())
-    } else {
-        serde_saphyr::from_multiple::<Value>(text).map_err(|e| e.to_string())
+    let parse = || -> Result<Vec<Value>, String> {
+        if is_json {
+            serde_json::from_str::<strict_json::Strict>(text)
+                .map(|v| vec![v.0])
+                .map_err(|e| e.to_string())
+        } else {
+            serde_saphyr::from_multiple::<Value>(text).map_err(|e| e.to_string())
+        }
     };
+    let parsed = std::panic::catch_unwind(parse).unwrap_or_else(|payload| {
+        Err(format!(
+            "the parser failed on this input ({})",
+            crate::supervise::panic_message(&*payload)
+        ))
+    });
     parsed.map_err(|message| {
         Box::new(ConfigError {
             source: path.display().to_string(),
@@ -92,6 +112,76 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, Box<Config
             ),
         })
     })
+}
+
+/// JSON read like Kubernetes' strict decoding: a key given twice in one object is an error
+/// (serde_json's `Value` would silently keep the last), as it is for YAML.
+mod strict_json {
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+
+    pub struct Strict(pub Value);
+
+    impl<'de> Deserialize<'de> for Strict {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(StrictVisitor).map(Strict)
+        }
+    }
+
+    struct StrictVisitor;
+
+    impl<'de> Visitor<'de> for StrictVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_string()))
+        }
+        fn visit_string<E: Error>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            Strict::deserialize(d).map(|s| s.0)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Strict(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(A::Error::custom(format!("duplicate key {key:?}")));
+                }
+                let Strict(v) = map.next_value()?;
+                out.insert(key, v);
+            }
+            Ok(Value::Object(out))
+        }
+    }
 }
 
 /// Reads every file under `dirs` into an [`ObjectSet`].
@@ -149,24 +239,51 @@ impl FileStamp {
 
 /// One file's documents as an [`ObjectSet`] (errors included).
 fn read_file(path: &Path) -> ObjectSet {
-    let mut set = ObjectSet::default();
     let source = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
+    let file_error = |message: String| {
+        let mut set = ObjectSet::default();
+        set.store.errors.push(ConfigError {
+            source: source.clone(),
+            document: None,
+            kind: None,
+            namespace: None,
+            name: None,
+            field: None,
+            message,
+        });
+        set
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_FILE_BYTES => {
+            return file_error(format!(
+                "file is {} bytes, more than the {MAX_FILE_BYTES} bytes navarch reads from one file; not read (split it into smaller files)",
+                m.len()
+            ));
+        }
+        _ => {}
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return file_error(format!("cannot read file: {e}")),
+    };
+    let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            set.store.errors.push(ConfigError {
-                source,
-                document: None,
-                kind: None,
-                namespace: None,
-                name: None,
-                field: None,
-                message: format!("cannot read file: {e}"),
-            });
-            return set;
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            return file_error(format!(
+                "not UTF-8: invalid byte at offset {at} (line {line}); config files must be UTF-8"
+            ));
         }
     };
-    match parse_documents(path, &text) {
+    objects_from_text(path, &text)
+}
+
+/// The objects of one file's text (`path` names the file in errors and picks JSON or YAML).
+pub fn objects_from_text(path: &Path, text: &str) -> ObjectSet {
+    let mut set = ObjectSet::default();
+    let source = path.display().to_string();
+    match parse_documents(path, text) {
         Ok(docs) => {
             let many = docs.len() > 1;
             for (i, doc) in docs.into_iter().enumerate() {
@@ -196,11 +313,14 @@ pub fn load_store(
 }
 
 /// Watches `dirs` and sends a freshly read [`ObjectSet`] after every change (events closer than
-/// `settle` are coalesced so an editor's write-rename dance yields one reload).
+/// `settle` are coalesced so an editor's write-rename dance yields one reload); with
+/// `send_first`, also once at the start (a restarted source: changes made while it was down).
+/// Fails when a dir cannot be watched or read any more (it was removed).
 pub async fn watch(
     dirs: Vec<PathBuf>,
     settle: Duration,
     updates: mpsc::Sender<ObjectSet>,
+    send_first: bool,
 ) -> Result<(), FileSourceError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -223,23 +343,31 @@ pub async fn watch(
             })?;
     }
     let cache = std::sync::Arc::new(std::sync::Mutex::new(FileCache::default()));
-    {
-        // Seed the cache with what is there now, so the first change re-reads one file.
-        let (dirs2, cache2) = (dirs.clone(), cache.clone());
-        let _ = tokio::task::spawn_blocking(move || {
-            cache2.lock().expect("file cache lock").load(&dirs2)
-        })
-        .await;
+    let load = |dirs: Vec<PathBuf>| {
+        let cache = cache.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                // A panic while loading leaves a half-updated cache: start it over.
+                let mut cache = cache.lock().unwrap_or_else(|e| {
+                    let mut c = e.into_inner();
+                    *c = FileCache::default();
+                    c
+                });
+                cache.load(&dirs)
+            })
+            .await
+            .map_err(|e| FileSourceError::Panicked(crate::supervise::join_error_cause(e)))?
+        }
+    };
+    // Seed the cache with what is there now, so the first change re-reads one file.
+    let first = load(dirs.clone()).await?;
+    if send_first && updates.send(first).await.is_err() {
+        return Ok(());
     }
     while rx.recv().await.is_some() {
         // Coalesce bursts.
         while let Ok(Some(())) = tokio::time::timeout(settle, rx.recv()).await {}
-        let (dirs2, cache2) = (dirs.clone(), cache.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            cache2.lock().expect("file cache lock").load(&dirs2)
-        })
-        .await
-        .expect("file loading task does not panic");
+        let loaded = load(dirs.clone()).await;
         match loaded {
             Ok(objects) => {
                 tracing::info!("config files changed; reloaded");
@@ -247,9 +375,10 @@ pub async fn watch(
                     break;
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "reloading config files failed; keeping the last good set")
-            }
+            // A config dir that went away takes its watch with it: fail, so that the source is
+            // restarted (and watches again) once the dir is back; the last good set stays
+            // served meanwhile.
+            Err(e) => return Err(e),
         }
     }
     drop(watcher);

@@ -8,8 +8,10 @@
 //!
 //! Relists, `410 Gone`, watch timeouts and API-server restarts are the watcher's business: a
 //! reflector store swaps in a relisted state only once the list is complete, so between a
-//! failure and the next complete list the last good objects keep being served. Must not build
-//! Envoy config or talk to proxies.
+//! failure and the next complete list the last good objects keep being served. Every watcher
+//! and helper task belongs to the source's [`TaskGroup`]: one that panics or ends fails the
+//! source (its supervisor restarts it, which relists), and a failed source leaves no task
+//! behind. Must not build Envoy config or talk to proxies.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -33,6 +35,7 @@ pub mod status;
 
 use crate::model::config::{ConfigError, ConfigKind};
 use crate::sources::objects::{ObjectSet, Origin};
+use crate::supervise::{Spawner, TaskEnded, TaskGroup};
 
 /// The API group of Istio's networking kinds.
 pub const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
@@ -57,6 +60,8 @@ pub enum KubeSourceError {
     InCluster(#[source] kube::config::InClusterError),
     #[error("building a Kubernetes client: {0}")]
     Client(#[source] kube::Error),
+    #[error("a task of the Kubernetes source stopped: {0}")]
+    TaskEnded(#[from] TaskEnded),
 }
 
 /// A client for `kubeconfig`, or for the cluster this process runs in.
@@ -90,11 +95,12 @@ pub struct KubeSourceOptions {
     pub status: Option<StatusOptions>,
 }
 
-/// What the status writer needs: the current errors (from the push loop) and the Lease.
+/// What the status writer needs: the current errors (from the push loop) and whether this
+/// replica holds the Lease (from [`leader::run`]).
 #[derive(Debug, Clone)]
 pub struct StatusOptions {
     pub errors: tokio::sync::watch::Receiver<Vec<ConfigError>>,
-    pub lease: leader::LeaseOptions,
+    pub leading: tokio::sync::watch::Receiver<bool>,
 }
 
 /// One watched Istio kind: the version the cluster serves it at and its store.
@@ -188,8 +194,9 @@ where
     }
 }
 
-/// Starts a reflector for a typed kind; returns its store.
+/// Starts a reflector for a typed kind in `tasks`; returns its store.
 fn watch_typed<K>(
+    tasks: &Spawner,
     api: Api<K>,
     config: watcher::Config,
     kind: &str,
@@ -204,7 +211,10 @@ where
         .default_backoff()
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer);
-    tokio::spawn(run_watcher(kind.to_string(), stream, changed.clone()));
+    tasks.spawn(
+        format!("{kind} watcher"),
+        run_watcher(kind.to_string(), stream, changed.clone()),
+    );
     reader
 }
 
@@ -228,16 +238,36 @@ async fn discover_istio_kinds(client: &Client) -> Vec<(ConfigKind, ApiResource)>
 }
 
 /// Watches the cluster and sends a complete [`ObjectSet`] once every kind has listed, then after
-/// every settled change. Runs until `updates` is closed.
-pub async fn run(client: Client, opts: KubeSourceOptions, updates: mpsc::Sender<ObjectSet>) {
+/// every settled change. Runs until `updates` is closed, or until one of its tasks stops (an
+/// error: the caller restarts the source).
+pub async fn run(
+    client: Client,
+    opts: KubeSourceOptions,
+    updates: mpsc::Sender<ObjectSet>,
+) -> Result<(), KubeSourceError> {
+    let mut group = TaskGroup::new();
+    let tasks = group.spawner();
     let changed = Arc::new(Notify::new());
     let cfg = watcher::Config::default;
     let stores = Arc::new(Stores {
-        services: watch_typed(Api::all(client.clone()), cfg(), "Service", &changed),
-        endpoint_slices: watch_typed(Api::all(client.clone()), cfg(), "EndpointSlice", &changed),
-        pods: watch_typed(Api::all(client.clone()), cfg(), "Pod", &changed),
-        namespaces: watch_typed(Api::all(client.clone()), cfg(), "Namespace", &changed),
+        services: watch_typed(&tasks, Api::all(client.clone()), cfg(), "Service", &changed),
+        endpoint_slices: watch_typed(
+            &tasks,
+            Api::all(client.clone()),
+            cfg(),
+            "EndpointSlice",
+            &changed,
+        ),
+        pods: watch_typed(&tasks, Api::all(client.clone()), cfg(), "Pod", &changed),
+        namespaces: watch_typed(
+            &tasks,
+            Api::all(client.clone()),
+            cfg(),
+            "Namespace",
+            &changed,
+        ),
         config_maps: watch_typed(
+            &tasks,
             Api::namespaced(client.clone(), &opts.system_namespace),
             cfg().fields("metadata.name=istio"),
             "ConfigMap",
@@ -246,6 +276,7 @@ pub async fn run(client: Client, opts: KubeSourceOptions, updates: mpsc::Sender<
         // Only TLS-shaped Secrets can be gateway credentials; service-account tokens and
         // the like are never read.
         secrets: watch_typed(
+            &tasks,
             Api::all(client.clone()),
             cfg().fields("type!=kubernetes.io/service-account-token"),
             "Secret",
@@ -261,7 +292,8 @@ pub async fn run(client: Client, opts: KubeSourceOptions, updates: mpsc::Sender<
         let stores = stores.clone();
         let changed = changed.clone();
         let istio_ready = istio_ready.clone();
-        tokio::spawn(async move {
+        let watchers = tasks.clone();
+        tasks.spawn_finite("Istio kind discovery", async move {
             let mut warned = false;
             let mut watched: Vec<ConfigKind> = Vec::new();
             loop {
@@ -277,11 +309,10 @@ pub async fn run(client: Client, opts: KubeSourceOptions, updates: mpsc::Sender<
                         .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear())
                         .reflect(writer);
                     tracing::info!(kind = kind.as_str(), version = %resource.version, "watching Istio kind");
-                    tokio::spawn(run_watcher(
-                        kind.as_str().to_string(),
-                        stream,
-                        changed.clone(),
-                    ));
+                    watchers.spawn(
+                        format!("{} watcher", kind.as_str()),
+                        run_watcher(kind.as_str().to_string(), stream, changed.clone()),
+                    );
                     // Not served until listed, so a half-listed kind never looks deleted.
                     let _ = store.wait_until_ready().await;
                     stores
@@ -314,13 +345,15 @@ pub async fn run(client: Client, opts: KubeSourceOptions, updates: mpsc::Sender<
     }
 
     if let Some(status) = opts.status.clone() {
-        let leading = leader::spawn(client.clone(), status.lease);
-        tokio::spawn(status::run(
-            client.clone(),
-            stores.clone(),
-            status.errors,
-            leading,
-        ));
+        tasks.spawn(
+            "status writer",
+            status::run(
+                client.clone(),
+                stores.clone(),
+                status.errors,
+                status.leading,
+            ),
+        );
     }
 
     // Wait for the first complete list of everything, saying what is still missing.
@@ -338,6 +371,7 @@ pub async fn run(client: Client, opts: KubeSourceOptions, updates: mpsc::Sender<
     loop {
         tokio::select! {
             _ = &mut initial => break,
+            ended = group.ended() => return Err(ended.into()),
             _ = tokio::time::sleep(Duration::from_secs(5)) => {
                 tracing::info!(waited_s = started.elapsed().as_secs(), "waiting for the first list of every kind from the Kubernetes API server (is it reachable?)");
             }
@@ -351,9 +385,12 @@ pub async fn run(client: Client, opts: KubeSourceOptions, updates: mpsc::Sender<
     loop {
         let snapshot = stores.snapshot();
         if updates.send(snapshot).await.is_err() {
-            return;
+            return Ok(());
         }
-        changed.notified().await;
+        tokio::select! {
+            _ = changed.notified() => {}
+            ended = group.ended() => return Err(ended.into()),
+        }
         tokio::time::sleep(opts.settle).await;
     }
 }

@@ -111,7 +111,9 @@ impl ObjectSet {
             return;
         }
         match (api_version.as_str(), kind.as_str()) {
-            ("v1", "Service") => self.push_kube(origin, doc, |s, o| s.services.push(o)),
+            ("v1", "Service") => {
+                self.push_kube_checked(origin, doc, check_service, |s, o| s.services.push(o))
+            }
             ("v1", "Pod") => self.push_kube(origin, doc, |s, o| s.pods.push(o)),
             ("v1", "Namespace") => self.push_kube(origin, doc, |s, o| s.namespaces.push(o)),
             ("v1", "ConfigMap") => self.push_kube(origin, doc, |s, o| s.config_maps.push(o)),
@@ -135,8 +137,40 @@ impl ObjectSet {
         doc: Value,
         add: impl FnOnce(&mut Self, T),
     ) {
+        self.push_kube_checked(origin, doc, |_| Vec::new(), add);
+    }
+
+    /// A Kubernetes object, rejected (every problem reported with its field) when `check`
+    /// finds what the API server would refuse.
+    fn push_kube_checked<T: DeserializeOwned>(
+        &mut self,
+        origin: &Origin,
+        doc: Value,
+        check: fn(&T) -> Vec<(String, String)>,
+        add: impl FnOnce(&mut Self, T),
+    ) {
+        // Kubernetes' own name rules: a Service name becomes a DNS label of its hostname.
+        let name_rule = if doc.get("kind").and_then(Value::as_str) == Some("Service") {
+            dns1035_label
+        } else {
+            dns1123_subdomain
+        };
+        if let Err(e) = check_names(origin, &doc, name_rule) {
+            self.store.errors.push(*e);
+            return;
+        }
         match serde_path_to_error::deserialize::<_, T>(&doc) {
-            Ok(obj) => add(self, obj),
+            Ok(obj) => {
+                let problems = check(&obj);
+                if problems.is_empty() {
+                    add(self, obj);
+                }
+                for (field, message) in problems {
+                    self.store
+                        .errors
+                        .push(origin.error(&doc, Some(field), message));
+                }
+            }
             Err(e) => {
                 let field = e.path().to_string();
                 let message = e.inner().to_string();
@@ -702,6 +736,49 @@ fn resolve_target_port(target: &TargetPort, pod: &Pod) -> Option<u16> {
     }
 }
 
+/// What the API server refuses in a Service's ports (and what would give a proxy two clusters
+/// of one name): a port or numeric targetPort outside 1-65535, a port number given twice for
+/// one protocol, and a port name given twice.
+fn check_service(svc: &KubeService) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let ports = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut seen_ports = std::collections::BTreeSet::new();
+    let mut seen_names = std::collections::BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let at = |f: &str| format!("spec.ports[{i}]{f}");
+        if !(1..=65535).contains(&p.port) {
+            problems.push((
+                at(".port"),
+                format!("{} is not a port: must be 1-65535", p.port),
+            ));
+        }
+        if let Some(IntOrString::Int(t)) = &p.target_port
+            && !(1..=65535).contains(t)
+        {
+            problems.push((
+                at(".targetPort"),
+                format!("{t} is not a port: must be 1-65535"),
+            ));
+        }
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
+        if !seen_ports.insert((p.port, protocol.to_string())) {
+            problems.push((at(""), format!("duplicate port {}/{protocol}", p.port)));
+        }
+        // (Kubernetes also wants every port named when there are several; an unnamed one is
+        // still served here, its protocol sniffed or taken from appProtocol.)
+        let name = p.name.as_deref().unwrap_or_default();
+        if !name.is_empty() && !seen_names.insert(name) {
+            problems.push((at(".name"), format!("duplicate port name {name:?}")));
+        }
+    }
+    problems
+}
+
 /// Kubernetes Service → registry Service.
 pub fn convert_service(svc: &KubeService) -> Option<Service> {
     let name = svc.metadata.name.clone()?;
@@ -763,21 +840,102 @@ pub fn convert_service(svc: &KubeService) -> Option<Service> {
     })
 }
 
+/// Kubernetes' DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters):
+/// namespaces.
+fn dns1123_label(s: &str) -> Result<(), String> {
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let b = s.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| alnum(*c) || *c == b'-')
+        && alnum(b[0])
+        && alnum(b[b.len() - 1]);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// Kubernetes' DNS-1123 subdomain (DNS-1123 labels joined by '.', at most 253 characters):
+/// the names of most objects, Istio's included.
+fn dns1123_subdomain(s: &str) -> Result<(), String> {
+    if s.len() <= 253 && s.split('.').all(|l| dns1123_label(l).is_ok()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS-1123 subdomain: at most 253 lower-case letters, digits, '-' or '.', each '.'-separated part starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// Kubernetes' DNS-1035 label (a DNS-1123 label that starts with a letter): Service names.
+fn dns1035_label(s: &str) -> Result<(), String> {
+    match dns1123_label(s) {
+        Ok(()) if s.as_bytes()[0].is_ascii_lowercase() => Ok(()),
+        _ => Err(format!(
+            "{s:?} is not a DNS-1035 label: at most 63 lower-case letters, digits or '-', starting with a letter and ending with a letter or digit"
+        )),
+    }
+}
+
+/// `metadata.name` (required, by `name_rule`) and `metadata.namespace` (a DNS-1123 label when
+/// given) as Kubernetes would accept them.
+fn check_names(
+    origin: &Origin,
+    doc: &Value,
+    name_rule: fn(&str) -> Result<(), String>,
+) -> Result<(), Box<ConfigError>> {
+    let meta = doc.get("metadata");
+    let err =
+        |field: &str, message: String| Box::new(origin.error(doc, Some(field.into()), message));
+    match meta.and_then(|m| m.get("name")) {
+        None | Some(Value::Null) => {
+            return Err(err("metadata.name", "metadata.name is required".into()));
+        }
+        Some(Value::String(name)) if name.is_empty() => {
+            return Err(err("metadata.name", "metadata.name is required".into()));
+        }
+        Some(Value::String(name)) => name_rule(name).map_err(|m| err("metadata.name", m))?,
+        Some(other) => {
+            return Err(err(
+                "metadata.name",
+                format!("invalid type: {}, expected a string", json_type(other)),
+            ));
+        }
+    }
+    match meta.and_then(|m| m.get("namespace")) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(ns)) => dns1123_label(ns).map_err(|m| err("metadata.namespace", m)),
+        Some(other) => Err(err(
+            "metadata.namespace",
+            format!("invalid type: {}, expected a string", json_type(other)),
+        )),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "sequence",
+        Value::Object(_) => "map",
+    }
+}
+
 fn config_meta(
     origin: &Origin,
     kind: ConfigKind,
     api_version: &str,
     doc: &Value,
 ) -> Result<ConfigMeta, Box<ConfigError>> {
+    check_names(origin, doc, dns1123_subdomain)?;
     let meta = doc.get("metadata").cloned().unwrap_or(Value::Null);
     let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
-    if name.is_empty() {
-        return Err(Box::new(origin.error(
-            doc,
-            Some("metadata.name".into()),
-            "metadata.name is required",
-        )));
-    }
     let map = |key: &str| -> BTreeMap<String, String> {
         meta.get(key)
             .and_then(Value::as_object)
@@ -1010,6 +1168,29 @@ status:
                 .contains_key("web.a.svc.cluster.local")
         );
         assert_eq!(store.destination_rules.len(), 1);
+    }
+
+    /// Found by the property tests: a Service whose ports have no numbers gave a proxy two
+    /// clusters named `outbound|0||...`, and Envoy rejects a CDS response holding both.
+    #[test]
+    fn service_ports_the_api_server_would_refuse_are_rejected_with_their_field() {
+        let store = set_of(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: shadow, namespace: web}\nspec:\n  ports: [{}, {}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: twice, namespace: web}\nspec:\n  ports: [{name: a, port: 80, targetPort: 70000}, {name: a, port: 81}, {name: b, port: 80}]\n",
+        )
+        .into_store("istio-system", None);
+        assert!(store.registry.services.is_empty(), "both rejected whole");
+        let errors: Vec<String> = store.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            errors,
+            [
+                "test.yaml: Service web/shadow: field spec.ports[0].port: 0 is not a port: must be 1-65535",
+                "test.yaml: Service web/shadow: field spec.ports[1]: duplicate port 0/TCP",
+                "test.yaml: Service web/shadow: field spec.ports[1].port: 0 is not a port: must be 1-65535",
+                "test.yaml: Service web/twice: field spec.ports[0].targetPort: 70000 is not a port: must be 1-65535",
+                "test.yaml: Service web/twice: field spec.ports[1].name: duplicate port name \"a\"",
+                "test.yaml: Service web/twice: field spec.ports[2]: duplicate port 80/TCP",
+            ]
+        );
     }
 
     #[test]

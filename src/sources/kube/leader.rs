@@ -5,6 +5,7 @@
 //! watch channel. Timings follow client-go's defaults as istiod uses them: a lease of `ttl`,
 //! renewed every `ttl / 4`; leadership is given up when a renewal fails.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -26,30 +27,48 @@ pub struct LeaseOptions {
     pub ttl: Duration,
 }
 
-/// Starts competing for the Lease; the receiver says whether this replica leads now.
-pub fn spawn(client: Client, opts: LeaseOptions) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let api: Api<Lease> = Api::namespaced(client, &opts.namespace);
-        loop {
-            let leading = match acquire_or_renew(&api, &opts).await {
-                Ok(leading) => leading,
-                Err(error) => {
-                    tracing::warn!(lease = %opts.name, %error, "lease renewal failed; not leading until it succeeds");
-                    false
-                }
-            };
-            if *tx.borrow() != leading {
-                tracing::info!(lease = %opts.name, identity = %opts.identity, leading, "leadership changed");
+/// Errors of the elector itself (a failed renewal is not one: it only ends leadership).
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("nobody reads leadership any more")]
+    Unobserved,
+}
+
+/// Gives up leadership when dropped: an elector that panics or is stopped no longer leads.
+struct Resign(Arc<watch::Sender<bool>>);
+
+impl Drop for Resign {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
+}
+
+/// Competes for the Lease for as long as it runs, saying on `leading` whether this replica
+/// leads now. Returns only when nobody subscribes to `leading` any more.
+pub async fn run(
+    client: Client,
+    opts: LeaseOptions,
+    leading: Arc<watch::Sender<bool>>,
+) -> Result<(), LeaderError> {
+    let tx = Resign(leading);
+    let api: Api<Lease> = Api::namespaced(client, &opts.namespace);
+    loop {
+        let now_leading = match acquire_or_renew(&api, &opts).await {
+            Ok(leading) => leading,
+            Err(error) => {
+                tracing::warn!(lease = %opts.name, %error, "lease renewal failed; not leading until it succeeds");
+                false
             }
-            tx.send_replace(leading);
-            if tx.is_closed() {
-                return;
-            }
-            tokio::time::sleep(opts.ttl / 4).await;
+        };
+        if *tx.0.borrow() != now_leading {
+            tracing::info!(lease = %opts.name, identity = %opts.identity, leading = now_leading, "leadership changed");
         }
-    });
-    rx
+        tx.0.send_replace(now_leading);
+        if tx.0.is_closed() {
+            return Err(LeaderError::Unobserved);
+        }
+        tokio::time::sleep(opts.ttl / 4).await;
+    }
 }
 
 /// One round: true when this replica holds the Lease afterwards.
