@@ -9,6 +9,7 @@ mod cluster;
 mod delta;
 mod demo;
 mod egress;
+mod faults;
 mod gateway;
 mod golden;
 mod hostile_files;

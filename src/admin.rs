@@ -288,6 +288,21 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "Total number of XDS responses from pilot rejected by proxy.",
         m.rejects.load(Ordering::Relaxed),
     );
+    // istiod's per-type reject metrics (`pilot_xds_cds_reject`, ...).
+    for kind in [
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+        ResourceType::Listener,
+        ResourceType::Route,
+    ] {
+        let short = kind.short().to_lowercase();
+        metric(
+            &format!("pilot_xds_{short}_reject"),
+            "counter",
+            &format!("Pilot rejected {} configs.", kind.short()),
+            m.rejects_by_type[kind.index()].load(Ordering::Relaxed),
+        );
+    }
     metric(
         "pilot_xds_acks_total",
         "counter",
