@@ -194,6 +194,21 @@ where
     }
 }
 
+/// How a failed watch retries: from 500 ms, doubling with jitter, at most 5 s apart, reset
+/// after a minute of health. Shorter than client-go's 30 s cap on purpose: after an API-server
+/// outage the changes made meanwhile reach proxies within seconds of its return, not after
+/// each watcher's backoff has run out.
+fn watch_backoff()
+-> kube::runtime::utils::ResetTimerBackoff<kube::runtime::watcher::ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(exponential.into(), Duration::from_secs(60))
+}
+
 /// Starts a reflector for a typed kind in `tasks`; returns its store.
 fn watch_typed<K>(
     tasks: &Spawner,
@@ -208,7 +223,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
-        .default_backoff()
+        .backoff(watch_backoff())
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer);
     tasks.spawn(
@@ -305,7 +320,7 @@ pub async fn run(
                     let store = writer.as_reader();
                     let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
                     let stream = watcher(api, cfg())
-                        .default_backoff()
+                        .backoff(watch_backoff())
                         .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear())
                         .reflect(writer);
                     tracing::info!(kind = kind.as_str(), version = %resource.version, "watching Istio kind");
