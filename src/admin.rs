@@ -246,10 +246,24 @@ async fn push_status(State(s): State<AppState>) -> Response {
         "encodedResources": s.server.cache.encoded_resources(),
         "cachedSets": s.server.cache.size().0,
         "cachedBytes": s.server.cache.size().1,
+        "heapAllocatedBytes": heap().0,
+        "heapResidentBytes": heap().1,
         "refusedStreams": m.refused_streams.load(Ordering::Relaxed),
         "stalledStreams": m.stalled_streams.load(Ordering::Relaxed),
     }))
     .into_response()
+}
+
+/// The allocator's view of the heap: bytes allocated by the program and bytes it keeps
+/// resident (jemalloc's `stats.allocated` and `stats.resident`; zero when jemalloc is not the
+/// allocator, as in unit tests).
+fn heap() -> (u64, u64) {
+    if tikv_jemalloc_ctl::epoch::advance().is_err() {
+        return (0, 0);
+    }
+    let allocated = tikv_jemalloc_ctl::stats::allocated::read().unwrap_or(0) as u64;
+    let resident = tikv_jemalloc_ctl::stats::resident::read().unwrap_or(0) as u64;
+    (allocated, resident)
 }
 
 /// Prometheus text, with istiod's metric names where istiod has them.
@@ -287,6 +301,19 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "counter",
         "Total number of XDS responses from pilot rejected by proxy.",
         m.rejects.load(Ordering::Relaxed),
+    );
+    let (allocated, resident) = heap();
+    metric(
+        "navarch_heap_allocated_bytes",
+        "gauge",
+        "Bytes the control plane has allocated (jemalloc stats.allocated).",
+        allocated,
+    );
+    metric(
+        "navarch_heap_resident_bytes",
+        "gauge",
+        "Bytes of heap kept resident (jemalloc stats.resident).",
+        resident,
     );
     // istiod's per-type reject metrics (`pilot_xds_cds_reject`, ...).
     for kind in [

@@ -123,12 +123,13 @@ struct Stores {
 impl Stores {
     /// Everything the stores hold now, as one [`ObjectSet`].
     fn snapshot(&self) -> ObjectSet {
-        fn owned<K>(store: &Store<K>) -> Vec<K>
+        // The watchers' own objects, shared, not copied.
+        fn owned<K>(store: &Store<K>) -> Vec<Arc<K>>
         where
             K: Resource + Clone + 'static,
             K::DynamicType: Eq + Hash + Clone,
         {
-            store.state().iter().map(|o| (**o).clone()).collect()
+            store.state()
         }
         let mut set = ObjectSet {
             services: owned(&self.services),

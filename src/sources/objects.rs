@@ -7,6 +7,7 @@
 //! fatal for the rest.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{
@@ -41,16 +42,18 @@ pub const ISTIO_API_VERSIONS: [&str; 3] = [
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
 
-/// The objects read from one source, before they become a `ConfigStore`.
+/// The objects read from one source, before they become a `ConfigStore`. Kubernetes objects
+/// are shared (`Arc`): the cluster source hands over its watchers' objects without copying
+/// them, and merging or keeping a source's latest set costs a reference each.
 #[derive(Debug, Default, Clone)]
 pub struct ObjectSet {
-    pub services: Vec<KubeService>,
-    pub endpoint_slices: Vec<EndpointSlice>,
-    pub endpoints: Vec<Endpoints>,
-    pub pods: Vec<Pod>,
-    pub namespaces: Vec<Namespace>,
-    pub config_maps: Vec<ConfigMap>,
-    pub secrets: Vec<Secret>,
+    pub services: Vec<Arc<KubeService>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub endpoints: Vec<Arc<Endpoints>>,
+    pub pods: Vec<Arc<Pod>>,
+    pub namespaces: Vec<Arc<Namespace>>,
+    pub config_maps: Vec<Arc<ConfigMap>>,
+    pub secrets: Vec<Arc<Secret>>,
     pub store: ConfigStore,
 }
 
@@ -112,16 +115,16 @@ impl ObjectSet {
         }
         match (api_version.as_str(), kind.as_str()) {
             ("v1", "Service") => {
-                self.push_kube_checked(origin, doc, check_service, |s, o| s.services.push(o))
+                self.push_kube_checked(origin, doc, check_service, |s, o| s.services.push(Arc::new(o)))
             }
-            ("v1", "Pod") => self.push_kube(origin, doc, |s, o| s.pods.push(o)),
-            ("v1", "Namespace") => self.push_kube(origin, doc, |s, o| s.namespaces.push(o)),
-            ("v1", "ConfigMap") => self.push_kube(origin, doc, |s, o| s.config_maps.push(o)),
-            ("v1", "Endpoints") => self.push_kube(origin, doc, |s, o| s.endpoints.push(o)),
+            ("v1", "Pod") => self.push_kube(origin, doc, |s, o| s.pods.push(Arc::new(o))),
+            ("v1", "Namespace") => self.push_kube(origin, doc, |s, o| s.namespaces.push(Arc::new(o))),
+            ("v1", "ConfigMap") => self.push_kube(origin, doc, |s, o| s.config_maps.push(Arc::new(o))),
+            ("v1", "Endpoints") => self.push_kube(origin, doc, |s, o| s.endpoints.push(Arc::new(o))),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
-                self.push_kube(origin, doc, |s, o| s.endpoint_slices.push(o))
+                self.push_kube(origin, doc, |s, o| s.endpoint_slices.push(Arc::new(o)))
             }
-            ("v1", "Secret") => self.push_kube(origin, doc, |s, o| s.secrets.push(o)),
+            ("v1", "Secret") => self.push_kube(origin, doc, |s, o| s.secrets.push(Arc::new(o))),
             (av, k) if av.starts_with("networking.istio.io/") => {
                 self.add_istio(origin, &api_version, k, doc)
             }
@@ -540,6 +543,7 @@ impl ObjectSet {
                         .and_then(|l| l.get(SERVICE_NAME_LABEL))
                         == Some(&service.name)
             })
+            .map(|s| &**s)
             .collect();
         let mut out = Vec::new();
         let mut from_endpoint_objects = false;
@@ -581,6 +585,7 @@ impl ObjectSet {
                 namespace_of(&e.metadata) == *ns
                     && e.metadata.name.as_deref() == Some(&service.name)
             })
+            .map(|e| &**e)
             .collect();
         if !from_endpoint_objects && !legacy.is_empty() {
             for eps in legacy {
@@ -676,6 +681,7 @@ impl ObjectSet {
                     }
                 }
         })
+        .map(|p| &**p)
     }
 }
 
