@@ -155,6 +155,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
     let mesh = load_mesh(cfg.mesh_config.as_ref())?;
     let bundled = cfg.config_dirs.is_empty() && cfg.cluster.is_none();
     let mut initial_sets = std::collections::BTreeMap::new();
+    let mut file_seed = None;
     let initial = if bundled {
         tracing::info!(
             "no --config-dir and no cluster: serving the bundled sandbox config (testdata/sandbox: the seed's testns1/httpbin setup)"
@@ -163,15 +164,17 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
     } else {
         if !cfg.config_dirs.is_empty() {
             let dirs = cfg.config_dirs.clone();
-            let set = tokio::task::spawn_blocking(move || sources::files::load_objects(&dirs))
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "reading the config dirs {}",
-                        join_error_cause(e).unwrap_or_else(|| "was cancelled".into())
-                    )
-                })??;
+            let (set, cache) =
+                tokio::task::spawn_blocking(move || sources::files::load_cached(&dirs))
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "reading the config dirs {}",
+                            join_error_cause(e).unwrap_or_else(|| "was cancelled".into())
+                        )
+                    })??;
             initial_sets.insert(SourceId::Files, set);
+            file_seed = Some(cache);
         }
         build_store(initial_sets.clone(), &cfg.system_namespace, mesh.as_ref())
     };
@@ -244,6 +247,8 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         let dirs = cfg.config_dirs.clone();
         let updates = updates_tx.clone();
         let mut restarted = false;
+        // The first incarnation starts from the files already read.
+        let seed = std::sync::Mutex::new(file_seed.take());
         keep(supervise(
             health.clone(),
             task::FILE_SOURCE,
@@ -252,8 +257,9 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
                 // A restart re-reads everything at once: changes made while it was down count.
                 let send_first = std::mem::replace(&mut restarted, true);
                 let dirs = dirs.clone();
+                let seed = seed.lock().unwrap_or_else(|e| e.into_inner()).take();
                 tagged(SourceId::Files, updates.clone(), move |tx| {
-                    sources::files::watch(dirs, Duration::from_millis(20), tx, send_first)
+                    sources::files::watch(dirs, Duration::from_millis(20), tx, send_first, seed)
                 })
             },
         ));

@@ -100,7 +100,12 @@ pub fn scope_key(kind: ResourceType, proxy: &Proxy, push: &PushContext) -> Scope
     // The Sidecar that scopes the proxy (chosen by namespace and labels) decides which
     // services, VirtualServices, ingress listeners and catch-all policy it gets.
     let sidecar = push.sidecar_for(proxy);
-    key.sidecar = sidecar.and_then(|s| push.store.sidecars.iter().position(|c| std::ptr::eq(c, s)));
+    key.sidecar = sidecar.and_then(|s| {
+        push.store
+            .sidecars
+            .iter()
+            .position(|c| std::ptr::eq(&**c, s))
+    });
     let source_labels = || {
         proxy
             .labels
@@ -342,20 +347,22 @@ mod tests {
         }))
         .unwrap();
         let mut store = crate::model::push_context::ConfigStore::default();
-        store.virtual_services.push(crate::model::config::Config {
-            meta: crate::model::config::ConfigMeta {
-                kind: crate::model::config::ConfigKind::VirtualService,
-                api_version: "networking.istio.io/v1".into(),
-                name: "reviews".into(),
-                namespace: "ns1".into(),
-                labels: Default::default(),
-                annotations: Default::default(),
-                creation_timestamp: None,
-                resource_version: None,
-                source: "test".into(),
-            },
-            spec: vs,
-        });
+        store
+            .virtual_services
+            .push(std::sync::Arc::new(crate::model::config::Config {
+                meta: crate::model::config::ConfigMeta {
+                    kind: crate::model::config::ConfigKind::VirtualService,
+                    api_version: "networking.istio.io/v1".into(),
+                    name: "reviews".into(),
+                    namespace: "ns1".into(),
+                    labels: Default::default(),
+                    annotations: Default::default(),
+                    creation_timestamp: None,
+                    resource_version: None,
+                    source: "test".into(),
+                },
+                spec: vs,
+            }));
         let push = PushContext::new(store);
         for kind in [ResourceType::Route, ResourceType::Listener] {
             // `app` is not looked at: a and b still share; `version` is: b and c do not.

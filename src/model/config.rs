@@ -87,7 +87,7 @@ pub struct Config<T> {
 }
 
 /// Orders objects as Istio does when several apply: oldest first, then namespace/name.
-pub fn istio_order<T>(a: &Config<T>, b: &Config<T>) -> std::cmp::Ordering {
+pub fn istio_order<T, C: std::ops::Deref<Target = Config<T>>>(a: &C, b: &C) -> std::cmp::Ordering {
     let ts = |c: &Config<T>| c.meta.creation_timestamp.clone().unwrap_or_default();
     ts(a)
         .cmp(&ts(b))

@@ -177,6 +177,7 @@ pub fn gateways_for<'a>(proxy: &Proxy, push: &'a PushContext) -> Vec<&'a Config<
         .gateways
         .iter()
         .filter(|g| labels_match(&g.spec.selector, &proxy.labels))
+        .map(|g| &**g)
         .collect()
 }
 
@@ -262,6 +263,7 @@ pub fn virtual_services_for_gateway<'a>(
             names_gateway(&vs.spec.gateways, &vs.meta.namespace, gateway)
                 && is_exported_to(&vs.spec.export_to, &vs.meta.namespace, &proxy.namespace)
         })
+        .map(|vs| &**vs)
         .collect();
     out.sort_by_key(|vs| vs.meta.namespace != proxy.namespace);
     out

@@ -6,6 +6,7 @@
 //! a new one. No I/O, no Envoy types.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -29,16 +30,16 @@ pub struct ConfigStore {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Pod labels by `name.namespace`, for proxies whose metadata carries no LABELS.
     pub pod_labels: BTreeMap<String, BTreeMap<String, String>>,
-    pub virtual_services: Vec<Config<VirtualService>>,
-    pub destination_rules: Vec<Config<DestinationRule>>,
-    pub gateways: Vec<Config<Gateway>>,
-    pub service_entries: Vec<Config<ServiceEntry>>,
-    pub sidecars: Vec<Config<Sidecar>>,
-    pub workload_entries: Vec<Config<WorkloadEntry>>,
+    pub virtual_services: Vec<Arc<Config<VirtualService>>>,
+    pub destination_rules: Vec<Arc<Config<DestinationRule>>>,
+    pub gateways: Vec<Arc<Config<Gateway>>>,
+    pub service_entries: Vec<Arc<Config<ServiceEntry>>>,
+    pub sidecars: Vec<Arc<Config<Sidecar>>>,
+    pub workload_entries: Vec<Arc<Config<WorkloadEntry>>>,
     /// TLS credentials from Secrets, by `namespace/name` (gateway `credentialName`s).
     pub secrets: BTreeMap<String, crate::model::credential::TlsCredential>,
     /// EnvoyFilters are kept verbatim until they are translated.
-    pub envoy_filters: Vec<Config<serde_json::Value>>,
+    pub envoy_filters: Vec<Arc<Config<serde_json::Value>>>,
     /// Documents that failed to parse or validate (reported, never served).
     pub errors: Vec<ConfigError>,
 }
@@ -193,6 +194,7 @@ impl PushContext {
             self.store
                 .sidecars
                 .iter()
+                .map(|s| &**s)
                 .filter(move |s| s.meta.namespace == ns)
         };
         let selected = in_ns(&proxy.namespace).find(|s| {
@@ -302,6 +304,7 @@ impl PushContext {
             .virtual_services
             .iter()
             .filter(move |vs| self.vs_visible(&proxy, vs, hosts.as_deref()))
+            .map(|vs| &**vs)
     }
 
     /// Whether a VirtualService applies to sidecar `proxy`: bound to the mesh, exported to its
@@ -350,7 +353,7 @@ impl PushContext {
         let mut candidates: Vec<&Config<VirtualService>> =
             HostIndex::matching(&self.index.vs_exact, &self.index.vs_wildcard, hostname)
                 .into_iter()
-                .map(|i| &self.store.virtual_services[i])
+                .map(|i| &*self.store.virtual_services[i])
                 .filter(|vs| self.vs_visible(proxy, vs, hosts.as_deref()))
                 .collect();
         candidates.sort_by_key(|vs| vs.meta.namespace != proxy.namespace);
@@ -382,7 +385,7 @@ impl PushContext {
                         && is_exported_to(&dr.spec.export_to, &dr.meta.namespace, proxy_namespace)
                 });
             if found.is_some() {
-                return found;
+                return found.map(|v| &**v);
             }
         }
         None
@@ -495,13 +498,14 @@ mod tests {
     fn sidecar_selection_and_egress_hosts() {
         let store = ConfigStore {
             sidecars: vec![
-                sidecar("istio-system", "default", "egress: [{hosts: [\"./*\"]}]"),
-                sidecar("a", "default", "egress: [{hosts: [\"*/*\"]}]"),
+                sidecar("istio-system", "default", "egress: [{hosts: [\"./*\"]}]").into(),
+                sidecar("a", "default", "egress: [{hosts: [\"*/*\"]}]").into(),
                 sidecar(
                     "a",
                     "web",
                     "workloadSelector: {labels: {app: web}}\negress: [{hosts: [\"./*\", \"b/x.b.svc.cluster.local\"]}]\noutboundTrafficPolicy: {mode: ALLOW_ANY}",
-                ),
+                )
+                .into(),
             ],
             ..Default::default()
         };

@@ -119,11 +119,14 @@ mod tests {
         }))
         .unwrap();
         let mut store = ConfigStore {
-            destination_rules: vec![Config {
-                meta: meta(ConfigKind::DestinationRule, "dr"),
-                spec: dr,
-            }],
-            virtual_services: vec![vs("good", "v1"), vs("bad", "v3")],
+            destination_rules: vec![
+                Config {
+                    meta: meta(ConfigKind::DestinationRule, "dr"),
+                    spec: dr,
+                }
+                .into(),
+            ],
+            virtual_services: vec![vs("good", "v1").into(), vs("bad", "v3").into()],
             ..Default::default()
         };
         reject_dangling_subsets(&mut store);

@@ -189,6 +189,14 @@ pub fn load_objects(dirs: &[PathBuf]) -> Result<ObjectSet, FileSourceError> {
     FileCache::default().load(dirs)
 }
 
+/// Reads every file under `dirs`; returns the objects and the cache that holds them (to seed
+/// [`watch`] with).
+pub fn load_cached(dirs: &[PathBuf]) -> Result<(ObjectSet, FileCache), FileSourceError> {
+    let mut cache = FileCache::default();
+    let set = cache.load(dirs)?;
+    Ok((set, cache))
+}
+
 /// Each file's objects as last read, by path, with the size and modification time they were
 /// read at: a reload parses only files that changed (at 1000 services, re-reading every file
 /// for each edit would dominate convergence).
@@ -316,11 +324,15 @@ pub fn load_store(
 /// `settle` are coalesced so an editor's write-rename dance yields one reload); with
 /// `send_first`, also once at the start (a restarted source: changes made while it was down).
 /// Fails when a dir cannot be watched or read any more (it was removed).
+///
+/// `seed` is the cache the caller's first read filled (its parsed objects are what it already
+/// holds): the watcher starts from it instead of parsing every file a second time.
 pub async fn watch(
     dirs: Vec<PathBuf>,
     settle: Duration,
     updates: mpsc::Sender<ObjectSet>,
     send_first: bool,
+    seed: Option<FileCache>,
 ) -> Result<(), FileSourceError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -342,7 +354,7 @@ pub async fn watch(
                 source,
             })?;
     }
-    let cache = std::sync::Arc::new(std::sync::Mutex::new(FileCache::default()));
+    let cache = std::sync::Arc::new(std::sync::Mutex::new(seed.unwrap_or_default()));
     let load = |dirs: Vec<PathBuf>| {
         let cache = cache.clone();
         async move {

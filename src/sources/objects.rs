@@ -7,8 +7,8 @@
 //! fatal for the rest.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Namespace, Pod, Secret, Service as KubeService,
@@ -114,13 +114,19 @@ impl ObjectSet {
             return;
         }
         match (api_version.as_str(), kind.as_str()) {
-            ("v1", "Service") => {
-                self.push_kube_checked(origin, doc, check_service, |s, o| s.services.push(Arc::new(o)))
-            }
+            ("v1", "Service") => self.push_kube_checked(origin, doc, check_service, |s, o| {
+                s.services.push(Arc::new(o))
+            }),
             ("v1", "Pod") => self.push_kube(origin, doc, |s, o| s.pods.push(Arc::new(o))),
-            ("v1", "Namespace") => self.push_kube(origin, doc, |s, o| s.namespaces.push(Arc::new(o))),
-            ("v1", "ConfigMap") => self.push_kube(origin, doc, |s, o| s.config_maps.push(Arc::new(o))),
-            ("v1", "Endpoints") => self.push_kube(origin, doc, |s, o| s.endpoints.push(Arc::new(o))),
+            ("v1", "Namespace") => {
+                self.push_kube(origin, doc, |s, o| s.namespaces.push(Arc::new(o)))
+            }
+            ("v1", "ConfigMap") => {
+                self.push_kube(origin, doc, |s, o| s.config_maps.push(Arc::new(o)))
+            }
+            ("v1", "Endpoints") => {
+                self.push_kube(origin, doc, |s, o| s.endpoints.push(Arc::new(o)))
+            }
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 self.push_kube(origin, doc, |s, o| s.endpoint_slices.push(Arc::new(o)))
             }
@@ -259,7 +265,7 @@ impl ObjectSet {
                 WorkloadEntry::validate,
                 |s| &mut s.workload_entries,
             ),
-            ConfigKind::EnvoyFilter => store.envoy_filters.push(Config { meta, spec }),
+            ConfigKind::EnvoyFilter => store.envoy_filters.push(Arc::new(Config { meta, spec })),
         }
     }
 
@@ -409,7 +415,7 @@ impl ObjectSet {
         &self,
         se: &Config<ServiceEntry>,
         host: &str,
-        workload_entries: &[Config<WorkloadEntry>],
+        workload_entries: &[Arc<Config<WorkloadEntry>>],
     ) -> (Service, Vec<Endpoint>) {
         let spec = &se.spec;
         let ns = se.meta.namespace.as_str();
@@ -672,16 +678,19 @@ impl ObjectSet {
     }
 
     fn pod_for(&self, ns: &str, name: Option<&str>, ip: IpAddr) -> Option<&Pod> {
-        self.pods.iter().find(|p| {
-            namespace_of(&p.metadata) == ns
-                && match name {
-                    Some(n) => p.metadata.name.as_deref() == Some(n),
-                    None => {
-                        p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(&ip.to_string())
+        self.pods
+            .iter()
+            .find(|p| {
+                namespace_of(&p.metadata) == ns
+                    && match name {
+                        Some(n) => p.metadata.name.as_deref() == Some(n),
+                        None => {
+                            p.status.as_ref().and_then(|s| s.pod_ip.as_deref())
+                                == Some(&ip.to_string())
+                        }
                     }
-                }
-        })
-        .map(|p| &**p)
+            })
+            .map(|p| &**p)
     }
 }
 
@@ -1036,7 +1045,7 @@ fn push_istio<T: DeserializeOwned>(
     meta: ConfigMeta,
     spec: Value,
     validate: fn(&T) -> Vec<ValidationError>,
-    list: fn(&mut ConfigStore) -> &mut Vec<Config<T>>,
+    list: fn(&mut ConfigStore) -> &mut Vec<Arc<Config<T>>>,
 ) {
     let spec: T = match serde_path_to_error::deserialize(&spec) {
         Ok(spec) => spec,
@@ -1062,7 +1071,7 @@ fn push_istio<T: DeserializeOwned>(
         }
         return;
     }
-    list(store).push(Config { meta, spec });
+    list(store).push(Arc::new(Config { meta, spec }));
 }
 
 #[cfg(test)]

@@ -1100,7 +1100,7 @@ subsets:
             source: "test".into(),
         };
         let store = ConfigStore {
-            destination_rules: vec![Config { meta, spec }],
+            destination_rules: vec![Config { meta, spec }.into()],
             ..Default::default()
         };
         let meta = serde_json::json!({});
