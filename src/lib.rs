@@ -5,11 +5,13 @@
 //! `cli` / `app` → `sources`, `xds`, `admin` → `translate` → `model`, `status`, `protojson`.
 
 pub mod admin;
+pub mod alloc_count;
 pub mod app;
 pub mod bootstrap;
 pub mod cli;
 pub mod envoy;
 pub mod install;
+pub mod localkube;
 pub mod model;
 pub mod protojson;
 pub mod sources;
