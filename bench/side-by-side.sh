@@ -26,7 +26,7 @@ ISTIO_MODULE="istio.io/istio/pilot/cmd/pilot-discovery@v0.0.0-20260827124520-eed
 OUT="${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
 
-log() { echo "[side-by-side $(date -u +%H:%M:%S)] $*"; }
+log() { echo "[side-by-side $(date -u +%H:%M:%S)] $*" >&2; }
 
 # Runs "$@" with a line every 30 s while it is still going (builds print little on their own).
 with_heartbeat() {

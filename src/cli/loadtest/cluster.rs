@@ -56,9 +56,11 @@ fn resource_of(obj: &Value) -> Result<ApiResource, KubeMeshError> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let plural = match kind {
         "Namespace" => "namespaces",
+        "Node" => "nodes",
         "Service" => "services",
         "Pod" => "pods",
         "ConfigMap" => "configmaps",
+        "ServiceAccount" => "serviceaccounts",
         "EndpointSlice" => "endpointslices",
         "DestinationRule" => "destinationrules",
         "VirtualService" => "virtualservices",
@@ -249,10 +251,25 @@ impl KubeMesh {
         )
         .await?;
         create(c, mesh::peer_authentication()).await?;
+        // The node the pods are assigned to (istiod reads it for locality).
+        create(
+            c,
+            json!({"apiVersion": "v1", "kind": "Node",
+                   "metadata": {"name": mesh::NODE, "labels": {"kubernetes.io/hostname": mesh::NODE}}}),
+        )
+        .await?;
         for n in 0..shape.namespaces {
             create(
                 c,
                 json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("ns-{n}")}}),
+            )
+            .await?;
+            // What the service-account controller would make (there is no controller
+            // manager): pods are refused without it.
+            create(
+                c,
+                json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                       "metadata": {"name": "default", "namespace": format!("ns-{n}")}}),
             )
             .await?;
             if shape.sidecar_isolation {

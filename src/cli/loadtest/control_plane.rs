@@ -151,7 +151,7 @@ impl ControlPlane {
                     .arg("--httpsAddr=")
                     .arg("--ctrlz_address=127.0.0.1")
                     .arg(format!("--ctrlz_port={}", ctrlz.port()))
-                    .arg("--log_output_level=default:warn")
+                    .arg("--log_output_level=all:warn")
                     .args(["--namespace", "istio-system"])
                     .env("POD_NAMESPACE", "istio-system")
                     .env("POD_NAME", "istiod-loadtest")

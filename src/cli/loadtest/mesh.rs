@@ -18,6 +18,9 @@ pub struct MeshShape {
     pub sidecar_isolation: bool,
 }
 
+/// The node every synthetic pod is assigned to (nothing runs there).
+pub const NODE: &str = "loadtest-node";
+
 /// The port every synthetic service listens on.
 pub const PORT: i32 = 8080;
 
@@ -156,7 +159,7 @@ pub fn service(i: usize, shape: &MeshShape) -> Value {
 }
 
 /// Pod `p` of service `i` for an API server (its status is set separately: see
-/// [`pod_status`]). Assigned to a node that need not exist: nothing runs it.
+/// [`pod_status`]). Assigned to [`NODE`]: nothing runs it.
 pub fn pod(i: usize, p: usize, shape: &MeshShape) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -166,7 +169,7 @@ pub fn pod(i: usize, p: usize, shape: &MeshShape) -> Value {
             "labels": {"app": service_name(i), "version": version_of(p)},
         },
         "spec": {
-            "nodeName": "loadtest-node",
+            "nodeName": NODE,
             "containers": [{"name": "app", "image": "app", "ports": [{"containerPort": PORT}]}],
         },
     })
