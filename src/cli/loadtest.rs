@@ -129,6 +129,9 @@ pub fn mesh_files(
     })
 }
 
+/// Endpoint changes written at once at most, when the API server is slower than the rate.
+const CHURN_IN_FLIGHT: usize = 64;
+
 fn progress(phase: &str, text: impl AsRef<str>) {
     println!("[loadtest] {phase}: {}", text.as_ref());
 }
@@ -217,12 +220,22 @@ struct Row {
     churn: Option<Summary>,
     churn_missing: usize,
     churn_non_eds: usize,
+    churn_rate: f64,
     allocs_per_vs_response: Option<f64>,
     allocs_per_churn_change: Option<f64>,
     cpu_total: f64,
 }
 
+/// Runs the load test; on Ctrl-C (or SIGINT from a script) everything it started is stopped
+/// (the cluster and the control plane are killed when dropped).
 pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
+    tokio::select! {
+        r = run_all(args) => r,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; the cluster and the control plane were stopped"),
+    }
+}
+
+async fn run_all(args: LoadtestArgs) -> anyhow::Result<()> {
     if args.services == 0 || args.proxies == 0 || args.namespaces == 0 {
         bail!("--services, --proxies and --namespaces must be at least 1");
     }
@@ -552,30 +565,42 @@ async fn run_one(
     let alloc_before_churn = cp.alloc_counts().await;
     let churn_start = Instant::now();
     let total = args.churn_rate as usize * args.churn_seconds as usize;
+    let mut churn_rate_achieved = 0.0;
     if total > 0 {
         let interval = Duration::from_secs_f64(1.0 / f64::from(args.churn_rate));
         let mut changes: Vec<(usize, Instant)> = Vec::new();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        for i in 0..total {
-            ticker.tick().await;
-            let svc = (i * 7 + 1) % args.services;
-            let generation = r * total + i + 1;
-            let t = mesh.churn(svc, generation).await?;
-            changes.push((svc, t));
-            if (i + 1) % (args.churn_rate as usize).max(1) == 0 {
-                let u = cp.usage();
-                progress(
-                    &phase("churn"),
-                    format!(
-                        "{}/{total} endpoint changes in {:.0}s; server RSS {:.1} MiB",
-                        i + 1,
-                        churn_start.elapsed().as_secs_f64(),
-                        u.rss_mib
-                    ),
-                );
+        // Writes go out on the ticker's beat whatever the API server's latency (a few may be
+        // in flight at once), so the rate holds on a loaded machine.
+        let mut inflight = futures::stream::FuturesUnordered::new();
+        let mut issued = 0;
+        while issued < total || !inflight.is_empty() {
+            tokio::select! {
+                _ = ticker.tick(), if issued < total && inflight.len() < CHURN_IN_FLIGHT => {
+                    let i = issued;
+                    issued += 1;
+                    let svc = (i * 7 + 1) % args.services;
+                    let generation = r * total + i + 1;
+                    inflight.push(async move { mesh.churn(svc, generation).await.map(|t| (svc, t)) });
+                    if issued % (args.churn_rate as usize).max(1) == 0 {
+                        let u = cp.usage();
+                        progress(
+                            &phase("churn"),
+                            format!(
+                                "{issued}/{total} endpoint changes in {:.0}s; server RSS {:.1} MiB",
+                                churn_start.elapsed().as_secs_f64(),
+                                u.rss_mib
+                            ),
+                        );
+                    }
+                }
+                Some(done) = futures::StreamExt::next(&mut inflight), if !inflight.is_empty() => {
+                    changes.push(done?);
+                }
             }
         }
+        churn_rate_achieved = total as f64 / churn_start.elapsed().as_secs_f64();
         progress(
             &phase("churn"),
             "waiting 2s (plus the debounce cap if still missing) for the last pushes",
@@ -620,7 +645,7 @@ async fn run_one(
         progress(
             &phase("churn"),
             format!(
-                "per-change EDS convergence p50 {:.0} ms, p99 {:.0} ms; {churn_missing} proxy updates missed; {churn_eds} EDS and {churn_non_eds} other responses",
+                "{churn_rate_achieved:.1} changes/s; per-change EDS convergence p50 {:.0} ms, p99 {:.0} ms; {churn_missing} proxy updates missed; {churn_eds} EDS and {churn_non_eds} other responses",
                 churn_summary.p50_ms, churn_summary.p99_ms
             ),
         );
@@ -663,6 +688,7 @@ async fn run_one(
                                  "allocations": alloc_before_vs.zip(alloc_after_vs).map(|(a, b)| b.since(&a)),
                                  "pushes": diff(&status_before, &status_after_vs, "pushes")},
         "endpointChurn": {"ratePerSecond": args.churn_rate, "seconds": args.churn_seconds,
+                          "achievedRatePerSecond": churn_rate_achieved,
                           "summary": churn_summary, "missingProxyUpdates": churn_missing,
                           "edsResponses": churn_eds, "nonEdsResponses": churn_non_eds,
                           "allocationsPerChange": allocs_per_churn_change,
@@ -687,6 +713,7 @@ async fn run_one(
         churn: (total > 0).then_some(churn_summary),
         churn_missing,
         churn_non_eds,
+        churn_rate: churn_rate_achieved,
         allocs_per_vs_response,
         allocs_per_churn_change,
         cpu_total: end.cpu_seconds,
@@ -759,8 +786,8 @@ fn print_table(args: &LoadtestArgs, rows: &[Row]) {
             &format!("churn {}/s EDS p50 / p99 (ms)", args.churn_rate),
             &|r: &Row| match r.churn {
                 Some(s) => format!(
-                    "{:.0} / {:.0} ({} missed, {} non-EDS responses)",
-                    s.p50_ms, s.p99_ms, r.churn_missing, r.churn_non_eds
+                    "{:.0} / {:.0} (at {:.1}/s; {} missed, {} non-EDS responses)",
+                    s.p50_ms, s.p99_ms, r.churn_rate, r.churn_missing, r.churn_non_eds
                 ),
                 None => "-".into(),
             },
