@@ -601,27 +601,44 @@ async fn run_one(
             }
         }
         churn_rate_achieved = total as f64 / churn_start.elapsed().as_secs_f64();
-        progress(
-            &phase("churn"),
-            "waiting 2s (plus the debounce cap if still missing) for the last pushes",
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let debounce = crate::model::duration::Duration::parse(&args.debounce_max)
-            .map(|d| d.as_std())
-            .unwrap_or(Duration::from_secs(10));
-        let last_wait = Instant::now() + debounce;
-        for (svc, t) in changes {
+        let expected_for = |svc: usize| -> Vec<usize> {
             let ns = namespace_of(svc, args.namespaces);
-            let expected: Vec<usize> = (0..args.proxies)
+            (0..args.proxies)
                 .filter(|k| !args.sidecar_isolation || records[*k].namespace == ns)
-                .collect();
-            let wait = last_wait.saturating_duration_since(Instant::now());
-            let (delays, missing) = converge(
+                .collect()
+        };
+        // A change counts as converged once every proxy that sees it got an EDS response
+        // after it: wait for the last change (up to --change-timeout), then judge them all.
+        if let Some((svc, t)) = changes.last().copied() {
+            progress(
+                &phase("churn"),
+                format!(
+                    "waiting up to {}s for the last change to reach every proxy that sees it",
+                    args.change_timeout
+                ),
+            );
+            converge(
                 &records,
-                &expected,
+                &expected_for(svc),
                 "EDS",
                 t,
-                (Instant::now() + wait) - t,
+                Duration::from_secs(args.change_timeout),
+                |have, of| {
+                    progress(
+                        &phase("churn"),
+                        format!("{have}/{of} proxies have the last change's EDS"),
+                    )
+                },
+            )
+            .await;
+        }
+        for (svc, t) in changes {
+            let (delays, missing) = converge(
+                &records,
+                &expected_for(svc),
+                "EDS",
+                t,
+                Duration::ZERO,
                 |_, _| {},
             )
             .await;
