@@ -11,7 +11,7 @@
 #
 # Knobs (environment): SERVICES PROXIES NAMESPACES CHURN_RATE CHURN_SECONDS, ISTIOD_BIN (an
 # existing pilot-discovery), SKIP_ISTIOD=1, SKIP_SLOPE=1, SKIP_ALLOCS=1, OUT (results dir),
-# QUIET_WAIT (seconds to wait for a load average below 1.5 before each run; 0 = do not wait).
+# QUIET_WAIT (seconds to wait for a load average below 1.5 before each run, default 120; 0 = do not wait).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,10 +29,10 @@ mkdir -p "$OUT"
 
 log() { echo "[side-by-side $(date -u +%H:%M:%S)] $*" >&2; }
 
-# Waits (up to QUIET_WAIT seconds, default 600) until the 1-minute load average is below 1.5:
+# Waits (up to QUIET_WAIT seconds, default 120) until the 1-minute load average is below 1.5:
 # other work on the same two cores would be measured too. Logs the load either way.
 wait_quiet() {
-  local waited=0 max="${QUIET_WAIT:-600}"
+  local waited=0 max="${QUIET_WAIT:-120}"
   while awk '{exit !($1 >= 1.5)}' /proc/loadavg && (( waited < max )); do
     log "load average $(cut -d' ' -f1-3 /proc/loadavg): waiting for a quieter machine ($waited/${max}s)"
     sleep 20; waited=$((waited + 20))
@@ -151,7 +151,7 @@ row("server CPU s to sync", lambda r, m: f"{r['connect']['syncCpuSeconds']:.1f}"
 row("VS change p50 / p99 (ms)", lambda r, m: "{:.0f} / {:.0f}{}".format(
     r['virtualServiceChange']['summary']['p50Ms'], r['virtualServiceChange']['summary']['p99Ms'],
     f", {r['virtualServiceChange']['missing']} missed" if r['virtualServiceChange']['missing'] else ""))
-row("churn EDS p50 / p99 (ms)", lambda r, m: "{:.0f} / {:.0f} (at {:.1}/s; {} missed, {} non-EDS)".format(
+row("churn EDS p50 / p99 (ms)", lambda r, m: "{:.0f} / {:.0f} (at {:.1f}/s; {} missed, {} non-EDS)".format(
     r['endpointChurn']['summary']['p50Ms'], r['endpointChurn']['summary']['p99Ms'],
     r['endpointChurn']['achievedRatePerSecond'],
     r['endpointChurn']['missingProxyUpdates'], r['endpointChurn']['nonEdsResponses']))

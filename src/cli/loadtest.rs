@@ -157,6 +157,21 @@ enum Mesh {
     Kube(Box<cluster::KubeMesh>),
 }
 
+/// Per service, how many times its pod 0 moved (across every control plane's run on the same
+/// mesh): each move takes the next generation, so every write changes the address (addresses
+/// cycle through 250 generations; consecutive ones always differ).
+#[derive(Default)]
+struct Generations(Mutex<BTreeMap<usize, usize>>);
+
+impl Generations {
+    fn next(&self, svc: usize) -> usize {
+        let mut g = self.0.lock().expect("generations lock");
+        let n = g.entry(svc).or_default();
+        *n += 1;
+        *n
+    }
+}
+
 impl Mesh {
     fn file_state(&self, i: usize) -> ((u32, u32), usize) {
         match self {
@@ -294,8 +309,9 @@ async fn run_all(args: LoadtestArgs) -> anyhow::Result<()> {
     };
     let mut rows = Vec::new();
     let mut runs = Vec::new();
+    let generations = Generations::default();
     for (r, kind) in args.control_planes.iter().enumerate() {
-        let (row, result) = run_one(&args, &mesh, *kind, r, work.path()).await?;
+        let (row, result) = run_one(&args, &mesh, &generations, *kind, r, work.path()).await?;
         rows.push(row);
         runs.push(result);
     }
@@ -381,6 +397,7 @@ fn per(a: Option<AllocCounts>, b: Option<AllocCounts>, n: usize) -> Option<f64> 
 async fn run_one(
     args: &LoadtestArgs,
     mesh: &Mesh,
+    generations: &Generations,
     kind: ControlPlaneKind,
     r: usize,
     work: &Path,
@@ -581,7 +598,7 @@ async fn run_one(
                     let i = issued;
                     issued += 1;
                     let svc = (i * 7 + 1) % args.services;
-                    let generation = r * total + i + 1;
+                    let generation = generations.next(svc);
                     inflight.push(async move { mesh.churn(svc, generation).await.map(|t| (svc, t)) });
                     if issued % (args.churn_rate as usize).max(1) == 0 {
                         let u = cp.usage();

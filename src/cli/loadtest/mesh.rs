@@ -268,6 +268,10 @@ mod tests {
             }
         }
         assert!(all.iter().all(|ip| ip.starts_with("10.")));
+        // The load test moves a pod to the next generation on every write: never a no-op.
+        for g in 0..1000 {
+            assert_ne!(pod_ip(3, 0, g), pod_ip(3, 0, g + 1), "generation {g}");
+        }
     }
 
     #[test]
