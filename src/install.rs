@@ -92,7 +92,8 @@ const KINDS: [CrdKind; 7] = [
 ];
 
 /// The kinds istiod (1.31) watches beyond the ones navarch serves, with the versions its
-/// clients use (the first is stored). navarch does not read these.
+/// clients use (stored: v1beta1 where served, as for the networking kinds, else the first).
+/// navarch does not read these.
 const OTHER_ISTIO_KINDS: [CrdKind; 8] = [
     other(
         "security.istio.io",
@@ -294,19 +295,30 @@ mod tests {
         ] {
             assert!(names.contains(name), "{name} in {names:?}");
         }
+        let stored = |kind: &str| -> Vec<String> {
+            let crd = all
+                .iter()
+                .find(|c| c["spec"]["names"]["kind"] == kind)
+                .unwrap();
+            crd["spec"]["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v["storage"] == true)
+                .map(|v| v["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            stored("PeerAuthentication"),
+            ["v1beta1"],
+            "v1beta1 where served"
+        );
+        assert_eq!(stored("Telemetry"), ["v1"], "else the first");
         let pa = all
             .iter()
             .find(|c| c["spec"]["names"]["kind"] == "PeerAuthentication")
             .unwrap();
         assert_eq!(pa["spec"]["group"], "security.istio.io");
         assert_eq!(pa["spec"]["names"]["categories"][1], "security-istio-io");
-        let stored: Vec<&str> = pa["spec"]["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| v["storage"] == true)
-            .map(|v| v["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(stored, ["v1"], "the first listed version is stored");
     }
 }
