@@ -254,14 +254,78 @@ async fn loadtest_runs_a_small_mesh_end_to_end() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("[loadtest] connect:"),
+        stdout.contains("[loadtest] navarch connect:"),
         "progress lines: {stdout}"
     );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let r = &all["runs"][0];
     assert_eq!(r["connect"]["connected"], 20, "{r}");
     assert_eq!(r["virtualServiceChange"]["missing"], 0, "{r}");
     assert_eq!(r["virtualServiceChange"]["summary"]["count"], 20, "{r}");
     assert_eq!(r["endpointChurn"]["fullPushes"], 0, "{r}");
     assert_eq!(r["endpointChurn"]["summary"]["count"], 20, "{r}");
+    assert!(r["server"]["peakRssMiB"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+/// `navarch loadtest --kube`: the mesh goes into a real kube-apiserver on loopback, navarch
+/// watches it as a separate process, and the simulated sidecars (one connection each) converge
+/// on connect, after a VirtualService patched through the API server, and after EndpointSlice
+/// churn, with EDS-only responses during the churn; RSS is read at two proxy counts.
+#[tokio::test]
+async fn loadtest_kube_mode_runs_navarch_against_a_real_api_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("result.json");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_navarch"))
+        .args(["loadtest", "--kube", "--kube-ip", "127.79.0.250"])
+        .args(["--services", "4", "--namespaces", "2", "--proxies", "6"])
+        .args([
+            "--rss-at",
+            "3",
+            "--sidecar-isolation",
+            "--settle-seconds",
+            "1",
+        ])
+        .args([
+            "--churn-rate",
+            "5",
+            "--churn-seconds",
+            "2",
+            "--debounce-max",
+            "1s",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("services with pods, EndpointSlice, DestinationRule and VirtualService in the API server"),
+        "progress of the cluster set-up: {stdout}"
+    );
+    let all: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(all["mesh"]["source"], "kube-apiserver", "{all}");
+    assert_eq!(all["proxiesPerConnection"], 1, "Envoy's layout by default");
+    let r = &all["runs"][0];
+    assert_eq!(r["controlPlane"], "navarch", "{r}");
+    assert_eq!(r["connect"]["connected"], 6, "{r}");
+    assert_eq!(r["rssPoints"].as_array().unwrap().len(), 2, "{r}");
+    assert!(r["rssSlopeKiBPerProxy"].is_number(), "{r}");
+    // Isolation: only ns-0's proxies (0, 2, 4) see svc-0's VirtualService.
+    assert_eq!(r["virtualServiceChange"]["expected"], 3, "{r}");
+    assert_eq!(r["virtualServiceChange"]["missing"], 0, "{r}");
+    assert_eq!(r["virtualServiceChange"]["summary"]["count"], 3, "{r}");
+    assert_eq!(r["endpointChurn"]["summary"]["count"], 10, "{r}");
+    assert_eq!(r["endpointChurn"]["missingProxyUpdates"], 0, "{r}");
+    assert_eq!(r["endpointChurn"]["nonEdsResponses"], 0, "{r}");
+    assert!(
+        r["endpointChurn"]["edsResponses"].as_u64().unwrap() > 0,
+        "{r}"
+    );
     assert!(r["server"]["peakRssMiB"].as_f64().unwrap() > 0.0, "{r}");
 }

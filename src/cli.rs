@@ -249,7 +249,8 @@ pub fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(demo::run(args)))
         }
         Command::Loadtest(args) => {
-            init_tracing("warn");
+            // kube_client logs every refused connection while the API server starts.
+            init_tracing("warn,kube_client=off");
             runtime().and_then(|rt| rt.block_on(loadtest::run(args)))
         }
         Command::Version => {

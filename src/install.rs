@@ -1,6 +1,8 @@
 //! What navarch installs into a cluster besides itself: the CustomResourceDefinitions of the
 //! networking.istio.io kinds it serves. Kept in this one place so `manifest generate`, the tests
-//! and users apply the same definitions.
+//! and users apply the same definitions. Also the definitions of every other kind istiod
+//! watches (security, telemetry, extensions and the rest of networking), for clusters that run
+//! istiod beside or instead of navarch (`navarch loadtest --control-plane istiod`).
 //!
 //! Only renders YAML; applying it is the caller's job (`kubectl apply -f -`).
 
@@ -14,6 +16,7 @@ const VERSIONS: [&str; 3] = ["v1", "v1alpha3", "v1beta1"];
 const STORAGE_VERSION: &str = "v1beta1";
 
 struct CrdKind {
+    group: &'static str,
     kind: &'static str,
     plural: &'static str,
     short_names: &'static [&'static str],
@@ -24,6 +27,7 @@ struct CrdKind {
 
 const KINDS: [CrdKind; 7] = [
     CrdKind {
+        group: ISTIO_NETWORKING_GROUP,
         kind: "DestinationRule",
         plural: "destinationrules",
         short_names: &["dr"],
@@ -31,6 +35,7 @@ const KINDS: [CrdKind; 7] = [
         versions: &VERSIONS,
     },
     CrdKind {
+        group: ISTIO_NETWORKING_GROUP,
         kind: "EnvoyFilter",
         plural: "envoyfilters",
         short_names: &[],
@@ -38,6 +43,7 @@ const KINDS: [CrdKind; 7] = [
         versions: &["v1alpha3"],
     },
     CrdKind {
+        group: ISTIO_NETWORKING_GROUP,
         kind: "Gateway",
         plural: "gateways",
         short_names: &["gw"],
@@ -45,6 +51,7 @@ const KINDS: [CrdKind; 7] = [
         versions: &VERSIONS,
     },
     CrdKind {
+        group: ISTIO_NETWORKING_GROUP,
         kind: "ServiceEntry",
         plural: "serviceentries",
         short_names: &["se"],
@@ -56,6 +63,7 @@ const KINDS: [CrdKind; 7] = [
         versions: &VERSIONS,
     },
     CrdKind {
+        group: ISTIO_NETWORKING_GROUP,
         kind: "Sidecar",
         plural: "sidecars",
         short_names: &[],
@@ -63,6 +71,7 @@ const KINDS: [CrdKind; 7] = [
         versions: &VERSIONS,
     },
     CrdKind {
+        group: ISTIO_NETWORKING_GROUP,
         kind: "VirtualService",
         plural: "virtualservices",
         short_names: &["vs"],
@@ -73,6 +82,7 @@ const KINDS: [CrdKind; 7] = [
         versions: &VERSIONS,
     },
     CrdKind {
+        group: ISTIO_NETWORKING_GROUP,
         kind: "WorkloadEntry",
         plural: "workloadentries",
         short_names: &["we"],
@@ -80,6 +90,76 @@ const KINDS: [CrdKind; 7] = [
         versions: &VERSIONS,
     },
 ];
+
+/// The kinds istiod (1.31) watches beyond the ones navarch serves, with the versions its
+/// clients use (stored: v1beta1 where served, as for the networking kinds, else the first).
+/// navarch does not read these.
+const OTHER_ISTIO_KINDS: [CrdKind; 8] = [
+    other(
+        "security.istio.io",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        &["v1", "v1beta1"],
+    ),
+    other(
+        "security.istio.io",
+        "PeerAuthentication",
+        "peerauthentications",
+        &["v1", "v1beta1"],
+    ),
+    other(
+        "security.istio.io",
+        "RequestAuthentication",
+        "requestauthentications",
+        &["v1", "v1beta1"],
+    ),
+    other(
+        "telemetry.istio.io",
+        "Telemetry",
+        "telemetries",
+        &["v1", "v1alpha1"],
+    ),
+    other(
+        "extensions.istio.io",
+        "WasmPlugin",
+        "wasmplugins",
+        &["v1alpha1"],
+    ),
+    other(
+        "extensions.istio.io",
+        "TrafficExtension",
+        "trafficextensions",
+        &["v1alpha1"],
+    ),
+    other(
+        ISTIO_NETWORKING_GROUP,
+        "ProxyConfig",
+        "proxyconfigs",
+        &["v1beta1"],
+    ),
+    other(
+        ISTIO_NETWORKING_GROUP,
+        "WorkloadGroup",
+        "workloadgroups",
+        &["v1", "v1alpha3", "v1beta1"],
+    ),
+];
+
+const fn other(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    versions: &'static [&'static str],
+) -> CrdKind {
+    CrdKind {
+        group,
+        kind,
+        plural,
+        short_names: &[],
+        columns: &[],
+        versions,
+    }
+}
 
 fn crd(k: &CrdKind) -> Value {
     // Structural schema: typed top level, spec and status kept as written (navarch validates
@@ -99,7 +179,7 @@ fn crd(k: &CrdKind) -> Value {
         .map(|(name, path, ty)| json!({"name": name, "jsonPath": path, "type": ty}))
         .collect();
     columns.push(json!({"name": "Age", "jsonPath": ".metadata.creationTimestamp", "type": "date"}));
-    let storage = if k.versions.len() == 1 {
+    let storage = if k.versions.len() == 1 || !k.versions.contains(&STORAGE_VERSION) {
         k.versions[0]
     } else {
         STORAGE_VERSION
@@ -119,17 +199,19 @@ fn crd(k: &CrdKind) -> Value {
         })
         .collect();
     let singular = k.kind.to_lowercase();
+    let group = k.group;
+    let group_category = group.replace('.', "-");
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": format!("{}.{ISTIO_NETWORKING_GROUP}", k.plural),
+            "name": format!("{}.{group}", k.plural),
             "labels": {"app": "istio-pilot", "chart": "istio", "heritage": "Tiller", "release": "istio"},
         },
         "spec": {
-            "group": ISTIO_NETWORKING_GROUP,
+            "group": group,
             "names": {
-                "categories": ["istio-io", "networking-istio-io"],
+                "categories": ["istio-io", group_category],
                 "kind": k.kind,
                 "listKind": format!("{}List", k.kind),
                 "plural": k.plural,
@@ -147,10 +229,22 @@ pub fn crds() -> Vec<Value> {
     KINDS.iter().map(crd).collect()
 }
 
+/// The CustomResourceDefinitions of every kind istiod watches: navarch's own and the others.
+pub fn istio_crds() -> Vec<Value> {
+    KINDS
+        .iter()
+        .chain(OTHER_ISTIO_KINDS.iter())
+        .map(crd)
+        .collect()
+}
+
 /// The CustomResourceDefinitions as one multi-document YAML stream.
 pub fn crds_yaml() -> String {
-    crds()
-        .iter()
+    to_yaml(&crds())
+}
+
+fn to_yaml(crds: &[Value]) -> String {
+    crds.iter()
         .map(|c| serde_saphyr::to_string(c).expect("a CRD renders as YAML"))
         .collect::<Vec<_>>()
         .join("---\n")
@@ -182,5 +276,49 @@ mod tests {
         let yaml = crds_yaml();
         let docs: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap();
         assert_eq!(docs, crds, "the YAML round-trips");
+    }
+
+    #[test]
+    fn istiods_kinds_add_other_groups_without_duplicates() {
+        let all = istio_crds();
+        let names: std::collections::BTreeSet<&str> = all
+            .iter()
+            .map(|c| c["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), all.len(), "no CRD twice: {names:?}");
+        for name in [
+            "peerauthentications.security.istio.io",
+            "telemetries.telemetry.istio.io",
+            "wasmplugins.extensions.istio.io",
+            "workloadgroups.networking.istio.io",
+            "virtualservices.networking.istio.io",
+        ] {
+            assert!(names.contains(name), "{name} in {names:?}");
+        }
+        let stored = |kind: &str| -> Vec<String> {
+            let crd = all
+                .iter()
+                .find(|c| c["spec"]["names"]["kind"] == kind)
+                .unwrap();
+            crd["spec"]["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v["storage"] == true)
+                .map(|v| v["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            stored("PeerAuthentication"),
+            ["v1beta1"],
+            "v1beta1 where served"
+        );
+        assert_eq!(stored("Telemetry"), ["v1"], "else the first");
+        let pa = all
+            .iter()
+            .find(|c| c["spec"]["names"]["kind"] == "PeerAuthentication")
+            .unwrap();
+        assert_eq!(pa["spec"]["group"], "security.istio.io");
+        assert_eq!(pa["spec"]["names"]["categories"][1], "security-istio-io");
     }
 }

@@ -7,11 +7,13 @@
 //! none of them.
 
 pub mod admin;
+pub mod alloc_count;
 pub mod app;
 pub mod bootstrap;
 pub mod cli;
 pub mod envoy;
 pub mod install;
+pub mod localkube;
 pub mod model;
 pub mod protojson;
 pub mod resource_type;

@@ -1,40 +1,46 @@
-//! `navarch loadtest`: measures the control plane the way the scale issue asks.
+//! `navarch loadtest`: measures a control plane the way the scale issues ask.
 //!
-//! Writes a synthetic mesh (S services × P pods over N namespaces, each service with a
-//! DestinationRule and a 90/10 VirtualService, optionally Sidecar namespace isolation) into a
-//! config directory, starts `navarch discovery` on it as a separate process, and connects M
-//! simulated proxies as real ADS clients (State of the World or Delta) that request CDS, EDS,
-//! LDS and RDS like Envoy, ACK every response and record when each arrives. Then it measures:
-//! connecting every proxy at once, a VirtualService change, and endpoint churn at R changes/s,
-//! reporting convergence (change → the response at every proxy that should get it) p50/p99/max,
-//! pushes, bytes, and the server's CPU seconds and RSS (from /proc), with a progress line.
+//! Builds a synthetic mesh (S services × P pods over N namespaces, each service with a
+//! DestinationRule and a 90/10 VirtualService, optionally Sidecar namespace isolation), either
+//! as files in a config directory or, with `--kube`, in a real kube-apiserver on loopback;
+//! starts the control plane under test as a separate process (`navarch discovery`, or istiod
+//! with `--control-plane istiod`; several `--control-plane`s run one after the other on the
+//! same mesh) and connects M simulated proxies, one HTTP/2 connection each by default (Envoy's
+//! layout). Then it measures: connecting every proxy at once (in waves when `--rss-at` asks
+//! for RSS at intermediate counts, for the RSS slope per proxy), a VirtualService change, and
+//! endpoint churn at R changes/s, reporting convergence (change → the response at every proxy
+//! that should get it) p50/p99/max, the server's CPU seconds and RSS (from /proc), allocations
+//! (navarch's `alloc-count` build, istiod's Go counters), with a progress line per phase.
+//!
+//! This module owns the flags, the phases and the report. The mesh is `mesh`'s, the cluster
+//! `cluster`'s, the server process `control_plane`'s, the clients `proxies`'. Everything is
+//! measured from outside the server or on the client side, so both control planes are
+//! measured the same way; navarch's `/debug/push_status` only adds push counts to its rows.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+mod cluster;
+mod control_plane;
+mod mesh;
+mod proxies;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster::ClusterDiscoveryType};
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, http_connection_manager::RouteSpecifier,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest,
-    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-};
-use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
-use prost::Message;
-use tokio::sync::mpsc;
+use serde_json::json;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
-use crate::translate::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+pub use control_plane::Kind as ControlPlaneKind;
+use control_plane::{ControlPlane, Source, StartOptions};
+pub use mesh::MeshShape;
+use mesh::namespace_of;
+use proxies::{ProxyRecord, Summary, converge, summarize};
+
+use crate::alloc_count::AllocCounts;
 
 #[derive(Debug, Args, Clone)]
 pub struct LoadtestArgs {
@@ -50,6 +56,11 @@ pub struct LoadtestArgs {
     /// Simulated proxies (sidecars) to connect.
     #[arg(long, default_value_t = 200)]
     pub proxies: usize,
+    /// Also measure steady RSS after connecting this many proxies (repeatable, below
+    /// --proxies): the proxies then connect in waves, and the report gives the RSS slope per
+    /// proxy between the first and the last point.
+    #[arg(long = "rss-at")]
+    pub rss_at: Vec<usize>,
     /// Connect with delta xDS instead of State of the World.
     #[arg(long)]
     pub delta: bool,
@@ -62,145 +73,67 @@ pub struct LoadtestArgs {
     /// How long the churn phase lasts, in seconds.
     #[arg(long, default_value_t = 20)]
     pub churn_seconds: u64,
-    /// Proxies per HTTP/2 connection to the server.
-    #[arg(long, default_value_t = 50)]
+    /// Proxies per HTTP/2 connection to the server (1: Envoy's layout).
+    #[arg(long, default_value_t = 1)]
     pub proxies_per_connection: usize,
     /// Passed to the server: longest delay of a push after the first change of a batch
     /// (istiod's PILOT_DEBOUNCE_MAX; 10s by default).
     #[arg(long, default_value = "10s")]
     pub debounce_max: String,
+    /// Put the mesh in a real kube-apiserver on loopback (etcd and kube-apiserver from
+    /// integration/kube/build.sh, or NAVARCH_KUBE_BIN) instead of a config directory.
+    #[arg(long)]
+    pub kube: bool,
+    /// The loopback address of that API server (and etcd).
+    #[arg(long, default_value = "127.77.0.250")]
+    pub kube_ip: String,
+    /// Keep the cluster's directory (certificates, kubeconfig, logs) and the servers' logs.
+    #[arg(long)]
+    pub keep_files: bool,
+    /// The control plane under test; repeat to measure several, one after the other, on the
+    /// same mesh (istiod needs --kube).
+    #[arg(long = "control-plane", value_enum, default_values_t = [ControlPlaneKind::Navarch])]
+    pub control_planes: Vec<ControlPlaneKind>,
+    /// The istiod binary (`pilot-discovery`, Istio 1.31-dev).
+    #[arg(long, env = "NAVARCH_ISTIOD_BIN")]
+    pub istiod_bin: Option<PathBuf>,
+    /// Extra environment for istiod, KEY=VALUE (repeatable).
+    #[arg(long = "istiod-env")]
+    pub istiod_env: Vec<String>,
+    /// How long to wait for every proxy's initial config, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub connect_timeout: u64,
+    /// How long to wait for a change to reach every proxy, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub change_timeout: u64,
+    /// Seconds to wait after the proxies synced before reading the steady RSS.
+    #[arg(long, default_value_t = 5)]
+    pub settle_seconds: u64,
     /// Write the results as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
-/// Per simulated proxy: its namespace and when responses of each type arrived.
-struct ProxyRecord {
-    namespace: String,
-    connected: Mutex<Option<Instant>>,
-    initial_done: Mutex<Option<Instant>>,
-    arrivals: Mutex<BTreeMap<&'static str, Vec<Instant>>>,
-    errors: AtomicUsize,
-}
-
-impl ProxyRecord {
-    fn arrived(&self, kind: &'static str, at: Instant) {
-        let mut a = self.arrivals.lock().expect("arrivals lock");
-        a.entry(kind).or_default().push(at);
-        if a.len() >= 4 {
-            let mut done = self.initial_done.lock().expect("initial lock");
-            done.get_or_insert(at);
-        }
-    }
-
-    /// The first arrival of `kind` at or after `t`.
-    fn first_after(&self, kind: &str, t: Instant) -> Option<Instant> {
-        let a = self.arrivals.lock().expect("arrivals lock");
-        a.get(kind)?.iter().copied().find(|x| *x >= t)
-    }
-}
-
-fn short(type_url: &str) -> &'static str {
-    match type_url {
-        CLUSTER_TYPE => "CDS",
-        ENDPOINT_TYPE => "EDS",
-        LISTENER_TYPE => "LDS",
-        ROUTE_TYPE => "RDS",
-        _ => "other",
-    }
-}
-
-// ---- the synthetic mesh ----
-
-fn namespace_of(i: usize, namespaces: usize) -> String {
-    format!("ns-{}", i % namespaces)
-}
-
-fn pod_ip(service: usize, pod: usize, generation: usize) -> String {
-    // 10.x.y.z, never a target of traffic (no Envoy forwards anything in the load test).
-    let n = service * 16 + pod;
-    format!(
-        "10.{}.{}.{}",
-        (n / 250) % 250,
-        n % 250,
-        1 + (generation % 250)
-    )
-}
-
-fn service_file(i: usize, args: &LoadtestArgs, weights: (u32, u32), generation: usize) -> String {
-    let ns = namespace_of(i, args.namespaces);
-    let name = format!("svc-{i}");
-    let mut out = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 8080}}]\n"
-    );
-    for p in 0..args.pods_per_service {
-        let version = if p % 2 == 0 { "v1" } else { "v2" };
-        let ip = pod_ip(i, p, if p == 0 { generation } else { 0 });
-        out.push_str(&format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-{p}, namespace: {ns}, labels: {{app: {name}, version: {version}}}}}\nstatus: {{phase: Running, podIP: {ip}}}\n"
-        ));
-    }
-    out.push_str(&format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  host: {name}\n  subsets:\n  - {{name: v1, labels: {{version: v1}}}}\n  - {{name: v2, labels: {{version: v2}}}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [{name}]\n  http:\n  - route:\n    - destination: {{host: {name}, subset: v1}}\n      weight: {}\n    - destination: {{host: {name}, subset: v2}}\n      weight: {}\n",
-        weights.0, weights.1
-    ));
-    out
-}
-
-/// The synthetic mesh as (file name, YAML) pairs: a namespaces file (with Sidecars when
-/// isolated) and one file per service (Service, Pods, DestinationRule, 90/10 VirtualService).
-/// Also used by the translation benchmark.
+/// The synthetic mesh as (file name, YAML) pairs; also used by the translation benchmark.
 pub fn mesh_files(
     services: usize,
     pods_per_service: usize,
     namespaces: usize,
     sidecar_isolation: bool,
 ) -> Vec<(String, String)> {
-    let args = LoadtestArgs {
+    mesh::mesh_files(&MeshShape {
         services,
         pods_per_service,
         namespaces,
-        proxies: 0,
-        delta: false,
         sidecar_isolation,
-        churn_rate: 0,
-        churn_seconds: 0,
-        proxies_per_connection: 1,
-        debounce_max: "10s".into(),
-        json: None,
-    };
-    let mut out = vec![("namespaces.yaml".to_string(), namespaces_file(&args))];
-    for i in 0..services {
-        out.push((format!("svc-{i}.yaml"), service_file(i, &args, (90, 10), 0)));
-    }
-    out
+    })
 }
 
-fn namespaces_file(args: &LoadtestArgs) -> String {
-    let mut ns = String::new();
-    for n in 0..args.namespaces {
-        ns.push_str(&format!(
-            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{n}}}\n"
-        ));
-        if args.sidecar_isolation {
-            ns.push_str(&format!(
-                "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: ns-{n}}}\nspec:\n  egress:\n  - hosts: [\"./*\"]\n"
-            ));
-        }
-    }
-    ns
-}
+/// Endpoint changes written at once at most, when the API server is slower than the rate.
+const CHURN_IN_FLIGHT: usize = 64;
 
-fn write_mesh(dir: &Path, args: &LoadtestArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("namespaces.yaml"), namespaces_file(args))?;
-    for i in 0..args.services {
-        write_atomic(
-            &dir.join(format!("svc-{i}.yaml")),
-            &service_file(i, args, (90, 10), 0),
-        )?;
-    }
-    Ok(())
+fn progress(phase: &str, text: impl AsRef<str>) {
+    println!("[loadtest] {phase}: {}", text.as_ref());
 }
 
 fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -210,464 +143,388 @@ fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-// ---- the server under test ----
+/// A service's VirtualService weights and its pod 0's churn generation, in files.
+type FileState = BTreeMap<usize, ((u32, u32), usize)>;
 
-struct Server {
-    child: tokio::process::Child,
-    pid: u32,
-    grpc: SocketAddr,
-    http: SocketAddr,
+/// Where the mesh lives and how the load test changes it.
+enum Mesh {
+    Files {
+        dir: PathBuf,
+        shape: MeshShape,
+        /// Per service: (weights, generation of pod 0) when not the initial (90/10, 0).
+        state: Mutex<FileState>,
+    },
+    Kube(Box<cluster::KubeMesh>),
 }
 
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
+/// Per service, how many times its pod 0 moved (across every control plane's run on the same
+/// mesh): each move takes the next generation, so every write changes the address (addresses
+/// cycle through 250 generations; consecutive ones always differ).
+#[derive(Default)]
+struct Generations(Mutex<BTreeMap<usize, usize>>);
+
+impl Generations {
+    fn next(&self, svc: usize) -> usize {
+        let mut g = self.0.lock().expect("generations lock");
+        let n = g.entry(svc).or_default();
+        *n += 1;
+        *n
+    }
 }
 
-async fn start_server(config: &Path, log: &Path, debounce_max: &str) -> anyhow::Result<Server> {
-    let (grpc, http, monitoring) = (free_port()?, free_port()?, free_port()?);
-    let exe = std::env::current_exe().context("locating the navarch binary")?;
-    let out = std::fs::File::create(log)?;
-    let child = tokio::process::Command::new(exe)
-        .arg("discovery")
-        .arg("--config-dir")
-        .arg(config)
-        .args(["--grpc-addr", &grpc.to_string()])
-        .args(["--http-addr", &http.to_string()])
-        .args(["--monitoring-addr", &monitoring.to_string()])
-        .args(["--log", "warn"])
-        .args(["--debounce-max", debounce_max])
-        // Every simulated proxy connects from 127.0.0.1.
-        .args(["--xds-max-streams-per-peer", "0"])
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting navarch discovery")?;
-    let pid = child.id().context("the server's pid")?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://{http}/ready")).await
-            && r.status().is_success()
-        {
-            break;
+impl Mesh {
+    fn file_state(&self, i: usize) -> ((u32, u32), usize) {
+        match self {
+            Mesh::Files { state, .. } => state
+                .lock()
+                .expect("state lock")
+                .get(&i)
+                .copied()
+                .unwrap_or(((90, 10), 0)),
+            Mesh::Kube(_) => ((90, 10), 0),
         }
-        if Instant::now() > deadline {
-            bail!(
-                "navarch discovery not ready within 120s; see {}",
-                log.display()
-            );
+    }
+
+    fn write_file(&self, i: usize, weights: (u32, u32), generation: usize) -> anyhow::Result<()> {
+        if let Mesh::Files { dir, shape, state } = self {
+            state
+                .lock()
+                .expect("state lock")
+                .insert(i, (weights, generation));
+            write_atomic(
+                &dir.join(format!("svc-{i}.yaml")),
+                &mesh::service_file(i, shape, weights, generation),
+            )?;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
     }
-    Ok(Server {
-        child,
-        pid,
-        grpc,
-        http,
-    })
-}
 
-/// The server's CPU seconds (user + system) and RSS / peak RSS in MiB, from /proc.
-#[derive(Debug, Clone, Copy, Default)]
-struct Usage {
-    cpu_seconds: f64,
-    rss_mib: f64,
-    peak_rss_mib: f64,
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn usage(pid: u32, ticks: f64) -> Usage {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let num = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the state field.
-    let cpu_seconds = (num(11) + num(12)) / ticks;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    Usage {
-        cpu_seconds,
-        rss_mib: kib("VmRSS:") / 1024.0,
-        peak_rss_mib: kib("VmHWM:") / 1024.0,
+    async fn set_weights(&self, i: usize, weights: (u32, u32)) -> anyhow::Result<()> {
+        match self {
+            Mesh::Files { .. } => self.write_file(i, weights, self.file_state(i).1),
+            Mesh::Kube(k) => Ok(k.set_weights(i, weights).await?),
+        }
     }
-}
 
-async fn push_status(http: SocketAddr) -> serde_json::Value {
-    match reqwest::get(format!("http://{http}/debug/push_status")).await {
-        Ok(r) => r.json().await.unwrap_or_default(),
-        Err(_) => serde_json::Value::Null,
-    }
-}
-
-// ---- simulated proxies ----
-
-fn node(k: usize, namespaces: usize) -> Node {
-    let ns = format!("ns-{}", k % namespaces);
-    let ip = format!("10.200.{}.{}", (k / 250) % 250, k % 250 + 1);
-    let s = |v: &str| Value {
-        kind: Some(Kind::StringValue(v.to_string())),
-    };
-    let mut labels = Struct::default();
-    labels.fields.insert("app".into(), s("client"));
-    let mut md = Struct::default();
-    md.fields.insert("NAMESPACE".into(), s(&ns));
-    md.fields.insert("INTERCEPTION_MODE".into(), s("REDIRECT"));
-    md.fields.insert("ISTIO_VERSION".into(), s("1.24.0"));
-    md.fields.insert("INSTANCE_IPS".into(), s(&ip));
-    md.fields.insert(
-        "LABELS".into(),
-        Value {
-            kind: Some(Kind::StructValue(labels)),
-        },
-    );
-    Node {
-        id: format!("sidecar~{ip}~client-{k}.{ns}~{ns}.svc.cluster.local"),
-        cluster: "Kubernetes".into(),
-        metadata: Some(md),
-        ..Default::default()
-    }
-}
-
-/// EDS cluster names in a CDS response.
-fn eds_names(resources: &[Any]) -> BTreeSet<String> {
-    resources
-        .iter()
-        .filter_map(|a| Cluster::decode(a.value.as_slice()).ok())
-        .filter(|c| {
-            c.cluster_discovery_type
-                == Some(ClusterDiscoveryType::Type(
-                    envoy_types::pb::envoy::config::cluster::v3::cluster::DiscoveryType::Eds as i32,
-                ))
-        })
-        .map(|c| c.name)
-        .collect()
-}
-
-/// RDS names the HTTP connection managers of an LDS response use.
-fn rds_names(resources: &[Any]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for l in resources
-        .iter()
-        .filter_map(|a| Listener::decode(a.value.as_slice()).ok())
-    {
-        for chain in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
-            for f in &chain.filters {
-                if let Some(ConfigType::TypedConfig(any)) = &f.config_type
-                    && any.type_url.ends_with("HttpConnectionManager")
-                    && let Ok(hcm) = HttpConnectionManager::decode(any.value.as_slice())
-                    && let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier
-                {
-                    out.insert(rds.route_config_name);
-                }
+    /// Moves service `i`'s pod 0; returns when the write that proxies see began.
+    async fn churn(&self, i: usize, generation: usize) -> anyhow::Result<Instant> {
+        match self {
+            Mesh::Files { .. } => {
+                let t = Instant::now();
+                self.write_file(i, self.file_state(i).0, generation)?;
+                Ok(t)
             }
+            Mesh::Kube(k) => Ok(k.churn(i, generation).await?),
         }
     }
-    out
 }
 
-fn request(node: Option<Node>, type_url: &str, names: &BTreeSet<String>) -> DiscoveryRequest {
-    DiscoveryRequest {
-        node,
-        type_url: type_url.into(),
-        resource_names: names.iter().cloned().collect(),
-        ..Default::default()
-    }
+/// What one control plane's run produced, for the table.
+#[derive(Debug, Clone, Default)]
+struct Row {
+    name: String,
+    connected: usize,
+    proxies: usize,
+    all_synced_s: f64,
+    sync_cpu_s: f64,
+    steady_rss: f64,
+    peak_rss: f64,
+    rss_slope_kib: Option<f64>,
+    vs: Summary,
+    vs_missing: usize,
+    churn: Option<Summary>,
+    churn_missing: usize,
+    churn_non_eds: usize,
+    churn_rate: f64,
+    allocs_per_vs_response: Option<f64>,
+    allocs_per_churn_change: Option<f64>,
+    cpu_total: f64,
 }
 
-/// One State-of-the-World proxy: CDS then LDS, EDS/RDS by name, every response ACKed.
-async fn run_sotw(
-    mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
-    node: Node,
-    record: Arc<ProxyRecord>,
-) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
-    tx.send(request(Some(node), CLUSTER_TYPE, &BTreeSet::new()))
-        .await?;
-    tx.send(request(None, LISTENER_TYPE, &BTreeSet::new()))
-        .await?;
-    let mut inbound = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    *record.connected.lock().expect("lock") = Some(Instant::now());
-    let mut subscribed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    while let Some(resp) = inbound.message().await? {
-        let now = Instant::now();
-        record.arrived(short(&resp.type_url), now);
-        let names = subscribed.get(&resp.type_url).cloned().unwrap_or_default();
-        tx.send(DiscoveryRequest {
-            type_url: resp.type_url.clone(),
-            version_info: resp.version_info.clone(),
-            response_nonce: resp.nonce.clone(),
-            resource_names: names.into_iter().collect(),
-            ..Default::default()
-        })
-        .await?;
-        let (dependent, wanted) = match resp.type_url.as_str() {
-            CLUSTER_TYPE => (ENDPOINT_TYPE, eds_names(&resp.resources)),
-            LISTENER_TYPE => (ROUTE_TYPE, rds_names(&resp.resources)),
-            _ => continue,
-        };
-        if subscribed.get(dependent) != Some(&wanted) {
-            subscribed.insert(dependent.to_string(), wanted.clone());
-            tx.send(request(None, dependent, &wanted)).await?;
-        }
-    }
-    Ok(())
-}
-
-/// One delta proxy: wildcard CDS and LDS, EDS/RDS subscriptions following them.
-async fn run_delta(
-    mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
-    node: Node,
-    record: Arc<ProxyRecord>,
-) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
-    for (i, t) in [CLUSTER_TYPE, LISTENER_TYPE].into_iter().enumerate() {
-        tx.send(DeltaDiscoveryRequest {
-            node: (i == 0).then(|| node.clone()),
-            type_url: t.into(),
-            ..Default::default()
-        })
-        .await?;
-    }
-    let mut inbound = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    *record.connected.lock().expect("lock") = Some(Instant::now());
-    // Resources held per type, to know the full set after each delta.
-    let mut held: BTreeMap<String, BTreeMap<String, Any>> = BTreeMap::new();
-    let mut subscribed: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
-    while let Some(resp) = inbound.message().await? {
-        record.arrived(short(&resp.type_url), Instant::now());
-        let set = held.entry(resp.type_url.clone()).or_default();
-        for r in &resp.resources {
-            if let Some(a) = &r.resource {
-                set.insert(r.name.clone(), a.clone());
-            }
-        }
-        for name in &resp.removed_resources {
-            set.remove(name);
-        }
-        let all: Vec<Any> = set.values().cloned().collect();
-        let mut ack = DeltaDiscoveryRequest {
-            type_url: resp.type_url.clone(),
-            response_nonce: resp.nonce.clone(),
-            ..Default::default()
-        };
-        let (dependent, wanted) = match resp.type_url.as_str() {
-            CLUSTER_TYPE => (ENDPOINT_TYPE, eds_names(&all)),
-            LISTENER_TYPE => (ROUTE_TYPE, rds_names(&all)),
-            _ => {
-                tx.send(ack).await?;
-                continue;
-            }
-        };
-        tx.send(std::mem::take(&mut ack)).await?;
-        let have = subscribed.entry(dependent).or_default();
-        let subscribe: Vec<String> = wanted.difference(have).cloned().collect();
-        let unsubscribe: Vec<String> = have.difference(&wanted).cloned().collect();
-        if !subscribe.is_empty() || !unsubscribe.is_empty() {
-            *have = wanted;
-            tx.send(DeltaDiscoveryRequest {
-                type_url: dependent.into(),
-                resource_names_subscribe: subscribe,
-                resource_names_unsubscribe: unsubscribe,
-                ..Default::default()
-            })
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-// ---- measurements ----
-
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-struct Summary {
-    count: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-}
-
-fn summarize(mut samples: Vec<Duration>) -> Summary {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let at = |q: f64| -> f64 {
-        if samples.is_empty() {
-            return 0.0;
-        }
-        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        ms(samples[i])
-    };
-    Summary {
-        count: samples.len(),
-        p50_ms: at(0.50),
-        p99_ms: at(0.99),
-        max_ms: samples.last().map(|d| ms(*d)).unwrap_or(0.0),
-    }
-}
-
-/// Waits until every proxy in `expected` received `kind` at or after `t0` (or `timeout`);
-/// returns each one's delay and how many never got it.
-async fn converge(
-    records: &[Arc<ProxyRecord>],
-    expected: &[usize],
-    kind: &str,
-    t0: Instant,
-    timeout: Duration,
-) -> (Vec<Duration>, usize) {
-    let deadline = t0 + timeout;
-    loop {
-        let got: Vec<Option<Instant>> = expected
-            .iter()
-            .map(|k| records[*k].first_after(kind, t0))
-            .collect();
-        let missing = got.iter().filter(|g| g.is_none()).count();
-        if missing == 0 || Instant::now() > deadline {
-            let delays = got.into_iter().flatten().map(|t| t - t0).collect();
-            return (delays, missing);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn progress(phase: &str, text: String) {
-    println!("[loadtest] {phase}: {text}");
-}
-
+/// Runs the load test; on Ctrl-C (or SIGINT from a script) everything it started is stopped
+/// (the cluster and the control plane are killed when dropped).
 pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
+    tokio::select! {
+        r = run_all(args) => r,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; the cluster and the control plane were stopped"),
+    }
+}
+
+async fn run_all(args: LoadtestArgs) -> anyhow::Result<()> {
     if args.services == 0 || args.proxies == 0 || args.namespaces == 0 {
         bail!("--services, --proxies and --namespaces must be at least 1");
     }
-    let work = tempfile::tempdir().context("creating a work directory")?;
-    let config = work.path().join("config");
+    if !args.kube && args.control_planes.contains(&ControlPlaneKind::Istiod) {
+        bail!("--control-plane istiod needs --kube (istiod's file-only mode is not usable)");
+    }
+    let shape = MeshShape {
+        services: args.services,
+        pods_per_service: args.pods_per_service,
+        namespaces: args.namespaces,
+        sidecar_isolation: args.sidecar_isolation,
+    };
+    let mut work = tempfile::tempdir().context("creating a work directory")?;
+    if args.keep_files {
+        work.disable_cleanup(true);
+    }
+    let isolation = if args.sidecar_isolation {
+        " with Sidecar isolation"
+    } else {
+        ""
+    };
+    let mesh = if args.kube {
+        progress(
+            "setup",
+            format!(
+                "a kube-apiserver with {} services × {} pods over {} namespaces{isolation}",
+                args.services, args.pods_per_service, args.namespaces
+            ),
+        );
+        let k = cluster::KubeMesh::start(&args.kube_ip, args.keep_files, shape, |t| {
+            progress("setup", t)
+        })
+        .await?;
+        Mesh::Kube(Box::new(k))
+    } else {
+        let dir = work.path().join("config");
+        progress(
+            "setup",
+            format!(
+                "writing {} services × {} pods over {} namespaces{isolation} to {}",
+                args.services,
+                args.pods_per_service,
+                args.namespaces,
+                dir.display()
+            ),
+        );
+        std::fs::create_dir_all(&dir)?;
+        for (name, text) in mesh::mesh_files(&shape) {
+            write_atomic(&dir.join(name), &text)?;
+        }
+        Mesh::Files {
+            dir,
+            shape,
+            state: Mutex::new(BTreeMap::new()),
+        }
+    };
+    let mut rows = Vec::new();
+    let mut runs = Vec::new();
+    let generations = Generations::default();
+    for (r, kind) in args.control_planes.iter().enumerate() {
+        let (row, result) = run_one(&args, &mesh, &generations, *kind, r, work.path()).await?;
+        rows.push(row);
+        runs.push(result);
+    }
+    let result = json!({
+        "mesh": {"services": args.services, "podsPerService": args.pods_per_service,
+                 "namespaces": args.namespaces, "sidecarIsolation": args.sidecar_isolation,
+                 "source": if args.kube { "kube-apiserver" } else { "files" }},
+        "proxies": args.proxies,
+        "proxiesPerConnection": args.proxies_per_connection,
+        "xds": if args.delta { "delta" } else { "sotw" },
+        "debounceMax": args.debounce_max,
+        "runs": runs,
+    });
+    println!();
+    print_table(&args, &rows);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.keep_files {
+        println!("files kept in {}", work.path().display());
+    }
+    for row in &rows {
+        if row.connected < row.proxies {
+            bail!(
+                "{}: {} of {} proxies never received their initial config (rerun with --keep-files for the logs)",
+                row.name,
+                row.proxies - row.connected,
+                row.proxies
+            );
+        }
+    }
+    Ok(())
+}
+
+fn connect_proxies(
+    args: &LoadtestArgs,
+    cp: &ControlPlane,
+    records: &[Arc<ProxyRecord>],
+    range: std::ops::Range<usize>,
+    tasks: &mut JoinSet<()>,
+    channels: &mut Vec<tonic::transport::Channel>,
+) -> anyhow::Result<()> {
+    let per_conn = args.proxies_per_connection.max(1);
+    for k in range {
+        if k / per_conn >= channels.len() {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", cp.grpc))?
+                .connect_timeout(Duration::from_secs(10))
+                .http2_adaptive_window(true)
+                .tcp_nodelay(true)
+                .connect_lazy();
+            channels.push(ch);
+        }
+        tasks.spawn(proxies::run_proxy(
+            channels[k / per_conn].clone(),
+            proxies::node(k, args.namespaces),
+            records[k].clone(),
+            args.delta,
+        ));
+    }
+    Ok(())
+}
+
+async fn push_status(cp: &ControlPlane) -> Option<serde_json::Value> {
+    if cp.kind != ControlPlaneKind::Navarch {
+        return None;
+    }
+    reqwest::get(format!("http://{}/debug/push_status", cp.http))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+fn per(a: Option<AllocCounts>, b: Option<AllocCounts>, n: usize) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if n > 0 => Some(b.since(&a).allocations as f64 / n as f64),
+        _ => None,
+    }
+}
+
+async fn run_one(
+    args: &LoadtestArgs,
+    mesh: &Mesh,
+    generations: &Generations,
+    kind: ControlPlaneKind,
+    r: usize,
+    work: &Path,
+) -> anyhow::Result<(Row, serde_json::Value)> {
+    let name = kind.name();
+    let phase = |p: &str| format!("{name} {p}");
+    let kubeconfig = match mesh {
+        Mesh::Kube(k) => Some(k.cluster.kubeconfig.clone()),
+        Mesh::Files { .. } => None,
+    };
+    let source = match (&kubeconfig, mesh) {
+        (Some(k), _) => Source::Kubeconfig(k),
+        (None, Mesh::Files { dir, .. }) => Source::ConfigDir(dir),
+        (None, Mesh::Kube(_)) => unreachable!("a cluster has a kubeconfig"),
+    };
+    let t_start = Instant::now();
+    let cp = ControlPlane::start(StartOptions {
+        kind,
+        source,
+        istiod_bin: args.istiod_bin.as_deref(),
+        istiod_env: &args.istiod_env,
+        debounce_max: &args.debounce_max,
+        work,
+        ready_timeout: Duration::from_secs(300),
+    })
+    .await?;
+    let idle = cp.usage();
     progress(
-        "setup",
+        &phase("setup"),
         format!(
-            "writing {} services × {} pods over {} namespaces{} to {}",
-            args.services,
-            args.pods_per_service,
-            args.namespaces,
-            if args.sidecar_isolation {
-                " with Sidecar isolation"
-            } else {
-                ""
-            },
-            config.display()
-        ),
-    );
-    write_mesh(&config, &args)?;
-    let log = work.path().join("discovery.log");
-    let mut server = start_server(&config, &log, &args.debounce_max).await?;
-    let ticks = clock_ticks();
-    let idle = usage(server.pid, ticks);
-    progress(
-        "setup",
-        format!(
-            "navarch discovery pid {} ready: RSS {:.1} MiB, {:.2} CPU s",
-            server.pid, idle.rss_mib, idle.cpu_seconds
+            "pid {} ready after {:.1}s: RSS {:.1} MiB, {:.2} CPU s (log {})",
+            cp.pid,
+            t_start.elapsed().as_secs_f64(),
+            idle.rss_mib,
+            idle.cpu_seconds,
+            cp.log.display()
         ),
     );
 
-    // Phase 1: every proxy connects at once.
+    // Phase 1: the proxies connect, all at once (or in waves for --rss-at).
     let records: Vec<Arc<ProxyRecord>> = (0..args.proxies)
-        .map(|k| {
-            Arc::new(ProxyRecord {
-                namespace: format!("ns-{}", k % args.namespaces),
-                connected: Mutex::new(None),
-                initial_done: Mutex::new(None),
-                arrivals: Mutex::new(BTreeMap::new()),
-                errors: AtomicUsize::new(0),
-            })
-        })
+        .map(|k| Arc::new(ProxyRecord::new(namespace_of(k, args.namespaces))))
         .collect();
-    let per_conn = args.proxies_per_connection.max(1);
+    let mut steps: Vec<usize> = args
+        .rss_at
+        .iter()
+        .copied()
+        .filter(|n| *n > 0 && *n < args.proxies)
+        .collect();
+    steps.push(args.proxies);
+    steps.sort_unstable();
+    steps.dedup();
+    let mut tasks = JoinSet::new();
     let mut channels = Vec::new();
-    for _ in 0..args.proxies.div_ceil(per_conn) {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))?
-            .connect_timeout(Duration::from_secs(10))
-            .http2_adaptive_window(true)
-            .connect_lazy();
-        channels.push(ch);
-    }
-    let start = Instant::now();
-    for (k, record) in records.iter().enumerate() {
-        let client = AggregatedDiscoveryServiceClient::new(channels[k / per_conn].clone())
-            .max_decoding_message_size(256 * 1024 * 1024);
-        let node = node(k, args.namespaces);
-        let record = record.clone();
-        let delta = args.delta;
-        tokio::spawn(async move {
-            let r = if delta {
-                run_delta(client, node, record.clone()).await
-            } else {
-                run_sotw(client, node, record.clone()).await
-            };
-            if let Err(e) = r {
-                record.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "simulated proxy stream ended");
+    let mut connect_delays = Vec::new();
+    let mut points = Vec::new();
+    let mut all_synced_s: f64 = 0.0;
+    let mut sync_cpu = 0.0;
+    let mut prev = 0;
+    for &step in &steps {
+        let wave_start = Instant::now();
+        connect_proxies(args, &cp, &records, prev..step, &mut tasks, &mut channels)?;
+        let wave = &records[prev..step];
+        let timeout = Duration::from_secs(args.connect_timeout);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let done = wave
+                .iter()
+                .filter(|r| r.initial_done.lock().expect("lock").is_some())
+                .count();
+            let u = cp.usage();
+            let retries: usize = wave
+                .iter()
+                .map(|r| r.reconnects.load(Ordering::Relaxed))
+                .sum();
+            progress(
+                &phase("connect"),
+                format!(
+                    "{}/{step} proxies have CDS, EDS, LDS and RDS after {:.1}s ({retries} streams retried); server RSS {:.1} MiB, {:.2} CPU s",
+                    prev + done,
+                    wave_start.elapsed().as_secs_f64(),
+                    u.rss_mib,
+                    u.cpu_seconds - idle.cpu_seconds
+                ),
+            );
+            if done == wave.len() || wave_start.elapsed() > timeout {
+                break;
             }
-        });
-    }
-    let connect_timeout = Duration::from_secs(120);
-    loop {
-        let done = records
+        }
+        let delays: Vec<Duration> = wave
             .iter()
-            .filter(|r| r.initial_done.lock().expect("lock").is_some())
-            .count();
-        let u = usage(server.pid, ticks);
+            .filter_map(|r| r.initial_done.lock().expect("lock").map(|t| t - wave_start))
+            .collect();
+        all_synced_s =
+            all_synced_s.max(delays.iter().max().map(|d| d.as_secs_f64()).unwrap_or(0.0));
+        sync_cpu = cp.usage().cpu_seconds - idle.cpu_seconds;
+        connect_delays.extend(delays);
+        tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
+        let u = cp.usage();
         progress(
-            "connect",
+            &phase("connect"),
             format!(
-                "{done}/{} proxies have CDS, EDS, LDS and RDS after {:.1}s; server RSS {:.1} MiB, {:.2} CPU s",
-                args.proxies,
-                start.elapsed().as_secs_f64(),
-                u.rss_mib,
-                u.cpu_seconds - idle.cpu_seconds
+                "{step} proxies connected: steady RSS {:.1} MiB (peak so far {:.1} MiB)",
+                u.rss_mib, u.peak_rss_mib
             ),
         );
-        if done == args.proxies || start.elapsed() > connect_timeout {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        points.push(
+            json!({"proxies": step, "rssMiB": u.rss_mib, "peakRssMiB": u.peak_rss_mib,
+                           "cpuSeconds": u.cpu_seconds}),
+        );
+        prev = step;
     }
-    let connect: Vec<Duration> = records
-        .iter()
-        .filter_map(|r| r.initial_done.lock().expect("lock").map(|t| t - start))
-        .collect();
-    let connected = connect.len();
-    let connect_summary = summarize(connect);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let steady = usage(server.pid, ticks);
-    let status_before = push_status(server.http).await;
+    let connected = connect_delays.len();
+    let connect_summary = summarize(connect_delays);
+    let steady = cp.usage();
+    let rss_slope_kib = (points.len() >= 2).then(|| {
+        let (a, b) = (&points[0], &points[points.len() - 1]);
+        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+        (f(b, "rssMiB") - f(a, "rssMiB")) * 1024.0 / (f(b, "proxies") - f(a, "proxies"))
+    });
+    if let Some(s) = rss_slope_kib {
+        progress(
+            &phase("connect"),
+            format!("RSS slope {s:.1} KiB per proxy between the first and last point"),
+        );
+    }
+    let status_before = push_status(&cp).await;
 
     // Phase 2: one VirtualService change.
     let target = 0usize;
@@ -675,148 +532,311 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let expected: Vec<usize> = (0..args.proxies)
         .filter(|k| !args.sidecar_isolation || records[*k].namespace == target_ns)
         .collect();
+    let shift = (r % 30) as u32;
+    let weights = (40 - shift, 60 + shift);
+    let alloc_before_vs = cp.alloc_counts().await;
     let t0 = Instant::now();
-    write_atomic(
-        &config.join(format!("svc-{target}.yaml")),
-        &service_file(target, &args, (50, 50), 0),
-    )?;
-    let (vs_delays, vs_missing) =
-        converge(&records, &expected, "RDS", t0, Duration::from_secs(30)).await;
+    mesh.set_weights(target, weights).await?;
+    let (vs_delays, vs_missing) = converge(
+        &records,
+        &expected,
+        "RDS",
+        t0,
+        Duration::from_secs(args.change_timeout),
+        |have, of| {
+            progress(
+                &phase("virtualservice"),
+                format!(
+                    "{have}/{of} proxies have the new routes after {:.1}s",
+                    t0.elapsed().as_secs_f64()
+                ),
+            )
+        },
+    )
+    .await;
     let vs_summary = summarize(vs_delays);
+    // Let the push finish everywhere (proxies that do not see the change get one too).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alloc_after_vs = cp.alloc_counts().await;
+    let vs_responses: usize = proxies::responses_since(&records, t0).values().sum();
+    let allocs_per_vs_response = per(alloc_before_vs, alloc_after_vs, vs_responses);
     progress(
-        "virtualservice",
+        &phase("virtualservice"),
         format!(
-            "svc-0's VirtualService changed: {} of {} proxies had new routes, p99 {:.0} ms, max {:.0} ms",
+            "svc-0's VirtualService set to {}/{}: {} of {} proxies had new routes, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            weights.0,
+            weights.1,
             vs_summary.count,
             expected.len(),
+            vs_summary.p50_ms,
             vs_summary.p99_ms,
             vs_summary.max_ms
         ),
     );
-    let status_after_vs = push_status(server.http).await;
+    let status_after_vs = push_status(&cp).await;
 
     // Phase 3: endpoint churn.
     let mut churn = Vec::new();
     let mut churn_missing = 0;
-    let churn_cpu_before = usage(server.pid, ticks);
-    if args.churn_rate > 0 && args.churn_seconds > 0 {
+    let churn_before = cp.usage();
+    let alloc_before_churn = cp.alloc_counts().await;
+    let churn_start = Instant::now();
+    let total = args.churn_rate as usize * args.churn_seconds as usize;
+    let mut churn_rate_achieved = 0.0;
+    if total > 0 {
         let interval = Duration::from_secs_f64(1.0 / f64::from(args.churn_rate));
-        let total = args.churn_rate as usize * args.churn_seconds as usize;
         let mut changes: Vec<(usize, Instant)> = Vec::new();
         let mut ticker = tokio::time::interval(interval);
-        let churn_start = Instant::now();
-        for i in 0..total {
-            ticker.tick().await;
-            let svc = (i * 7 + 1) % args.services;
-            write_atomic(
-                &config.join(format!("svc-{svc}.yaml")),
-                &service_file(
-                    svc,
-                    &args,
-                    if svc == target { (50, 50) } else { (90, 10) },
-                    i + 1,
-                ),
-            )?;
-            changes.push((svc, Instant::now()));
-            if (i + 1) % (args.churn_rate as usize).max(1) == 0 {
-                let u = usage(server.pid, ticks);
-                progress(
-                    "churn",
-                    format!(
-                        "{}/{total} endpoint changes in {:.0}s; server RSS {:.1} MiB",
-                        i + 1,
-                        churn_start.elapsed().as_secs_f64(),
-                        u.rss_mib
-                    ),
-                );
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Writes go out on the ticker's beat whatever the API server's latency (a few may be
+        // in flight at once), so the rate holds on a loaded machine.
+        let mut inflight = futures::stream::FuturesUnordered::new();
+        let mut issued = 0;
+        while issued < total || !inflight.is_empty() {
+            tokio::select! {
+                _ = ticker.tick(), if issued < total && inflight.len() < CHURN_IN_FLIGHT => {
+                    let i = issued;
+                    issued += 1;
+                    let svc = (i * 7 + 1) % args.services;
+                    let generation = generations.next(svc);
+                    inflight.push(async move { mesh.churn(svc, generation).await.map(|t| (svc, t)) });
+                    if issued % (args.churn_rate as usize).max(1) == 0 {
+                        let u = cp.usage();
+                        progress(
+                            &phase("churn"),
+                            format!(
+                                "{issued}/{total} endpoint changes in {:.0}s; server RSS {:.1} MiB",
+                                churn_start.elapsed().as_secs_f64(),
+                                u.rss_mib
+                            ),
+                        );
+                    }
+                }
+                Some(done) = futures::StreamExt::next(&mut inflight), if !inflight.is_empty() => {
+                    changes.push(done?);
+                }
             }
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        for (svc, t) in changes {
+        churn_rate_achieved = total as f64 / churn_start.elapsed().as_secs_f64();
+        let expected_for = |svc: usize| -> Vec<usize> {
             let ns = namespace_of(svc, args.namespaces);
-            let expected: Vec<usize> = (0..args.proxies)
+            (0..args.proxies)
                 .filter(|k| !args.sidecar_isolation || records[*k].namespace == ns)
-                .collect();
-            let (delays, missing) =
-                converge(&records, &expected, "EDS", t, Duration::from_millis(1)).await;
+                .collect()
+        };
+        // A change counts as converged once every proxy that sees it got an EDS response
+        // after it: wait for the last change (up to --change-timeout), then judge them all.
+        if let Some((svc, t)) = changes.last().copied() {
+            progress(
+                &phase("churn"),
+                format!(
+                    "waiting up to {}s for the last change to reach every proxy that sees it",
+                    args.change_timeout
+                ),
+            );
+            converge(
+                &records,
+                &expected_for(svc),
+                "EDS",
+                t,
+                Duration::from_secs(args.change_timeout),
+                |have, of| {
+                    progress(
+                        &phase("churn"),
+                        format!("{have}/{of} proxies have the last change's EDS"),
+                    )
+                },
+            )
+            .await;
+        }
+        for (svc, t) in changes {
+            let (delays, missing) = converge(
+                &records,
+                &expected_for(svc),
+                "EDS",
+                t,
+                Duration::ZERO,
+                |_, _| {},
+            )
+            .await;
             churn_missing += missing;
             if let Some(max) = delays.iter().max() {
                 churn.push(*max);
             }
         }
     }
-    let churn_summary = summarize(churn);
-    let end = usage(server.pid, ticks);
-    let status_end = push_status(server.http).await;
-    let num = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
-    let errors: usize = records
+    let churn_responses = proxies::responses_since(&records, churn_start);
+    let churn_non_eds: usize = churn_responses
         .iter()
-        .map(|r| r.errors.load(Ordering::Relaxed))
+        .filter(|(k, _)| **k != "EDS")
+        .map(|(_, n)| n)
         .sum();
+    let churn_eds = churn_responses.get("EDS").copied().unwrap_or(0);
+    let alloc_after_churn = cp.alloc_counts().await;
+    let allocs_per_churn_change = per(alloc_before_churn, alloc_after_churn, total);
+    let churn_summary = summarize(churn);
+    if total > 0 {
+        progress(
+            &phase("churn"),
+            format!(
+                "{churn_rate_achieved:.1} changes/s; per-change EDS convergence p50 {:.0} ms, p99 {:.0} ms; {churn_missing} proxy updates missed; {churn_eds} EDS and {churn_non_eds} other responses",
+                churn_summary.p50_ms, churn_summary.p99_ms
+            ),
+        );
+    }
+    let end = cp.usage();
+    let status_end = push_status(&cp).await;
+    let reconnects: usize = records
+        .iter()
+        .map(|r| r.reconnects.load(Ordering::Relaxed))
+        .sum();
+    let resource_bytes: u64 = records
+        .iter()
+        .map(|r| r.resource_bytes.load(Ordering::Relaxed))
+        .sum();
+    drop(tasks);
+    cp.stop().await;
 
-    let result = serde_json::json!({
-        "mesh": {"services": args.services, "podsPerService": args.pods_per_service,
-                 "namespaces": args.namespaces, "sidecarIsolation": args.sidecar_isolation},
-        "proxies": args.proxies,
-        "xds": if args.delta { "delta" } else { "sotw" },
-        "debounceMax": args.debounce_max,
-        "connect": {"connected": connected, "summary": connect_summary, "streamErrors": errors},
+    let num = |v: &Option<serde_json::Value>, k: &str| {
+        v.as_ref()
+            .and_then(|v| v[k].as_u64())
+            .map(serde_json::Value::from)
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let diff = |a: &Option<serde_json::Value>, b: &Option<serde_json::Value>, k: &str| match (
+        num(a, k).as_u64(),
+        num(b, k).as_u64(),
+    ) {
+        (Some(a), Some(b)) => serde_json::Value::from(b.saturating_sub(a)),
+        _ => serde_json::Value::Null,
+    };
+    let result = json!({
+        "controlPlane": name,
+        "connect": {"connected": connected, "summary": connect_summary, "allSyncedSeconds": all_synced_s,
+                    "syncCpuSeconds": sync_cpu, "streamsRetried": reconnects},
+        "rssPoints": points,
+        "rssSlopeKiBPerProxy": rss_slope_kib,
         "steadyRssMiB": steady.rss_mib,
         "virtualServiceChange": {"expected": expected.len(), "missing": vs_missing, "summary": vs_summary,
-                                 "pushes": num(&status_after_vs, "pushes") - num(&status_before, "pushes")},
+                                 "responses": vs_responses, "allocationsPerResponse": allocs_per_vs_response,
+                                 "allocations": alloc_before_vs.zip(alloc_after_vs).map(|(a, b)| b.since(&a)),
+                                 "pushes": diff(&status_before, &status_after_vs, "pushes")},
         "endpointChurn": {"ratePerSecond": args.churn_rate, "seconds": args.churn_seconds,
+                          "achievedRatePerSecond": churn_rate_achieved,
                           "summary": churn_summary, "missingProxyUpdates": churn_missing,
-                          "fullPushes": num(&status_end, "fullPushes") - num(&status_after_vs, "fullPushes"),
-                          "pushes": num(&status_end, "pushes") - num(&status_after_vs, "pushes"),
-                          "cpuSeconds": end.cpu_seconds - churn_cpu_before.cpu_seconds},
+                          "edsResponses": churn_eds, "nonEdsResponses": churn_non_eds,
+                          "allocationsPerChange": allocs_per_churn_change,
+                          "fullPushes": diff(&status_after_vs, &status_end, "fullPushes"),
+                          "pushes": diff(&status_after_vs, &status_end, "pushes"),
+                          "cpuSeconds": end.cpu_seconds - churn_before.cpu_seconds},
         "server": {"cpuSeconds": end.cpu_seconds, "peakRssMiB": end.peak_rss_mib, "endRssMiB": end.rss_mib,
+                   "resourceBytesReceived": resource_bytes,
                    "pushes": num(&status_end, "pushes"), "pushBytes": num(&status_end, "pushBytes")},
     });
-    println!();
+    let row = Row {
+        name: name.to_string(),
+        connected,
+        proxies: args.proxies,
+        all_synced_s,
+        sync_cpu_s: sync_cpu,
+        steady_rss: steady.rss_mib,
+        peak_rss: end.peak_rss_mib,
+        rss_slope_kib,
+        vs: vs_summary,
+        vs_missing,
+        churn: (total > 0).then_some(churn_summary),
+        churn_missing,
+        churn_non_eds,
+        churn_rate: churn_rate_achieved,
+        allocs_per_vs_response,
+        allocs_per_churn_change,
+        cpu_total: end.cpu_seconds,
+    };
+    Ok((row, result))
+}
+
+fn print_table(args: &LoadtestArgs, rows: &[Row]) {
     println!(
-        "proxies:            {} ({}), {connected} converged on connect, {errors} stream errors",
+        "{} services × {} pods, {} namespaces{}, {} proxies ({}, {} per connection){}",
+        args.services,
+        args.pods_per_service,
+        args.namespaces,
+        if args.sidecar_isolation {
+            ", one Sidecar per namespace"
+        } else {
+            ", no Sidecar isolation"
+        },
         args.proxies,
-        if args.delta { "delta" } else { "SotW" }
+        if args.delta { "delta" } else { "SotW" },
+        args.proxies_per_connection,
+        if args.kube {
+            ", config in kube-apiserver"
+        } else {
+            ", config in files"
+        }
     );
-    println!(
-        "connect storm:      p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (all at once)",
-        connect_summary.p50_ms, connect_summary.p99_ms, connect_summary.max_ms
-    );
-    println!("steady RSS:         {:.1} MiB", steady.rss_mib);
-    println!(
-        "VS change:          {} proxies, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({vs_missing} missed)",
-        vs_summary.count, vs_summary.p50_ms, vs_summary.p99_ms, vs_summary.max_ms
-    );
-    if args.churn_rate > 0 && args.churn_seconds > 0 {
-        println!(
-            "endpoint churn:     {}/s for {}s, per-change EDS convergence p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; full pushes {}",
-            args.churn_rate,
-            args.churn_seconds,
-            churn_summary.p50_ms,
-            churn_summary.p99_ms,
-            churn_summary.max_ms,
-            result["endpointChurn"]["fullPushes"]
+    println!();
+    let mut header = String::from("| |");
+    let mut rule = String::from("|---|");
+    for r in rows {
+        header.push_str(&format!(" {} |", r.name));
+        rule.push_str("---|");
+    }
+    println!("{header}\n{rule}");
+    let line = |label: &str, f: &dyn Fn(&Row) -> String| {
+        let mut s = format!("| {label} |");
+        for r in rows {
+            s.push_str(&format!(" {} |", f(r)));
+        }
+        println!("{s}");
+    };
+    line("steady RSS (MiB)", &|r: &Row| {
+        format!("{:.0}", r.steady_rss)
+    });
+    line("peak RSS (MiB)", &|r: &Row| format!("{:.0}", r.peak_rss));
+    line("all synced (s)", &|r: &Row| {
+        format!("{:.1} ({}/{})", r.all_synced_s, r.connected, r.proxies)
+    });
+    line("server CPU s to sync", &|r: &Row| {
+        format!("{:.1}", r.sync_cpu_s)
+    });
+    if rows.iter().any(|r| r.rss_slope_kib.is_some()) {
+        line("RSS slope (KiB/proxy)", &|r: &Row| {
+            r.rss_slope_kib
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_else(|| "-".into())
+        });
+    }
+    line("VS change p50 / p99 (ms)", &|r: &Row| {
+        let missed = if r.vs_missing > 0 {
+            format!(", {} missed", r.vs_missing)
+        } else {
+            String::new()
+        };
+        format!("{:.0} / {:.0}{missed}", r.vs.p50_ms, r.vs.p99_ms)
+    });
+    if rows.iter().any(|r| r.churn.is_some()) {
+        line(
+            &format!("churn {}/s EDS p50 / p99 (ms)", args.churn_rate),
+            &|r: &Row| match r.churn {
+                Some(s) => format!(
+                    "{:.0} / {:.0} (at {:.1}/s; {} missed, {} non-EDS responses)",
+                    s.p50_ms, s.p99_ms, r.churn_rate, r.churn_missing, r.churn_non_eds
+                ),
+                None => "-".into(),
+            },
         );
     }
-    println!(
-        "server:             {:.1} CPU s, peak RSS {:.1} MiB, {} pushes, {:.1} MiB sent",
-        end.cpu_seconds,
-        end.peak_rss_mib,
-        num(&status_end, "pushes"),
-        num(&status_end, "pushBytes") as f64 / 1048576.0
-    );
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+    let allocs = |v: Option<f64>| v.map(|a| format!("{a:.0}")).unwrap_or_else(|| "-".into());
+    line("allocations per VS-change response", &|r: &Row| {
+        allocs(r.allocs_per_vs_response)
+    });
+    if rows.iter().any(|r| r.churn.is_some()) {
+        line("allocations per churn change", &|r: &Row| {
+            allocs(r.allocs_per_churn_change)
+        });
     }
-    let _ = server.child.kill().await;
-    if connected < args.proxies {
-        bail!(
-            "{} of {} proxies never received their initial config; see {}",
-            args.proxies - connected,
-            args.proxies,
-            log.display()
-        );
-    }
-    Ok(())
+    line("server CPU s, whole run", &|r: &Row| {
+        format!("{:.1}", r.cpu_total)
+    });
 }
