@@ -94,15 +94,27 @@ impl NameSet {
     }
 }
 
-/// One resource of a set: its name, digest and where its encodings are.
-#[derive(Debug)]
+/// One resource of a set: its name, digest and its encoding as a `DiscoveryResponse.resources`
+/// field: the range `start..end` of `buf` (the set's contiguous buffer, an earlier set's when
+/// spliced in, or a buffer of its own when encoded again).
+#[derive(Debug, Clone)]
 struct Entry {
-    name: Box<str>,
+    name: Arc<str>,
     hash: u64,
     digest: [u8; 16],
-    /// Byte range of its `DiscoveryResponse.resources` field in `EncodedSet::sotw`.
+    buf: Bytes,
     start: u32,
     end: u32,
+}
+
+impl Entry {
+    fn bytes(&self) -> Bytes {
+        self.buf.slice(self.start as usize..self.end as usize)
+    }
+
+    fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
 }
 
 /// What a SotW response carries apart from its nonce: the parts of one encoded
@@ -116,15 +128,11 @@ pub struct SotwBody {
     pub resources: usize,
 }
 
-/// A delta stream's view of a set: the encoded `DeltaDiscoveryResponse.resources` entry of
-/// each resource (name, version, resource).
-#[derive(Debug)]
-struct DeltaEntries {
-    buf: Bytes,
-    ranges: Vec<(u32, u32)>,
-}
-
 /// One type's resources for one scope, encoded once and shared by every stream of the scope.
+///
+/// Each resource's bytes are shared with the set it came from: a set spliced from an earlier
+/// one (endpoint churn) costs only the resources it replaced and a vector of handles. The
+/// contiguous full response is made when a proxy first needs all of it.
 #[derive(Debug)]
 pub struct EncodedSet {
     pub kind: ResourceType,
@@ -132,15 +140,16 @@ pub struct EncodedSet {
     entries: Vec<Entry>,
     /// Positions of `entries` sorted by name hash, for lookups.
     by_hash: Vec<(u64, u32)>,
-    /// Every resource as a `DiscoveryResponse.resources` field, back to back.
-    sotw: Bytes,
     /// `type_url` and `control_plane`, shared by every response of this type.
     suffix: Bytes,
     names: NameSet,
-    full: SotwBody,
+    version: u64,
+    /// Every resource back to back, as one response (made on first use).
+    full: OnceLock<SotwBody>,
     /// Responses for proxies that asked for a subset, by the subset's version.
     subsets: Mutex<HashMap<u64, SotwBody>>,
-    delta: OnceLock<DeltaEntries>,
+    /// Each resource as a delta `Resource` entry (made the first time a delta stream asks).
+    delta: OnceLock<Vec<Bytes>>,
     /// Diffs from earlier sets (delta streams holding one of them share its diff).
     diffs: Mutex<Vec<(Weak<EncodedSet>, Arc<SetDiff>)>>,
     diffs_computed: AtomicU64,
@@ -155,7 +164,7 @@ pub struct SetDiff {
     /// Positions in the newer set of resources the older lacks or holds at another digest.
     pub changed: Vec<usize>,
     /// Resources of the older set the newer lacks: (name hash, name).
-    pub removed: Vec<(u64, Box<str>)>,
+    pub removed: Vec<(u64, Arc<str>)>,
     /// The SotW response of only the changed resources, for proxies that want all of both
     /// sets (made once).
     partial: OnceLock<SotwBody>,
@@ -179,9 +188,7 @@ fn encode<M: Message>(msg: &M) -> Bytes {
     buf.freeze()
 }
 
-/// `type_url` and `control_plane` of every response of `kind` (the same bytes in SotW and
-/// delta responses: both messages number these fields 4 and 6/7 differently, so each gets its
-/// own).
+/// `type_url` and `control_plane` of every SotW response of `kind`.
 fn sotw_suffix(kind: ResourceType, control_plane: &str) -> Bytes {
     encode(&DiscoveryResponse {
         type_url: kind.type_url().to_string(),
@@ -199,8 +206,43 @@ fn version_field(version: u64) -> Bytes {
     })
 }
 
+/// The parts of a response holding `entries`: the version, the resources (adjacent ranges of
+/// one buffer as one slice of it), the suffix.
+fn body_of<'a>(
+    version: u64,
+    entries: impl IntoIterator<Item = &'a Entry>,
+    suffix: &Bytes,
+) -> SotwBody {
+    let mut parts = vec![version_field(version)];
+    let mut resources = 0;
+    let mut run: Option<(&Bytes, u32, u32)> = None;
+    for e in entries {
+        resources += 1;
+        run = match run.take() {
+            Some((buf, s, end)) if buf.as_ptr() == e.buf.as_ptr() && end == e.start => {
+                Some((buf, s, e.end))
+            }
+            Some((buf, s, end)) => {
+                parts.push(buf.slice(s as usize..end as usize));
+                Some((&e.buf, e.start, e.end))
+            }
+            None => Some((&e.buf, e.start, e.end)),
+        };
+    }
+    if let Some((buf, s, end)) = run {
+        parts.push(buf.slice(s as usize..end as usize));
+    }
+    parts.push(suffix.clone());
+    SotwBody {
+        version,
+        len: parts.iter().map(Bytes::len).sum(),
+        parts: parts.into(),
+        resources,
+    }
+}
+
 impl EncodedSet {
-    /// Encodes `resources` (moving their bytes into one shared buffer).
+    /// Encodes `resources` into one contiguous buffer.
     pub fn new(kind: ResourceType, resources: Vec<Resource>, control_plane: &str) -> EncodedSet {
         let total: usize = resources
             .iter()
@@ -210,31 +252,46 @@ impl EncodedSet {
             })
             .sum();
         let mut buf = BytesMut::with_capacity(total);
-        let mut entries = Vec::with_capacity(resources.len());
-        for r in resources {
-            let start = buf.len() as u32;
+        let mut spans = Vec::with_capacity(resources.len());
+        for r in &resources {
+            let start = buf.len();
             prost::encoding::message::encode(2, &r.resource, &mut buf);
-            entries.push(Entry {
-                hash: name_hash(&r.name),
-                name: r.name.into_boxed_str(),
-                digest: r.digest,
-                start,
-                end: buf.len() as u32,
-            });
+            spans.push(start..buf.len());
         }
+        let buf = buf.freeze();
+        let entries: Vec<Entry> = resources
+            .into_iter()
+            .zip(spans)
+            .map(|(r, span)| Entry {
+                hash: name_hash(&r.name),
+                name: Arc::from(r.name),
+                digest: r.digest,
+                buf: buf.clone(),
+                start: span.start as u32,
+                end: span.end as u32,
+            })
+            .collect();
         let count = entries.len() as u64;
-        Self::from_parts(
-            kind,
-            entries,
-            buf.freeze(),
-            sotw_suffix(kind, control_plane),
-            count,
-        )
+        let suffix = sotw_suffix(kind, control_plane);
+        let set = Self::from_entries(kind, entries, suffix, count, None);
+        // The whole buffer is at hand: the full response is that buffer, one part.
+        let full = SotwBody {
+            version: set.version,
+            len: 0,
+            parts: Arc::from([version_field(set.version), buf, set.suffix.clone()]),
+            resources: set.entries.len(),
+        };
+        let full = SotwBody {
+            len: full.parts.iter().map(Bytes::len).sum(),
+            ..full
+        };
+        let _ = set.full.set(full);
+        set
     }
 
     /// A set like `self` in which the resources `stale` picks are replaced by what
     /// `regenerate` makes for their names (a name it does not return is dropped); every other
-    /// resource is copied as encoded. Only the replaced resources are encoded again.
+    /// resource is shared with `self`, not copied. Only the replaced resources are encoded.
     pub fn splice(
         &self,
         stale: impl Fn(&str) -> bool,
@@ -251,37 +308,45 @@ impl EncodedSet {
             .map(|r| (r.name.clone(), r))
             .collect();
         let count = fresh.len() as u64;
-        let mut buf = BytesMut::with_capacity(self.sotw.len());
+        let old_delta = self.delta.get();
         let mut entries = Vec::with_capacity(self.entries.len());
-        for e in &self.entries {
-            let start = buf.len() as u32;
-            let digest = if stale(&e.name) {
+        let mut delta = old_delta.map(|_| Vec::with_capacity(self.entries.len()));
+        for (i, e) in self.entries.iter().enumerate() {
+            if stale(&e.name) {
                 let Some(r) = fresh.remove(&*e.name) else {
                     continue;
                 };
+                let mut buf = BytesMut::new();
                 prost::encoding::message::encode(2, &r.resource, &mut buf);
-                r.digest
+                let end = buf.len() as u32;
+                let entry = Entry {
+                    name: e.name.clone(),
+                    hash: e.hash,
+                    digest: r.digest,
+                    buf: buf.freeze(),
+                    start: 0,
+                    end,
+                };
+                if let Some(d) = delta.as_mut() {
+                    d.push(delta_entry(&entry));
+                }
+                entries.push(entry);
             } else {
-                buf.put_slice(&self.sotw[e.start as usize..e.end as usize]);
-                e.digest
-            };
-            entries.push(Entry {
-                hash: e.hash,
-                name: e.name.clone(),
-                digest,
-                start,
-                end: buf.len() as u32,
-            });
+                if let (Some(d), Some(old)) = (delta.as_mut(), old_delta) {
+                    d.push(old[i].clone());
+                }
+                entries.push(e.clone());
+            }
         }
-        Self::from_parts(self.kind, entries, buf.freeze(), self.suffix.clone(), count)
+        Self::from_entries(self.kind, entries, self.suffix.clone(), count, delta)
     }
 
-    fn from_parts(
+    fn from_entries(
         kind: ResourceType,
         entries: Vec<Entry>,
-        sotw: Bytes,
         suffix: Bytes,
         encoded_count: u64,
+        delta: Option<Vec<Bytes>>,
     ) -> EncodedSet {
         let mut by_hash: Vec<(u64, u32)> = entries
             .iter()
@@ -293,23 +358,20 @@ impl EncodedSet {
         hashes.dedup();
         let names = NameSet(hashes.into());
         let version = content_version(entries.iter().map(|e| (&*e.name, &e.digest)));
-        let head = version_field(version);
-        let full = SotwBody {
-            version,
-            len: head.len() + sotw.len() + suffix.len(),
-            parts: Arc::from([head, sotw.clone(), suffix.clone()]),
-            resources: entries.len(),
-        };
+        let delta_cell = OnceLock::new();
+        if let Some(d) = delta {
+            let _ = delta_cell.set(d);
+        }
         EncodedSet {
             kind,
             entries,
             by_hash,
-            sotw,
             suffix,
             names,
-            full,
+            version,
+            full: OnceLock::new(),
             subsets: Mutex::new(HashMap::new()),
-            delta: OnceLock::new(),
+            delta: delta_cell,
             diffs: Mutex::new(Vec::new()),
             diffs_computed: AtomicU64::new(0),
             encoded_count,
@@ -334,22 +396,14 @@ impl EncodedSet {
 
     fn sotw_positions(&self, wanted: Option<&NameSet>, positions: &[usize]) -> SotwBody {
         let version = self.version_of(wanted);
-        let mut parts = vec![version_field(version)];
-        let mut resources = 0;
-        for &p in positions {
-            let e = &self.entries[p];
-            if wanted.is_none_or(|w| w.contains(e.hash)) {
-                parts.push(self.sotw.slice(e.start as usize..e.end as usize));
-                resources += 1;
-            }
-        }
-        parts.push(self.suffix.clone());
-        SotwBody {
+        body_of(
             version,
-            len: parts.iter().map(Bytes::len).sum(),
-            parts: parts.into(),
-            resources,
-        }
+            positions
+                .iter()
+                .map(|&p| &self.entries[p])
+                .filter(|e| wanted.is_none_or(|w| w.contains(e.hash))),
+            &self.suffix,
+        )
     }
 
     /// What changed from `older` to this set, computed once per pair.
@@ -416,17 +470,17 @@ impl EncodedSet {
         self.entries.iter().map(|e| &*e.name)
     }
 
-    /// Encoded bytes of every resource (what the set costs).
+    /// Encoded bytes of every resource (what the set's content weighs).
     pub fn encoded_bytes(&self) -> usize {
-        self.sotw.len()
+        self.entries.iter().map(Entry::len).sum()
     }
 
     /// The SotW response for a proxy that wants `wanted` (None: everything): the shared full
-    /// response when it wants all of it, else a response of slices of the shared buffer
+    /// response when it wants all of it, else a response of slices of the shared buffers
     /// (itself shared by every proxy that wants the same subset).
     pub fn sotw(&self, wanted: Option<&NameSet>) -> SotwBody {
         let Some(wanted) = wanted.filter(|w| **w != self.names) else {
-            return self.full.clone();
+            return self.full_body();
         };
         let picked: Vec<&Entry> = self
             .entries
@@ -434,41 +488,43 @@ impl EncodedSet {
             .filter(|e| wanted.contains(e.hash))
             .collect();
         if picked.len() == self.entries.len() {
-            return self.full.clone();
+            return self.full_body();
         }
         let version = content_version(picked.iter().map(|e| (&*e.name, &e.digest)));
         let mut subsets = self.subsets.lock().expect("subset cache lock");
         if let Some(body) = subsets.get(&version) {
             return body.clone();
         }
-        let mut parts = vec![version_field(version)];
-        // Adjacent resources go out as one slice.
-        let mut run: Option<(u32, u32)> = None;
-        for e in &picked {
-            run = match run {
-                Some((s, end)) if end == e.start => Some((s, e.end)),
-                Some((s, end)) => {
-                    parts.push(self.sotw.slice(s as usize..end as usize));
-                    Some((e.start, e.end))
-                }
-                None => Some((e.start, e.end)),
-            };
-        }
-        if let Some((s, end)) = run {
-            parts.push(self.sotw.slice(s as usize..end as usize));
-        }
-        parts.push(self.suffix.clone());
-        let body = SotwBody {
-            version,
-            len: parts.iter().map(Bytes::len).sum(),
-            parts: parts.into(),
-            resources: picked.len(),
-        };
+        let body = body_of(version, picked, &self.suffix);
         if subsets.len() >= MAX_SUBSETS {
             subsets.clear();
         }
         subsets.insert(version, body.clone());
         body
+    }
+
+    /// Everything, as one response: made once, from one contiguous buffer.
+    fn full_body(&self) -> SotwBody {
+        self.full
+            .get_or_init(|| {
+                let total = self.encoded_bytes();
+                let mut buf = BytesMut::with_capacity(total);
+                for e in &self.entries {
+                    buf.put_slice(&e.buf[e.start as usize..e.end as usize]);
+                }
+                let parts = [
+                    version_field(self.version),
+                    buf.freeze(),
+                    self.suffix.clone(),
+                ];
+                SotwBody {
+                    version: self.version,
+                    len: parts.iter().map(Bytes::len).sum(),
+                    parts: Arc::from(parts),
+                    resources: self.entries.len(),
+                }
+            })
+            .clone()
     }
 
     /// Position of the resource named by `hash`.
@@ -493,7 +549,7 @@ impl EncodedSet {
     /// The content version of the resources `wanted` selects (all when None).
     pub fn version_of(&self, wanted: Option<&NameSet>) -> u64 {
         match wanted.filter(|w| **w != self.names) {
-            None => self.full.version,
+            None => self.version,
             Some(w) => content_version(
                 self.entries
                     .iter()
@@ -503,58 +559,12 @@ impl EncodedSet {
         }
     }
 
-    fn delta_entries(&self) -> &DeltaEntries {
-        self.delta.get_or_init(|| {
-            let mut buf = BytesMut::new();
-            let mut ranges = Vec::with_capacity(self.entries.len());
-            for e in &self.entries {
-                let mut field = &self.sotw[e.start as usize..e.end as usize];
-                // The SotW field holds the Any; decode it once to wrap it in a delta Resource.
-                let any = DiscoveryResponse::decode(&mut field)
-                    .ok()
-                    .and_then(|r| r.resources.into_iter().next())
-                    .unwrap_or_default();
-                let start = buf.len() as u32;
-                prost::encoding::message::encode(
-                    2,
-                    &DeltaResource {
-                        name: e.name.to_string(),
-                        version: resource_version(&e.digest),
-                        resource: Some(any),
-                        ..Default::default()
-                    },
-                    &mut buf,
-                );
-                ranges.push((start, buf.len() as u32));
-            }
-            DeltaEntries {
-                buf: buf.freeze(),
-                ranges,
-            }
-        })
-    }
-
-    /// The encoded delta `resources` entries of the resources at `positions` (slices of one
-    /// shared buffer, adjacent ones merged).
+    /// The encoded delta `resources` entries of the resources at `positions`.
     pub fn delta_slices(&self, positions: &[usize]) -> Vec<Bytes> {
-        let d = self.delta_entries();
-        let mut out = Vec::new();
-        let mut run: Option<(u32, u32)> = None;
-        for &p in positions {
-            let (s, e) = d.ranges[p];
-            run = match run {
-                Some((rs, re)) if re == s => Some((rs, e)),
-                Some((rs, re)) => {
-                    out.push(d.buf.slice(rs as usize..re as usize));
-                    Some((s, e))
-                }
-                None => Some((s, e)),
-            };
-        }
-        if let Some((rs, re)) = run {
-            out.push(d.buf.slice(rs as usize..re as usize));
-        }
-        out
+        let d = self
+            .delta
+            .get_or_init(|| self.entries.iter().map(delta_entry).collect());
+        positions.iter().map(|&p| d[p].clone()).collect()
     }
 
     /// Positions (generation order) of the resources whose hash `pick` accepts.
@@ -570,6 +580,29 @@ impl EncodedSet {
     pub fn name_at(&self, position: usize) -> &str {
         &self.entries[position].name
     }
+}
+
+/// One resource as a `DeltaDiscoveryResponse.resources` entry (name, version, resource).
+fn delta_entry(e: &Entry) -> Bytes {
+    let bytes = e.bytes();
+    let mut field = &bytes[..];
+    // The SotW field holds the Any: decode it once to wrap it in a delta Resource.
+    let any = DiscoveryResponse::decode(&mut field)
+        .ok()
+        .and_then(|r| r.resources.into_iter().next())
+        .unwrap_or_default();
+    let mut buf = BytesMut::new();
+    prost::encoding::message::encode(
+        2,
+        &DeltaResource {
+            name: e.name.to_string(),
+            version: resource_version(&e.digest),
+            resource: Some(any),
+            ..Default::default()
+        },
+        &mut buf,
+    );
+    buf.freeze()
 }
 
 /// The head of a delta response: everything but the resources and the nonce.
@@ -843,6 +876,44 @@ mod tests {
         assert!(Arc::ptr_eq(&set.sotw(Some(&all)).parts, &full.parts));
         // The shared buffer is referenced, not copied.
         assert_eq!(sub.parts[1].as_ptr(), full.parts[1].as_ptr());
+    }
+
+    /// A spliced set shares every resource it does not replace with the set it came from,
+    /// encodes only the replaced ones, and its responses decode to the new content.
+    #[test]
+    fn splicing_shares_unchanged_resources_and_encodes_only_the_replaced() {
+        let old = EncodedSet::new(
+            ResourceType::Endpoint,
+            vec![res("a", b"1"), res("b", b"2"), res("c", b"3")],
+            "cp",
+        );
+        let new = old.splice(
+            |name| name == "b",
+            |names| {
+                assert_eq!(names, ["b".to_string()]);
+                vec![res("b", b"22")]
+            },
+        );
+        assert_eq!(new.encoded_count, 1);
+        assert_eq!(new.entries[0].buf.as_ptr(), old.entries[0].buf.as_ptr());
+        assert_eq!(new.entries[2].buf.as_ptr(), old.entries[2].buf.as_ptr());
+        assert_ne!(new.entries[1].buf.as_ptr(), old.entries[1].buf.as_ptr());
+        let fresh = EncodedSet::new(
+            ResourceType::Endpoint,
+            vec![res("a", b"1"), res("b", b"22"), res("c", b"3")],
+            "cp",
+        );
+        assert_eq!(new.version_of(None), fresh.version_of(None));
+        let decoded = DiscoveryResponse::decode(&concat(&new.sotw(None).parts)[..]).unwrap();
+        let expected = DiscoveryResponse::decode(&concat(&fresh.sotw(None).parts)[..]).unwrap();
+        assert_eq!(decoded, expected);
+        // Only b changed: the partial response names b alone, at the whole set's version.
+        let old = Arc::new(old);
+        let partial = new.sotw_since(&old, None);
+        let decoded = DiscoveryResponse::decode(&concat(&partial.parts)[..]).unwrap();
+        assert_eq!(decoded.resources.len(), 1);
+        assert_eq!(decoded.resources[0].value, b"22");
+        assert_eq!(decoded.version_info, format_version(new.version_of(None)));
     }
 
     #[test]

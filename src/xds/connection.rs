@@ -22,6 +22,8 @@ pub struct WatchedResource {
     /// The set the last response came from (a later response may carry only what changed
     /// since).
     pub last_set: Option<Arc<EncodedSet>>,
+    /// When the last response carried only what changed: the set it changed from.
+    pub partial_base: Option<Arc<EncodedSet>>,
 }
 
 impl PartialEq for WatchedResource {

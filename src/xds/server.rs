@@ -320,15 +320,25 @@ impl Connection {
         if sent == Some(set.version_of(wanted)) {
             return Ok(());
         }
-        let body = match &w.last_set {
-            // The last response (not still waiting: a partial one must not replace it) was
-            // all the proxy wants of `last`.
-            Some(last) if !pending && sent == Some(last.version_of(wanted)) => {
-                set.sotw_since(last, wanted)
+        // What the proxy holds (or will, once what it was sent arrives): the last response's
+        // set when that response was all it wants of it. A response still waiting in the
+        // outbox is replaced by this one, so if that one was partial, this one is a partial
+        // from the same base.
+        let base = match (&w.last_set, &w.partial_base) {
+            (Some(_), Some(base)) if pending => Some(base.clone()),
+            (Some(last), _) if !pending && sent == Some(last.version_of(wanted)) => {
+                Some(last.clone())
             }
-            _ => set.sotw(wanted),
+            _ => None,
+        };
+        let body = match &base {
+            Some(base) => set.sotw_since(base, wanted),
+            None => set.sotw(wanted),
         };
         self.deliver(kind, body, set)?;
+        if let Some(w) = self.watched.get_mut(kind) {
+            w.partial_base = base;
+        }
         self.record(kind);
         Ok(())
     }
@@ -357,6 +367,7 @@ impl Connection {
         if let Some(w) = self.watched.get_mut(kind) {
             w.sync.on_sent(nonce, SystemTime::now());
             w.last_set = Some(set);
+            w.partial_base = None;
         }
         self.server.metrics.count_push(kind, body.len);
         tracing::debug!(connection = %self.id, type_ = %kind, resources = body.resources, bytes = body.len, version = %crate::status::format_version(body.version), "sent");
