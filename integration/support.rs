@@ -195,6 +195,7 @@ impl ControlPlane {
             debounce: DebounceOptions {
                 after: Duration::from_millis(100),
                 max: Duration::from_secs(10),
+                eds_debounce: true,
             },
             instance_id: "navarch-test".into(),
             lease_ttl: Duration::from_secs(30),
@@ -234,6 +235,7 @@ impl ControlPlane {
             debounce: DebounceOptions {
                 after: Duration::from_millis(100),
                 max: Duration::from_secs(10),
+                eds_debounce: true,
             },
             instance_id: instance_id.into(),
             lease_ttl: Duration::from_secs(2),

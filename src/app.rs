@@ -314,6 +314,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         }),
         reported: Mutex::default(),
         dirty: AtomicBool::new(false),
+        config_dirty: AtomicBool::new(true),
         errors_tx,
     });
     health.register(task::SNAPSHOT_BUILD);
@@ -426,6 +427,9 @@ struct PushShared {
     reported: Mutex<BTreeSet<String>>,
     /// A source update arrived since the last snapshot build started.
     dirty: AtomicBool,
+    /// An update that was not endpoint-only arrived since the last snapshot was built (the
+    /// next build recomputes everything, not just endpoints).
+    config_dirty: AtomicBool,
     errors_tx: watch::Sender<Vec<crate::model::config::ConfigError>>,
 }
 
@@ -465,10 +469,21 @@ async fn push_loop(
 ) -> anyhow::Result<()> {
     let mut updates = updates.lock_owned().await;
     while let Some((source, set)) = updates.recv().await {
+        let endpoints_only = set.endpoints_only;
         lock(&shared.sources).latest.insert(source, set);
+        if !endpoints_only {
+            shared.config_dirty.store(true, Ordering::Release);
+        }
         shared.dirty.store(true, Ordering::Release);
+        let reason = if endpoints_only {
+            TriggerReason::EndpointUpdate
+        } else {
+            TriggerReason::ConfigUpdate
+        };
+        let mut req = PushRequest::full(reason);
+        req.full = !endpoints_only;
         events
-            .send(PushRequest::full(TriggerReason::ConfigUpdate))
+            .send(req)
             .await
             .context("the debouncer's event channel closed")?;
     }
@@ -513,6 +528,9 @@ async fn build_and_push(shared: Arc<PushShared>, req: PushRequest) {
     if !shared.dirty.swap(false, Ordering::AcqRel) {
         return;
     }
+    // Only endpoints changed since the last snapshot (and there is one): recompute them
+    // alone, on the last snapshot's config.
+    let config_changed = shared.config_dirty.swap(false, Ordering::AcqRel);
     let s = shared.clone();
     let built = tokio::task::spawn_blocking(move || {
         let (sets, system_namespace, mesh_override, complete) = {
@@ -524,6 +542,15 @@ async fn build_and_push(shared: Arc<PushShared>, req: PushRequest) {
                 sources.latest.len() >= sources.expected,
             )
         };
+        if !config_changed && s.server.is_ready() {
+            let previous = s.server.push_context();
+            let mut merged = ObjectSet::default();
+            for set in sets.into_values() {
+                merged.merge(set);
+            }
+            let store = merged.endpoints_into(&previous.store);
+            return (PushContext::with_endpoints(&previous, store), complete);
+        }
         let store = build_store(sets, &system_namespace, mesh_override.as_ref());
         #[cfg(test)]
         tests::fault_point(&store);
@@ -534,6 +561,8 @@ async fn build_and_push(shared: Arc<PushShared>, req: PushRequest) {
     let (ctx, complete) = match built {
         Ok(built) => built,
         Err(e) => {
+            // The next build starts from scratch.
+            shared.config_dirty.store(true, Ordering::Release);
             let cause = join_error_cause(e).unwrap_or_else(|| "was cancelled".into());
             let version = shared.server.push_context().version.clone();
             let cause = format!(
@@ -754,6 +783,7 @@ metadata:
             debounce: DebounceOptions {
                 after: Duration::from_millis(20),
                 max: Duration::from_secs(1),
+                eds_debounce: true,
             },
             instance_id: "navarch-test".into(),
             lease_ttl: Duration::from_secs(30),
@@ -835,6 +865,7 @@ metadata:
             debounce: DebounceOptions {
                 after: Duration::from_millis(20),
                 max: Duration::from_secs(1),
+                eds_debounce: true,
             },
             instance_id: "navarch-test".into(),
             lease_ttl: Duration::from_secs(30),

@@ -95,6 +95,12 @@ pub struct DiscoveryArgs {
     /// Longest delay of a push after the first change (PILOT_DEBOUNCE_MAX).
     #[arg(long, env = "NAVARCH_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_go_duration)]
     pub debounce_max: Duration,
+    /// Whether endpoint-only changes wait like config changes (istiod's
+    /// PILOT_ENABLE_EDS_DEBOUNCE). `false`: they are pushed --debounce-after from the first
+    /// one however busy the churn (endpoints reach proxies within about that; at most one
+    /// such push per --debounce-after).
+    #[arg(long, env = "NAVARCH_ENABLE_EDS_DEBOUNCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_eds_debounce: bool,
     /// Lease duration for singleton work in a cluster (writing status), as istiod's 30s.
     #[arg(long, env = "NAVARCH_LEASE_DURATION", default_value = "30s", value_parser = parse_go_duration)]
     pub lease_duration: Duration,
@@ -139,6 +145,7 @@ impl DiscoveryArgs {
             debounce: DebounceOptions {
                 after: self.debounce_after,
                 max: self.debounce_max,
+                eds_debounce: self.enable_eds_debounce,
             },
             instance_id: instance_id(),
             lease_ttl: self.lease_duration,

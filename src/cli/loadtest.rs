@@ -80,6 +80,11 @@ pub struct LoadtestArgs {
     /// (istiod's PILOT_DEBOUNCE_MAX; 10s by default).
     #[arg(long, default_value = "10s")]
     pub debounce_max: String,
+    /// Passed to the server: whether endpoint-only changes are debounced like config ones
+    /// (navarch's --enable-eds-debounce, istiod's PILOT_ENABLE_EDS_DEBOUNCE; both default to
+    /// true).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub eds_debounce: bool,
     /// Put the mesh in a real kube-apiserver on loopback (etcd and kube-apiserver from
     /// integration/kube/build.sh, or NAVARCH_KUBE_BIN) instead of a config directory.
     #[arg(long)]
@@ -323,6 +328,7 @@ async fn run_all(args: LoadtestArgs) -> anyhow::Result<()> {
         "proxiesPerConnection": args.proxies_per_connection,
         "xds": if args.delta { "delta" } else { "sotw" },
         "debounceMax": args.debounce_max,
+        "edsDebounce": args.eds_debounce,
         "runs": runs,
     });
     println!();
@@ -420,6 +426,7 @@ async fn run_one(
         istiod_bin: args.istiod_bin.as_deref(),
         istiod_env: &args.istiod_env,
         debounce_max: &args.debounce_max,
+        eds_debounce: args.eds_debounce,
         work,
         ready_timeout: Duration::from_secs(300),
     })

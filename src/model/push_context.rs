@@ -56,11 +56,35 @@ impl ConfigStore {
         self.workload_entries.sort_by(istio_order);
         self.envoy_filters.sort_by(istio_order);
         self.errors.sort();
+        self.normalize_endpoints();
+    }
+
+    /// Endpoints sorted and without duplicates, so equal endpoints give equal versions.
+    pub fn normalize_endpoints(&mut self) {
         for eps in self.registry.endpoints.values_mut() {
             eps.sort();
             eps.dedup();
         }
     }
+}
+
+/// Feeds what serde writes straight into a hash (no buffer of the whole serialization).
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Feeds `value`'s JSON into `h`.
+fn digest_of<T: Serialize + ?Sized>(h: &mut Sha256, value: &T) {
+    serde_json::to_writer(HashWriter(h), value).expect("serializes");
 }
 
 /// The frozen snapshot for one push.
@@ -83,7 +107,7 @@ pub struct PushContext {
 
 /// Resolved hosts of DestinationRules and VirtualServices: exact hosts in a map, wildcard ones
 /// in a list (both hold positions in the store's lists, in precedence order).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct HostIndex {
     dr_exact: std::collections::HashMap<String, Vec<usize>>,
     dr_wildcard: Vec<(String, usize)>,
@@ -143,15 +167,12 @@ impl PushContext {
         store.normalize();
         let endpoints = std::mem::take(&mut store.registry.endpoints);
         let pod_labels = std::mem::take(&mut store.pod_labels);
-        let config_bytes = serde_json::to_vec(&store).expect("ConfigStore serializes");
-        let config_version = hex::encode(&Sha256::digest(&config_bytes)[..8]);
         let mut h = Sha256::new();
-        h.update(config_version.as_bytes());
-        h.update(serde_json::to_vec(&endpoints).expect("endpoints serialize"));
-        h.update(serde_json::to_vec(&pod_labels).expect("pod labels serialize"));
-        let version = hex::encode(&h.finalize()[..8]);
+        digest_of(&mut h, &store);
+        let config_version = hex::encode(&h.finalize()[..8]);
         store.registry.endpoints = endpoints;
         store.pod_labels = pod_labels;
+        let version = Self::full_version(&config_version, &store);
         let index = HostIndex::build(&store);
         let source_label_keys = store
             .virtual_services
@@ -166,6 +187,30 @@ impl PushContext {
             index,
             source_label_keys,
         }
+    }
+
+    /// A snapshot of an endpoint-only change: `store` holds `previous`'s config (the same
+    /// shared objects) with endpoints and pod labels computed again. The config version,
+    /// index and label keys are `previous`'s; only the endpoints are hashed.
+    pub fn with_endpoints(previous: &PushContext, mut store: ConfigStore) -> Self {
+        store.normalize_endpoints();
+        let version = Self::full_version(&previous.config_version, &store);
+        PushContext {
+            version,
+            config_version: previous.config_version.clone(),
+            store,
+            index: previous.index.clone(),
+            source_label_keys: previous.source_label_keys.clone(),
+        }
+    }
+
+    /// The full version: the config version, the endpoints and the pod labels.
+    fn full_version(config_version: &str, store: &ConfigStore) -> String {
+        let mut h = Sha256::new();
+        h.update(config_version.as_bytes());
+        digest_of(&mut h, &store.registry.endpoints);
+        digest_of(&mut h, &store.pod_labels);
+        hex::encode(&h.finalize()[..8])
     }
 
     /// Label keys that some VirtualService's `sourceLabels` matches on.

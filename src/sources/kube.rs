@@ -166,8 +166,37 @@ impl Stores {
     }
 }
 
+/// What the watchers changed since the last snapshot: a wake-up, and whether anything but
+/// endpoints (EndpointSlices, Pods) changed, so that an endpoint-only change can be pushed
+/// as one (EDS alone, from a snapshot that recomputes endpoints only).
+#[derive(Debug, Default)]
+pub(crate) struct ChangeSignal {
+    notify: Notify,
+    config: std::sync::atomic::AtomicBool,
+}
+
+impl ChangeSignal {
+    fn changed(&self, endpoints_only: bool) {
+        if !endpoints_only {
+            self.config
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Whether anything but endpoints changed since the last call.
+    fn take_config_changed(&self) -> bool {
+        self.config.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+}
+
+/// The kinds whose changes move endpoints only.
+fn moves_endpoints_only(kind: &str) -> bool {
+    matches!(kind, "EndpointSlice" | "Pod")
+}
+
 /// Drives one watcher into its store, waking `changed` after every applied change.
-async fn run_watcher<K, S>(kind: String, stream: S, changed: Arc<Notify>)
+async fn run_watcher<K, S>(kind: String, stream: S, changed: Arc<ChangeSignal>)
 where
     K: Resource + Clone + Debug + Send + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
@@ -182,7 +211,7 @@ where
                     tracing::info!(kind, "watch resumed");
                     failing = false;
                 }
-                changed.notify_one();
+                changed.changed(moves_endpoints_only(&kind));
             }
             Err(error) => {
                 // The backoff retries; the store keeps the last complete state meanwhile.
@@ -216,7 +245,7 @@ fn watch_typed<K>(
     api: Api<K>,
     config: watcher::Config,
     kind: &str,
-    changed: &Arc<Notify>,
+    changed: &Arc<ChangeSignal>,
 ) -> Store<K>
 where
     K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
@@ -263,7 +292,7 @@ pub async fn run(
 ) -> Result<(), KubeSourceError> {
     let mut group = TaskGroup::new();
     let tasks = group.spawner();
-    let changed = Arc::new(Notify::new());
+    let changed = Arc::new(ChangeSignal::default());
     let cfg = watcher::Config::default;
     let stores = Arc::new(Stores {
         services: watch_typed(&tasks, Api::all(client.clone()), cfg(), "Service", &changed),
@@ -337,7 +366,7 @@ pub async fn run(
                         .expect("istio stores lock")
                         .push(IstioStore { resource, store });
                     watched.push(kind);
-                    changed.notify_one();
+                    changed.changed(false);
                 }
                 istio_ready.notify_one();
                 if watched.len() == ISTIO_KINDS.len() {
@@ -398,13 +427,17 @@ pub async fn run(
         "Kubernetes objects listed"
     );
 
+    let mut first = true;
     loop {
-        let snapshot = stores.snapshot();
+        let config_changed = changed.take_config_changed();
+        let mut snapshot = stores.snapshot();
+        snapshot.endpoints_only = !first && !config_changed;
+        first = false;
         if updates.send(snapshot).await.is_err() {
             return Ok(());
         }
         tokio::select! {
-            _ = changed.notified() => {}
+            _ = changed.notify.notified() => {}
             ended = group.ended() => return Err(ended.into()),
         }
         tokio::time::sleep(opts.settle).await;

@@ -55,6 +55,9 @@ pub struct ObjectSet {
     pub config_maps: Vec<Arc<ConfigMap>>,
     pub secrets: Vec<Arc<Secret>>,
     pub store: ConfigStore,
+    /// Set by a source that knows only endpoints (EndpointSlices, Pods) changed since the set
+    /// it sent before: the push can recompute endpoints alone.
+    pub endpoints_only: bool,
 }
 
 /// Where a document came from, for error messages.
@@ -313,6 +316,47 @@ impl ObjectSet {
         if !store.mesh.discovery_selectors.is_empty() {
             retain_discovered(&mut self, &mut store);
         }
+        self.fill_registry(&mut store, true);
+        self.add_service_entries(&mut store);
+        for secret in &self.secrets {
+            if let (Some(name), Some(credential)) = (&secret.metadata.name, tls_credential(secret))
+            {
+                store.secrets.insert(
+                    format!("{}/{name}", namespace_of(&secret.metadata)),
+                    credential,
+                );
+            }
+        }
+        store.normalize();
+        store
+    }
+
+    /// A store like `previous` (built from the same objects but for EndpointSlices, Endpoints
+    /// and Pods) with pod labels and every service's endpoints computed again from this set:
+    /// the snapshot of an endpoint-only change, which leaves every config object, the mesh
+    /// config and the services as they were.
+    pub fn endpoints_into(mut self, previous: &ConfigStore) -> ConfigStore {
+        let mut store = previous.clone();
+        store.pod_labels.clear();
+        store.registry.endpoints.clear();
+        // ServiceEntry hosts are added again below, with their (workload) endpoints.
+        store
+            .registry
+            .services
+            .retain(|_, s| s.source != ServiceSource::ServiceEntry);
+        self.sort_objects();
+        if !store.mesh.discovery_selectors.is_empty() {
+            retain_discovered(&mut self, &mut store);
+        }
+        self.fill_registry(&mut store, false);
+        self.add_service_entries(&mut store);
+        store.normalize_endpoints();
+        store
+    }
+
+    /// Pod labels, and each Kubernetes Service's endpoints (and, with `services`, the
+    /// Service itself) into `store`'s registry.
+    fn fill_registry(&self, store: &mut ConfigStore, services: bool) {
         for pod in &self.pods {
             let (Some(name), ns) = (&pod.metadata.name, namespace_of(&pod.metadata)) else {
                 continue;
@@ -331,23 +375,13 @@ impl ObjectSet {
                 .registry
                 .endpoints
                 .insert(service.hostname.clone(), endpoints);
-            store
-                .registry
-                .services
-                .insert(service.hostname.clone(), service);
-        }
-        self.add_service_entries(&mut store);
-        for secret in &self.secrets {
-            if let (Some(name), Some(credential)) = (&secret.metadata.name, tls_credential(secret))
-            {
-                store.secrets.insert(
-                    format!("{}/{name}", namespace_of(&secret.metadata)),
-                    credential,
-                );
+            if services {
+                store
+                    .registry
+                    .services
+                    .insert(service.hostname.clone(), service);
             }
         }
-        store.normalize();
-        store
     }
 
     /// Puts every Kubernetes list in (namespace, name) order, so that the same objects give the
@@ -1142,6 +1176,59 @@ status:
             .collect();
         out.sort();
         out
+    }
+
+    /// The endpoint-only snapshot (endpoints recomputed on the previous config) is the
+    /// snapshot a full rebuild makes: same versions, same registry.
+    #[test]
+    fn endpoint_only_snapshot_equals_a_full_rebuild() {
+        use crate::model::push_context::PushContext;
+        let se = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: a}
+spec:
+  hosts: [ext.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: web}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: a}
+spec:
+  hosts: [web]
+  http: [{route: [{destination: {host: web}}]}]
+"#;
+        let before = format!("{WEB}{se}");
+        let previous = PushContext::new(set_of(&before).into_store("istio-system", None));
+        let after = before
+            .replace("addresses: [10.0.0.5]", "addresses: [10.0.0.6]")
+            .replace("podIP: 127.0.0.9", "podIP: 127.0.0.19");
+        assert_ne!(after, before);
+        let full = PushContext::new(set_of(&after).into_store("istio-system", None));
+        let incremental =
+            PushContext::with_endpoints(&previous, set_of(&after).endpoints_into(&previous.store));
+        assert_eq!(incremental.config_version, previous.config_version);
+        assert_eq!(
+            full.config_version, previous.config_version,
+            "only endpoints changed"
+        );
+        assert_eq!(incremental.version, full.version);
+        assert_ne!(incremental.version, previous.version);
+        assert_eq!(incremental.store.registry, full.store.registry);
+        assert_eq!(incremental.store.pod_labels, full.store.pod_labels);
+        assert!(
+            endpoints(&incremental.store, "web.a.svc.cluster.local")
+                .contains(&("10.0.0.6:8080".to_string(), true))
+        );
+        assert!(
+            endpoints(&incremental.store, "ext.example.com")
+                .iter()
+                .any(|(a, _)| a.starts_with("127.0.0.19")),
+            "the ServiceEntry's workload endpoints follow the pod"
+        );
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub struct DebounceOptions {
     pub after: Duration,
     /// Upper bound from the first event of a batch to its push.
     pub max: Duration,
+    /// Whether endpoint-only batches wait like config ones (istiod's
+    /// PILOT_ENABLE_EDS_DEBOUNCE, on by default). Off: an endpoint-only batch is pushed
+    /// `after` from its first event however busy the churn, so endpoints reach proxies within
+    /// about that (a batch that turns full waits as usual).
+    pub eds_debounce: bool,
 }
 
 impl Default for DebounceOptions {
@@ -84,6 +89,7 @@ impl Default for DebounceOptions {
         DebounceOptions {
             after: Duration::from_millis(100),
             max: Duration::from_secs(10),
+            eds_debounce: true,
         }
     }
 }
@@ -107,7 +113,11 @@ pub async fn debounce<F, Fut>(
         let mut pending = first;
         let mut closed = false;
         loop {
-            let deadline = (last_event + opts.after).min(batch_start + opts.max);
+            let deadline = if !pending.full && !opts.eds_debounce {
+                batch_start + opts.after
+            } else {
+                (last_event + opts.after).min(batch_start + opts.max)
+            };
             tokio::select! {
                 ev = events.recv(), if !closed => match ev {
                     Some(ev) => {
@@ -178,6 +188,7 @@ mod tests {
         let opts = DebounceOptions {
             after: Duration::from_millis(100),
             max: Duration::from_secs(1),
+            eds_debounce: true,
         };
         let (tx, pushes, _) = spawn_debouncer(opts);
         // An event every 30 ms never leaves a 100 ms quiet period.
@@ -196,6 +207,54 @@ mod tests {
         );
         assert_eq!(got[0].1, 34, "the events at 0..=990 ms");
         assert_eq!(got.iter().map(|p| p.1).sum::<u32>(), 40, "no event lost");
+    }
+
+    /// Without EDS debounce, continuous endpoint-only events are pushed every `after`; a
+    /// config event in the batch makes it wait as usual.
+    #[tokio::test(start_paused = true)]
+    async fn endpoint_only_batches_skip_the_debounce_when_asked() {
+        let opts = DebounceOptions {
+            after: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            eds_debounce: false,
+        };
+        let (tx, pushes, _) = spawn_debouncer(opts);
+        let eds = || {
+            let mut r = PushRequest::full(TriggerReason::EndpointUpdate);
+            r.full = false;
+            r
+        };
+        for _ in 0..20 {
+            tx.send(eds()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let got = pushes.lock().unwrap().clone();
+        assert!(
+            got.len() >= 5,
+            "pushed every ~100 ms, not once at max: {got:?}"
+        );
+        assert_eq!(got[0].0, Duration::from_millis(100));
+        assert_eq!(got.iter().map(|p| p.1).sum::<u32>(), 20, "no event lost");
+        // A config change among them: the batch waits for the quiet period.
+        let before = pushes.lock().unwrap().len();
+        for i in 0..10 {
+            if i == 0 {
+                tx.send(PushRequest::full(TriggerReason::ConfigUpdate))
+                    .await
+                    .unwrap();
+            } else {
+                tx.send(eds()).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert_eq!(
+            pushes.lock().unwrap().len(),
+            before,
+            "a full batch is debounced"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(pushes.lock().unwrap().len(), before + 1);
     }
 
     #[test]

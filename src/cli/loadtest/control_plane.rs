@@ -75,6 +75,8 @@ pub struct StartOptions<'a> {
     /// Extra `KEY=VALUE` environment for istiod.
     pub istiod_env: &'a [String],
     pub debounce_max: &'a str,
+    /// Whether endpoint-only changes are debounced (both control planes' default: true).
+    pub eds_debounce: bool,
     pub work: &'a Path,
     pub ready_timeout: Duration,
 }
@@ -127,6 +129,7 @@ impl ControlPlane {
                     .args(["--ctrlz-addr", &free_port()?.to_string()])
                     .args(["--log", "warn"])
                     .args(["--debounce-max", o.debounce_max])
+                    .args(["--enable-eds-debounce", &o.eds_debounce.to_string()])
                     // Every simulated proxy connects from 127.0.0.1.
                     .args(["--xds-max-streams-per-peer", "0"]);
                 cmd
@@ -161,6 +164,7 @@ impl ControlPlane {
                     .env("PILOT_ENABLE_ALPN_FILTER", "false")
                     .env("PILOT_ENABLE_METADATA_EXCHANGE", "false")
                     .env("PILOT_DEBOUNCE_MAX", o.debounce_max)
+                    .env("PILOT_ENABLE_EDS_DEBOUNCE", o.eds_debounce.to_string())
                     .env("KUBECONFIG", kubeconfig);
                 for kv in o.istiod_env {
                     if let Some((k, v)) = kv.split_once('=') {
