@@ -11,7 +11,8 @@
 #
 # Knobs (environment): SERVICES PROXIES NAMESPACES CHURN_RATE CHURN_SECONDS, ISTIOD_BIN (an
 # existing pilot-discovery), SKIP_ISTIOD=1, SKIP_SLOPE=1, SKIP_ALLOCS=1, OUT (results dir),
-# QUIET_WAIT (seconds to wait for a load average below 1.5 before each run, default 120; 0 = do not wait).
+# SKIP_EDS_DEBOUNCE_OFF=1, QUIET_WAIT (seconds to wait for a load average below 1.5 before each
+# run, default 120; 0 = do not wait).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,9 +84,15 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 COMMON=(--kube --services "$SERVICES" --proxies "$PROXIES" --namespaces "$NAMESPACES"
         --churn-rate "$CHURN_RATE" --churn-seconds "$CHURN_SECONDS")
 
-for mode in no-isolation isolation; do
+# isolation-no-eds-debounce: endpoint-only changes pushed --debounce-after from the first one
+# (navarch --enable-eds-debounce false, istiod PILOT_ENABLE_EDS_DEBOUNCE=false), so continuous
+# churn is not paced by the 10 s debounce cap. SKIP_EDS_DEBOUNCE_OFF=1 leaves it out.
+MODES=(no-isolation isolation)
+[[ "${SKIP_EDS_DEBOUNCE_OFF:-}" != 1 ]] && MODES+=(isolation-no-eds-debounce)
+for mode in "${MODES[@]}"; do
   extra=()
-  [[ "$mode" == isolation ]] && extra=(--sidecar-isolation)
+  [[ "$mode" == isolation* ]] && extra=(--sidecar-isolation)
+  [[ "$mode" == *no-eds-debounce ]] && extra+=(--eds-debounce false)
   wait_quiet
   log "side by side, $mode: $NAVARCH loadtest ${COMMON[*]} ${extra[*]} ${CONTROL_PLANES[*]}"
   "$NAVARCH" loadtest "${COMMON[@]}" "${extra[@]}" "${CONTROL_PLANES[@]}" \
@@ -125,7 +132,8 @@ def load(name):
     p = os.path.join(out, name)
     return json.load(open(p)) if os.path.exists(p) else None
 cols = []  # (label, run)
-for mode, label in (("no-isolation", "no isolation"), ("isolation", "Sidecar per namespace")):
+for mode, label in (("no-isolation", "no isolation"), ("isolation", "Sidecar per namespace"),
+                    ("isolation-no-eds-debounce", "Sidecar per namespace, EDS debounce off")):
     d = load(mode + ".json")
     for run in (d or {}).get("runs", []):
         cols.append((f"{run['controlPlane']}, {label}", run, mode))
