@@ -12,6 +12,8 @@ pub mod gateway;
 pub mod http_policy;
 pub mod listener;
 pub mod route;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod traffic_policy;
 
 use std::net::IpAddr;

@@ -377,3 +377,40 @@ pub(crate) fn socket_address(ip: &str, port: u32) -> Address {
         })),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+
+    use crate::translate::testing::{shop_config, shop_sidecar};
+    use crate::translate::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
+
+    #[test]
+    fn subsets_become_clusters_carrying_the_rules_policy() {
+        let g = shop_config(&shop_sidecar());
+        for subset in ["", "v1", "v2"] {
+            let name = format!("outbound|80|{subset}|web.shop.svc.cluster.local");
+            let c = g.cluster(&name).unwrap_or_else(|| panic!("{name} served"));
+            assert_eq!(c.lb_policy, LbPolicy::Random as i32, "{name}");
+            let limits = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
+            assert_eq!(limits.max_connections.as_ref().unwrap().value, 7, "{name}");
+        }
+        assert!(
+            g.cluster("outbound|80|v3|web.shop.svc.cluster.local")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_service_without_rule_gets_istios_defaults() {
+        let g = shop_config(&shop_sidecar());
+        let db = g
+            .cluster("outbound|5432||db.shop.svc.cluster.local")
+            .unwrap();
+        assert_eq!(db.lb_policy, LbPolicy::LeastRequest as i32);
+        assert_eq!(db.connect_timeout.as_ref().unwrap().seconds, 10);
+        for name in [PASSTHROUGH_CLUSTER, BLACKHOLE_CLUSTER] {
+            assert!(g.cluster(name).is_some(), "{name}");
+        }
+    }
+}

@@ -234,7 +234,7 @@ fn downstream_tls(proxy: &Proxy, s: &GatewayServer, http: bool) -> Option<Transp
     );
     if !matches!(tls.mode, ServerTlsMode::Simple) && !mutual {
         // ISTIO_MUTUAL needs the mesh's own certificates (the security issue).
-        tracing::debug!(proxy = %proxy.id, gateway = %s.gateway, mode = ?tls.mode, "TLS mode not served yet; server left without TLS");
+        tracing::debug!(node = %proxy.id, gateway = %s.gateway, mode = ?tls.mode, "TLS mode not served yet; server left without TLS");
         return None;
     }
     let mut common = CommonTlsContext {
@@ -497,7 +497,7 @@ pub fn build_secrets(proxy: &Proxy, push: &PushContext) -> Vec<Secret> {
                     )),
                 }),
                 None => {
-                    tracing::warn!(proxy = %proxy.id, secret = %format!("{}/{base}", proxy.namespace), "MUTUAL gateway server: no ca.crt in the Secret and no {base}{CA_SUFFIX} Secret; add the CA")
+                    tracing::warn!(node = %proxy.id, secret = %format!("{}/{base}", proxy.namespace), "MUTUAL gateway server: no ca.crt in the Secret and no {base}{CA_SUFFIX} Secret; add the CA")
                 }
             }
             continue;
@@ -512,9 +512,46 @@ pub fn build_secrets(proxy: &Proxy, push: &PushContext) -> Vec<Secret> {
                 })),
             }),
             None => {
-                tracing::warn!(proxy = %proxy.id, secret = %format!("{}/{secret}", proxy.namespace), "gateway credentialName: no Secret with tls.crt and tls.key in the gateway's namespace; create it")
+                tracing::warn!(node = %proxy.id, secret = %format!("{}/{secret}", proxy.namespace), "gateway credentialName: no Secret with tls.crt and tls.key in the gateway's namespace; create it")
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::translate::PASSTHROUGH_CLUSTER;
+    use crate::translate::testing::{Target, get, shop_config, shop_ingress, shop_sidecar};
+
+    #[test]
+    fn a_gateway_serves_its_hosts_and_nothing_else() {
+        let g = shop_config(&shop_ingress());
+        let answer = g.simulate(&get(8080, "shop.example.com", "/")).unwrap();
+        assert_eq!(answer.route_config, "http.8080");
+        assert_eq!(
+            answer.target,
+            Target::Cluster("outbound|80|v1|web.shop.svc.cluster.local".into())
+        );
+        assert!(g.simulate(&get(8080, "unknown.example.com", "/")).is_err());
+        assert!(
+            g.simulate(&get(8080, "web.shop.svc.cluster.local", "/"))
+                .is_err(),
+            "mesh hosts are not exposed by the gateway"
+        );
+    }
+
+    #[test]
+    fn https_redirect_answers_plain_text_with_a_redirect() {
+        let g = shop_config(&shop_ingress());
+        let answer = g.simulate(&get(8080, "secure.example.com", "/x")).unwrap();
+        assert_eq!(answer.target, Target::Redirect);
+    }
+
+    #[test]
+    fn a_gateways_virtual_service_does_not_reach_sidecars() {
+        let g = shop_config(&shop_sidecar());
+        let answer = g.simulate(&get(80, "shop.example.com", "/")).unwrap();
+        assert_eq!(answer.target, Target::Cluster(PASSTHROUGH_CLUSTER.into()));
+    }
 }

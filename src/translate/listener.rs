@@ -421,11 +421,7 @@ fn tcp_proxy_with(push: &PushContext, stat_prefix: &str, specifier: ClusterSpeci
 
 /// The chain to a service's own cluster on `port`, when no tcp route takes the traffic.
 fn default_tcp_chain(push: &PushContext, hostname: &str, port: u16) -> FilterChain {
-    // As istiod: a single-port service is reached on its port, else on the listener's.
-    let target = match push.registry().service(hostname) {
-        Some(s) if s.ports.len() == 1 => s.ports[0].port,
-        _ => port,
-    };
+    let target = push.registry().destination_port(hostname, port);
     let cluster = outbound_cluster_name(target, "", hostname);
     FilterChain {
         filters: vec![tcp_proxy_filter(push, &cluster, &cluster)],
@@ -970,4 +966,56 @@ pub fn sidecar_ingress_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluste
         out.push(cluster);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::translate::testing::{
+        chains, filter_names, proxy, shop_config, shop_sidecar, tcp_targets,
+    };
+
+    #[test]
+    fn a_redirect_sidecar_listens_per_port_with_http_and_tcp_chains() {
+        let g = shop_config(&shop_sidecar());
+        let names = g.listener_names();
+        for name in ["virtualOutbound", "0.0.0.0_80", "0.0.0.0_5432"] {
+            assert!(names.contains(name), "{name} in {names:?}");
+        }
+        let http = g.listener("0.0.0.0_80").unwrap();
+        let filters = filter_names(chains(http).next().unwrap());
+        assert_eq!(
+            filters.first().map(String::as_str),
+            Some("envoy.filters.network.http_connection_manager")
+        );
+        assert_eq!(
+            filters.last().map(String::as_str),
+            Some("envoy.filters.http.router")
+        );
+        let tcp = g.listener("0.0.0.0_5432").unwrap();
+        assert!(
+            chains(tcp).any(|c| filter_names(c) == ["envoy.filters.network.tcp_proxy"]),
+            "{:?}",
+            chains(tcp).map(filter_names).collect::<Vec<_>>()
+        );
+        assert!(
+            chains(tcp).any(|c| tcp_targets(c) == ["outbound|5432||db.shop.svc.cluster.local"])
+        );
+    }
+
+    #[test]
+    fn without_interception_listeners_bind_the_proxys_own_address() {
+        let p = proxy(
+            "sidecar~127.0.0.9~client.shop~shop.svc.cluster.local",
+            "NONE",
+            &[],
+        );
+        let g = shop_config(&p);
+        let names = g.listener_names();
+        assert!(names.contains("127.0.0.9_80"), "{names:?}");
+        assert!(!names.contains("virtualOutbound"), "{names:?}");
+        let answer = g
+            .simulate(&crate::translate::testing::get(80, "web", "/"))
+            .unwrap();
+        assert_eq!(answer.listener, "127.0.0.9_80");
+    }
 }

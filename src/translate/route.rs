@@ -934,11 +934,75 @@ pub(crate) fn destination_cluster(
     let host = resolve_short_name(&dest.host, &vs.meta.namespace);
     let dest_port = match dest.port.as_ref().map(|p| p.number).filter(|n| *n != 0) {
         Some(n) => u16::try_from(n).unwrap_or(port),
-        // No port: the service's only port, else the port the request came in on.
-        None => match push.registry().service(&host) {
-            Some(s) if s.ports.len() == 1 => s.ports[0].port,
-            _ => port,
-        },
+        None => push.registry().destination_port(&host, port),
     };
     outbound_cluster_name(dest_port, &dest.subset, &host)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::translate::PASSTHROUGH_CLUSTER;
+    use crate::translate::testing::{Request, Target, get, proxy, shop_config, shop_sidecar};
+
+    const WEB_V1: &str = "outbound|80|v1|web.shop.svc.cluster.local";
+    const WEB_V2: &str = "outbound|80|v2|web.shop.svc.cluster.local";
+
+    #[test]
+    fn a_header_match_comes_before_the_weighted_split() {
+        let g = shop_config(&shop_sidecar());
+        let jason = g
+            .simulate(&Request {
+                headers: &[("end-user", "jason")],
+                ..get(80, "web", "/")
+            })
+            .unwrap();
+        assert_eq!(jason.route, "jason");
+        assert_eq!(jason.target, Target::Cluster(WEB_V2.into()));
+        let other = g
+            .simulate(&Request {
+                headers: &[("end-user", "mary")],
+                ..get(80, "web", "/anything")
+            })
+            .unwrap();
+        assert_eq!(other.route, "split");
+        assert_eq!(
+            other.target,
+            Target::Weighted(vec![(WEB_V1.into(), 90), (WEB_V2.into(), 10)])
+        );
+    }
+
+    #[test]
+    fn every_name_of_a_service_reaches_one_virtual_host() {
+        let g = shop_config(&shop_sidecar());
+        let vhost = |host: &str| g.simulate(&get(80, host, "/")).map(|a| a.virtual_host);
+        let expected = vhost("web").unwrap();
+        for host in [
+            "web:80",
+            "web.shop",
+            "web.shop.svc",
+            "web.shop.svc.cluster.local",
+            "web.shop.svc.cluster.local:80",
+        ] {
+            assert_eq!(vhost(host).as_deref(), Ok(expected.as_str()), "{host}");
+        }
+        assert_ne!(
+            vhost("web:81").as_deref(),
+            Ok(expected.as_str()),
+            "another port is another host"
+        );
+    }
+
+    #[test]
+    fn short_names_resolve_only_in_the_proxys_namespace() {
+        let elsewhere = proxy(
+            "sidecar~10.0.0.8~client.other~other.svc.cluster.local",
+            "REDIRECT",
+            &[],
+        );
+        let g = shop_config(&elsewhere);
+        let short = g.simulate(&get(80, "web", "/")).unwrap();
+        assert_eq!(short.target, Target::Cluster(PASSTHROUGH_CLUSTER.into()));
+        let answer = g.simulate(&get(80, "web.shop", "/")).unwrap();
+        assert_eq!(answer.route, "split");
+    }
 }
