@@ -13,7 +13,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use crate::model::proxy::Proxy;
 use crate::model::push_context::PushContext;
 use crate::model::registry::labels_match;
-use crate::translate::cluster::socket_address;
+use crate::translate::common::socket_address;
 use crate::translate::parse_outbound_cluster_name;
 
 /// The load assignment for the EDS cluster `cluster_name`, or None when the name is not one of

@@ -32,7 +32,7 @@ use crate::model::istio::virtual_service::{
     CorsPolicy, HeaderOperations, Headers, HttpFaultInjection, HttpMirrorPolicy, HttpRetry,
     HttpRoute, UnmatchedPreflights,
 };
-use crate::translate::route::string_matcher;
+use crate::translate::common::string_matcher;
 use crate::translate::{any, pb_duration};
 
 /// Per-route config key of the fault filter.

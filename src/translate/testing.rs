@@ -638,48 +638,21 @@ fn full_match(re: &str, s: &str) -> bool {
 mod tests {
     use super::*;
 
-    const MESH: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: shop, labels: {app: web, version: v1}}
-spec: {containers: [{name: web, image: web}]}
-status: {phase: Running, podIP: 10.0.0.1}
-"#;
+    /// A service with no VirtualService: only its default route.
+    const PLAIN: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: plain, namespace: shop}\nspec: {ports: [{name: http, port: 80}]}\n";
 
     #[test]
     fn a_consistent_mesh_has_no_errors_and_simulates_its_default_route() {
-        let push = push_from_yaml(MESH, None);
-        let p = proxy(
-            "sidecar~10.0.0.9~client.shop~shop.svc.cluster.local",
-            "REDIRECT",
-            &[],
-        );
-        let g = Generated::for_proxy(&p, &push);
+        let push = push_from_yaml(&format!("{SHOP}---\n{PLAIN}"), None);
+        let g = Generated::for_proxy(&shop_sidecar(), &push);
         assert_eq!(g.consistency_errors(), Vec::<String>::new());
-        let answer = g
-            .simulate(&Request {
-                port: 80,
-                host: "web",
-                path: "/",
-                ..Default::default()
-            })
-            .unwrap();
+        let answer = g.simulate(&get(80, "plain", "/")).unwrap();
         assert_eq!(answer.listener, "0.0.0.0_80");
         assert_eq!(answer.route_config, "80");
+        assert_eq!(answer.route, "default");
         assert_eq!(
             answer.target,
-            Target::Cluster("outbound|80||web.shop.svc.cluster.local".into())
+            Target::Cluster("outbound|80||plain.shop.svc.cluster.local".into())
         );
         // ALLOW_ANY: a host the mesh does not know passes through.
         let unknown = g.simulate(&get(80, "nowhere.example", "/")).unwrap();
@@ -691,29 +664,21 @@ status: {phase: Running, podIP: 10.0.0.1}
 
     #[test]
     fn the_consistency_check_names_what_is_missing() {
-        let push = push_from_yaml(MESH, None);
-        let p = proxy(
-            "sidecar~10.0.0.9~client.shop~shop.svc.cluster.local",
-            "REDIRECT",
-            &[],
-        );
-        let mut g = Generated::for_proxy(&p, &push);
+        let mut g = shop_config(&shop_sidecar());
         g.endpoints.clear();
         g.routes.retain(|r| r.name != "80");
+        g.clusters.retain(|c| !c.name.contains("|db."));
         let errors = g.consistency_errors();
-        assert!(
-            errors
-                .iter()
-                .any(|e| e
-                    .contains("outbound|80||web.shop.svc.cluster.local has no load assignment")),
-            "{errors:?}"
-        );
-        assert!(
-            errors.iter().any(
-                |e| e.contains("listener 0.0.0.0_80: route configuration \"80\" is not served")
-            ),
-            "{errors:?}"
-        );
+        for expected in [
+            "EDS cluster outbound|80||web.shop.svc.cluster.local has no load assignment",
+            "listener 0.0.0.0_80: route configuration \"80\" is not served",
+            "listener 0.0.0.0_5432: tcp_proxy to unknown cluster outbound|5432||db.shop.svc.cluster.local",
+        ] {
+            assert!(
+                errors.iter().any(|e| e == expected),
+                "{expected} in {errors:#?}"
+            );
+        }
     }
 
     #[test]
