@@ -1,6 +1,6 @@
 //! Wiring for `navarch discovery`: load the sources, start the push loop (debounce → snapshot
 //! → push), the ADS server and the debug HTTP servers, and keep them running: each long-lived
-//! task runs under [`supervise`](crate::supervise::supervise), so a panic or early exit is
+//! task runs under [`crate::supervise::supervise`], so a panic or early exit is
 //! logged, counted, shown on `/ready` and the task restarted; a snapshot build that fails keeps
 //! the last good snapshot and is retried on the next change.
 //!

@@ -342,7 +342,8 @@ fn blackhole_cluster(push: &PushContext) -> Cluster {
     }
 }
 
-/// The STATIC `inbound|<port>||` clusters behind [`sidecar_ingress_listeners`]: one endpoint,
+/// The STATIC `inbound|<port>||` clusters behind the Sidecar's ingress listeners (built in
+/// `listener`): one endpoint,
 /// the `defaultEndpoint` (`0.0.0.0:<port>` means the proxy's own IP, `unix://` a socket).
 pub fn sidecar_ingress_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
     if proxy.interception_mode != InterceptionMode::None {
