@@ -128,13 +128,45 @@ pub(crate) fn envoy_validate(bootstrap: &Value, work: &Path) {
     crate::support::envoy_validate(&path);
 }
 
+/// The snapshot of `case`: needs no Envoy. That Envoy accepts every stored snapshot is
+/// `every_golden_snapshot_passes_envoy_validate`.
 fn golden(case: &str, proxy: &Proxy, push: &PushContext) {
     let resources = translate_all(proxy, push);
-    let work = tempfile::tempdir().unwrap();
-    envoy_validate(&static_bootstrap(&resources), work.path());
     insta::with_settings!({snapshot_suffix => case, prepend_module_to_snapshot => false}, {
         insta::assert_yaml_snapshot!("translation", resources);
     });
+}
+
+/// Every stored golden translation, made a static bootstrap, passes `envoy --mode validate`:
+/// no snapshot holds config Envoy would reject. (The snapshot tests above prove the code
+/// still produces exactly these.)
+#[test]
+fn every_golden_snapshot_passes_envoy_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/snapshots");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("translation@") && name.ends_with(".snap")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // insta writes a header document (source, expression), then the snapshot.
+        let body = text
+            .splitn(3, "---\n")
+            .nth(2)
+            .unwrap_or_else(|| panic!("{name} is an insta snapshot"));
+        let resources: Value = serde_saphyr::from_str(body)
+            .unwrap_or_else(|e| panic!("{name} does not parse as YAML: {e}"));
+        let work = tempfile::tempdir().unwrap();
+        envoy_validate(&static_bootstrap(&resources), work.path());
+        checked.push(name);
+    }
+    assert!(
+        checked.len() >= 10,
+        "the golden snapshots are found in {}: {checked:?}",
+        dir.display()
+    );
 }
 
 #[test]

@@ -163,7 +163,7 @@ async fn json_encoding_writes_istios_json_fields() {
         .map(String::as_str)
         .collect();
     keys.sort_unstable();
-    let mut expected: Vec<&str> = navarch::translate::listener::ISTIO_JSON_LOG_FIELDS
+    let mut expected: Vec<&str> = navarch::translate::filters::ISTIO_JSON_LOG_FIELDS
         .iter()
         .map(|(k, _)| *k)
         .collect();

@@ -1,6 +1,6 @@
 //! Wiring for `navarch discovery`: load the sources, start the push loop (debounce → snapshot
 //! → push), the ADS server and the debug HTTP servers, and keep them running: each long-lived
-//! task runs under [`supervise`](crate::supervise::supervise), so a panic or early exit is
+//! task runs under [`crate::supervise::supervise`], so a panic or early exit is
 //! logged, counted, shown on `/ready` and the task restarted; a snapshot build that fails keeps
 //! the last good snapshot and is retried on the next change.
 //!
@@ -26,6 +26,7 @@ use crate::status::SyncStatusStore;
 use crate::supervise::{AbortOnDrop, Health, RestartPolicy, join_error_cause, supervise};
 use crate::xds::DiscoveryServer;
 use crate::xds::debounce::{DebounceOptions, PushRequest, TriggerReason, debounce};
+use tracing::Instrument;
 
 /// Everything `discovery` needs to run.
 #[derive(Debug, Clone)]
@@ -516,7 +517,10 @@ async fn debouncer(
     let s = shared.clone();
     tokio::join!(
         relay,
-        debounce(rx, opts, move |req| build_and_push(s.clone(), req))
+        debounce(rx, opts, move |req| {
+            let span = tracing::info_span!("push", full = req.full, events = req.event_count());
+            build_and_push(s.clone(), req).instrument(span)
+        })
     );
     anyhow::bail!("the push loop's event channel closed")
 }

@@ -34,7 +34,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 use crate::model::proxy::{InterceptionMode, NodeType};
 use crate::protojson;
-use crate::translate::cluster::socket_address;
+use crate::translate::common::socket_address;
 
 /// The cluster name the bootstrap uses for the control plane, as in Istio.
 pub const XDS_CLUSTER: &str = "xds-grpc";

@@ -160,7 +160,7 @@ impl DiscoveryArgs {
     }
 }
 
-/// This control plane's ID (POD_NAME in a cluster, else navarch-<hostname>).
+/// This control plane's ID (POD_NAME in a cluster, else `navarch-<hostname>`).
 pub fn instance_id() -> String {
     std::env::var("POD_NAME")
         .ok()

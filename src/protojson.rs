@@ -66,17 +66,6 @@ pub fn any_to_json(
     Ok(value)
 }
 
-/// Parses Envoy JSON of `type_name` into encoded protobuf bytes (used to read bootstrap files
-/// and golden inputs back).
-pub fn json_to_bytes(type_name: &str, json: &serde_json::Value) -> Result<Vec<u8>, ProtoJsonError> {
-    use prost::Message;
-    let desc = POOL
-        .get_message_by_name(type_name)
-        .ok_or_else(|| ProtoJsonError::UnknownType(type_name.to_string()))?;
-    let msg = DynamicMessage::deserialize(desc, json)?;
-    Ok(msg.encode_to_vec())
-}
-
 /// The same message with every map field's entries in a fixed order, so that equal messages
 /// encode to equal bytes in every process. prost encodes map fields (e.g. `Struct.fields`,
 /// `typed_per_filter_config`) from a `HashMap`, whose order is random per map; content

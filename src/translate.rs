@@ -6,12 +6,16 @@
 //! of streams, nonces or versions.
 
 pub mod cluster;
+pub mod common;
 pub mod endpoint;
 pub mod extract;
+pub mod filters;
 pub mod gateway;
 pub mod http_policy;
 pub mod listener;
 pub mod route;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod traffic_policy;
 
 use std::net::IpAddr;
@@ -208,7 +212,7 @@ pub fn generate(
             .map(|l| Resource::new(l.name.clone(), l))
             .collect(),
         ResourceType::Route if proxy.node_type == NodeType::Router => {
-            gateway::build_gateway_route_configs(proxy, push)
+            route::build_gateway_route_configs(proxy, push)
                 .iter()
                 .filter(|r| wanted(&r.name))
                 .map(|r| Resource::new(r.name.clone(), r))

@@ -4,6 +4,8 @@
 //! It moves bytes and tracks ACK/NACK; it never interprets Istio semantics (that is
 //! translate's job) and never parses config (the sources' job).
 
+#[cfg(test)]
+mod ads_tests;
 pub mod cache;
 pub mod connection;
 pub mod debounce;

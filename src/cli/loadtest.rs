@@ -20,7 +20,7 @@
 mod cluster;
 mod control_plane;
 mod mesh;
-mod proxies;
+pub(crate) mod proxies;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

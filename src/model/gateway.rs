@@ -96,7 +96,7 @@ pub fn merged_servers(proxy: &Proxy, push: &PushContext) -> Vec<GatewayServer> {
     let mut out: Vec<GatewayServer> = Vec::new();
     let mut tls_hosts: BTreeSet<(u16, String, String)> = BTreeSet::new();
     for gw in gateways_for(proxy, push) {
-        let gateway = format!("{}/{}", gw.meta.namespace, gw.meta.name);
+        let gateway = gw.meta.key();
         for server in &gw.spec.servers {
             let Some(port) = &server.port else { continue };
             let Ok(server_port) = u16::try_from(port.number) else {

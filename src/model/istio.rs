@@ -28,6 +28,7 @@ use std::fmt;
 pub mod common;
 pub mod destination_rule;
 pub mod gateway;
+pub mod headers;
 pub mod service_entry;
 pub mod sidecar;
 pub mod virtual_service;

@@ -259,10 +259,8 @@ impl PushContext {
     /// `namespace/name` of the Sidecar that scopes `proxy` (`-` for none): what translate's
     /// scope keys carry so that proxies sharing it share encodings.
     pub fn sidecar_key(&self, proxy: &Proxy) -> String {
-        self.sidecar_for(proxy).map_or_else(
-            || "-".to_string(),
-            |s| format!("{}/{}", s.meta.namespace, s.meta.name),
-        )
+        self.sidecar_for(proxy)
+            .map_or_else(|| "-".to_string(), |s| s.meta.key())
     }
 
     /// The egress `hosts` of the proxy's Sidecar as (namespace, host) pairs, with `.`

@@ -191,10 +191,6 @@ impl Service {
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == number)
     }
-
-    pub fn port_by_name(&self, name: &str) -> Option<&ServicePort> {
-        self.ports.iter().find(|p| p.name == name)
-    }
 }
 
 /// The hostname of a Kubernetes service.
@@ -241,6 +237,15 @@ pub struct ServiceRegistry {
 }
 
 impl ServiceRegistry {
+    /// The port a destination that names none is reached on, as istiod picks it: the
+    /// service's only port, else `fallback` (the port the traffic came in on).
+    pub fn destination_port(&self, hostname: &str, fallback: u16) -> u16 {
+        match self.service(hostname) {
+            Some(s) if s.ports.len() == 1 => s.ports[0].port,
+            _ => fallback,
+        }
+    }
+
     pub fn service(&self, hostname: &str) -> Option<&Service> {
         self.services.get(hostname)
     }

@@ -62,12 +62,3 @@ pub fn load_store(system_namespace: &str, mesh: Option<&MeshConfig>) -> ConfigSt
     }
     set.into_store(system_namespace, mesh)
 }
-
-/// Writes the sandbox files into `dir` (for `navarch demo` and for users to copy and edit).
-pub fn write_to(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for (name, text) in SANDBOX {
-        std::fs::write(dir.join(name), text)?;
-    }
-    Ok(())
-}

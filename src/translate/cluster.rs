@@ -5,6 +5,21 @@
 //! Each outbound cluster gets the DestinationRule traffic policy that applies to its port and
 //! subset (load balancing, connection pool, outlier detection, TLS): see `traffic_policy`.
 
+use crate::model::config::Config;
+use crate::model::istio::DestinationRule;
+use crate::model::istio::destination_rule::TrafficPolicy;
+use crate::model::proxy::{InterceptionMode, NodeType, Proxy};
+use crate::model::push_context::PushContext;
+use crate::model::registry::{Protocol, Resolution, Service, ServicePort};
+use crate::translate::common::{
+    downstream_protocol, inbound_cluster_name, socket_address, upstream_protocol_options,
+};
+use envoy_types::pb::envoy::config::core::v3::Pipe;
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -16,26 +31,16 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, BindConfig, Http1ProtocolOptions, Http2ProtocolOptions,
-    HttpProtocolOptions as CommonHttpProtocolOptions, Metadata, SocketAddress, address,
-    socket_address::PortSpecifier,
+    Address, BindConfig, Http1ProtocolOptions, HttpProtocolOptions as CommonHttpProtocolOptions,
+    Metadata, SocketAddress, address, socket_address::PortSpecifier,
 };
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
     http_protocol_options::{
-        ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
-        explicit_http_config::ProtocolConfig,
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
     },
 };
-use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 
-use crate::model::config::Config;
-use crate::model::istio::DestinationRule;
-use crate::model::istio::destination_rule::TrafficPolicy;
-use crate::model::proxy::{InterceptionMode, NodeType, Proxy};
-use crate::model::push_context::PushContext;
-use crate::model::registry::{Protocol, Resolution, Service, ServicePort};
 use crate::translate::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, ads_config_source, any,
     endpoint, outbound_cluster_name, pb_duration, traffic_policy,
@@ -111,9 +116,7 @@ pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
             Some(INBOUND_PASSTHROUGH_BIND_IP),
         ));
     }
-    out.extend(crate::translate::listener::sidecar_ingress_clusters(
-        proxy, push,
-    ));
+    out.extend(sidecar_ingress_clusters(proxy, push));
     out
 }
 
@@ -242,34 +245,6 @@ fn outbound_cluster(
     Some(cluster)
 }
 
-/// HTTP/2 ports talk HTTP/2 upstream; HTTP/1.1 ports keep Envoy's default; unknown protocols
-/// follow the downstream.
-pub(crate) fn upstream_protocol_options(protocol: Protocol) -> Option<HttpProtocolOptions> {
-    let options = if protocol.is_http2() {
-        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
-                Http2ProtocolOptions::default(),
-            )),
-        })
-    } else if protocol == Protocol::Unsupported {
-        UpstreamProtocolOptions::UseDownstreamProtocolConfig(downstream_protocol())
-    } else {
-        return None;
-    };
-    Some(HttpProtocolOptions {
-        upstream_protocol_options: Some(options),
-        ..Default::default()
-    })
-}
-
-pub(crate) fn downstream_protocol() -> UseDownstreamHttpConfig {
-    UseDownstreamHttpConfig {
-        http_protocol_options: Some(Http1ProtocolOptions::default()),
-        http2_protocol_options: Some(Http2ProtocolOptions::default()),
-        ..Default::default()
-    }
-}
-
 /// istiod's defaults: effectively unlimited, with remaining-capacity tracking.
 fn default_circuit_breakers() -> CircuitBreakers {
     CircuitBreakers {
@@ -367,13 +342,116 @@ fn blackhole_cluster(push: &PushContext) -> Cluster {
     }
 }
 
-/// A socket address as Envoy wants it.
-pub(crate) fn socket_address(ip: &str, port: u32) -> Address {
-    Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: ip.to_string(),
-            port_specifier: Some(PortSpecifier::PortValue(port)),
+/// The STATIC `inbound|<port>||` clusters behind the Sidecar's ingress listeners (built in
+/// `listener`): one endpoint,
+/// the `defaultEndpoint` (`0.0.0.0:<port>` means the proxy's own IP, `unix://` a socket).
+pub fn sidecar_ingress_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
+    if proxy.interception_mode != InterceptionMode::None {
+        return Vec::new();
+    }
+    let Some(sidecar) = push.sidecar_for(proxy) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ingress in &sidecar.spec.ingress {
+        let Some(port) = &ingress.port else { continue };
+        let address = if let Some(path) = ingress.default_endpoint.strip_prefix("unix://") {
+            Address {
+                address: Some(address::Address::Pipe(Pipe {
+                    path: path.to_string(),
+                    mode: 0,
+                })),
+            }
+        } else {
+            let Some((host, ep_port)) = ingress.default_endpoint.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(ep_port) = ep_port.parse::<u32>() else {
+                continue;
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let host = match host {
+                "0.0.0.0" | "::" | "" => proxy.primary_ip().to_string(),
+                h => h.to_string(),
+            };
+            socket_address(&host, ep_port)
+        };
+        let name = inbound_cluster_name(port.number);
+        let protocol = Protocol::parse(&port.protocol).unwrap_or(Protocol::Unsupported);
+        let mut cluster = Cluster {
+            name: name.clone(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+            connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
+            common_lb_config: Some(CommonLbConfig::default()),
+            load_assignment: Some(ClusterLoadAssignment {
+                cluster_name: name,
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints: vec![LbEndpoint {
+                        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                            address: Some(address),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
             ..Default::default()
-        })),
+        };
+        if matches!(protocol, Protocol::Http2 | Protocol::Grpc) {
+            cluster.typed_extension_protocol_options.insert(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+                any(&HttpProtocolOptions {
+                    upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                        ExplicitHttpConfig {
+                            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                                Default::default(),
+                            )),
+                        },
+                    )),
+                    ..Default::default()
+                }),
+            );
+        }
+        out.push(cluster);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+
+    use crate::translate::testing::{shop_config, shop_sidecar};
+    use crate::translate::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
+
+    #[test]
+    fn subsets_become_clusters_carrying_the_rules_policy() {
+        let g = shop_config(&shop_sidecar());
+        for subset in ["", "v1", "v2"] {
+            let name = format!("outbound|80|{subset}|web.shop.svc.cluster.local");
+            let c = g.cluster(&name).unwrap_or_else(|| panic!("{name} served"));
+            assert_eq!(c.lb_policy, LbPolicy::Random as i32, "{name}");
+            let limits = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
+            assert_eq!(limits.max_connections.as_ref().unwrap().value, 7, "{name}");
+        }
+        assert!(
+            g.cluster("outbound|80|v3|web.shop.svc.cluster.local")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_service_without_rule_gets_istios_defaults() {
+        let g = shop_config(&shop_sidecar());
+        let db = g
+            .cluster("outbound|5432||db.shop.svc.cluster.local")
+            .unwrap();
+        assert_eq!(db.lb_policy, LbPolicy::LeastRequest as i32);
+        assert_eq!(db.connect_timeout.as_ref().unwrap().seconds, 10);
+        for name in [PASSTHROUGH_CLUSTER, BLACKHOLE_CLUSTER] {
+            assert!(g.cluster(name).is_some(), "{name}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use crate::model::proxy::Proxy;
 use crate::model::push_context::PushContext;
 use crate::model::registry::labels_match;
-use crate::translate::cluster::socket_address;
+use crate::translate::common::socket_address;
 use crate::translate::parse_outbound_cluster_name;
 
 /// The load assignment for the EDS cluster `cluster_name`, or None when the name is not one of
@@ -88,4 +88,24 @@ pub(crate) fn locality_lb_endpoints(
         load_balancing_weight: Some(UInt32Value { value: weight }),
         ..Default::default()
     }]
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::translate::testing::{shop_config, shop_sidecar};
+
+    #[test]
+    fn each_cluster_holds_the_pods_of_its_subset_on_the_target_port() {
+        let g = shop_config(&shop_sidecar());
+        let web = |subset: &str| {
+            g.endpoint_addresses(&format!("outbound|80|{subset}|web.shop.svc.cluster.local"))
+        };
+        assert_eq!(web(""), ["10.0.0.1:8080", "10.0.0.2:8080"]);
+        assert_eq!(web("v1"), ["10.0.0.1:8080"]);
+        assert_eq!(web("v2"), ["10.0.0.2:8080"]);
+        assert_eq!(
+            g.endpoint_addresses("outbound|5432||db.shop.svc.cluster.local"),
+            ["10.0.0.3:5432"]
+        );
+    }
 }

@@ -6,6 +6,16 @@
 //! generator for Kubernetes Secrets. Which servers and VirtualServices apply is decided in
 //! `model::gateway`; this module only shapes Envoy config.
 
+use crate::model::credential::{CA_SUFFIX, KUBERNETES_SECRET_PREFIX};
+use crate::model::istio::gateway::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
+use crate::model::proxy::{InterceptionMode, Proxy};
+use crate::model::push_context::PushContext;
+use crate::translate::common::socket_address;
+use crate::translate::filters::{
+    http_connection_manager, listener_access_logs, network_filter, tcp_route_filter, tls_inspector,
+};
+use crate::translate::{ads_config_source, any, pb_duration};
+use envoy_types::pb::google::protobuf::BoolValue;
 use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::{
@@ -14,9 +24,6 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::listener::v3::{
     FilterChain, FilterChainMatch, Listener, ListenerFilter,
-};
-use envoy_types::pb::envoy::config::route::v3::{
-    RouteConfiguration, VirtualHost, virtual_host::TlsRequirementType,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, Rds,
@@ -31,23 +38,11 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     secret::Type as SecretType,
     tls_parameters::TlsProtocol as EnvoyTlsProtocol,
 };
-use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
-use crate::model::credential::{CA_SUFFIX, KUBERNETES_SECRET_PREFIX};
 use crate::model::gateway::{
     GatewayServer, merged_servers, names_gateway, virtual_services_for_gateway,
 };
-use crate::model::istio::gateway::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
-use crate::model::proxy::{InterceptionMode, Proxy};
-use crate::model::push_context::PushContext;
-use crate::translate::cluster::socket_address;
-use crate::translate::listener::{
-    http_connection_manager, listener_access_logs, network_filter, tcp_route_filter, tls_inspector,
-};
-use crate::translate::route::gateway_virtual_service_routes;
-use crate::translate::{ads_config_source, any, pb_duration};
 
-const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
 /// ALPN that HTTPS gateway servers offer (istiod's `ALPNHttp`).
 const ALPN_HTTP: [&str; 2] = ["h2", "http/1.1"];
 
@@ -234,7 +229,7 @@ fn downstream_tls(proxy: &Proxy, s: &GatewayServer, http: bool) -> Option<Transp
     );
     if !matches!(tls.mode, ServerTlsMode::Simple) && !mutual {
         // ISTIO_MUTUAL needs the mesh's own certificates (the security issue).
-        tracing::debug!(proxy = %proxy.id, gateway = %s.gateway, mode = ?tls.mode, "TLS mode not served yet; server left without TLS");
+        tracing::debug!(node = %proxy.id, gateway = %s.gateway, mode = ?tls.mode, "TLS mode not served yet; server left without TLS");
         return None;
     }
     let mut common = CommonTlsContext {
@@ -360,98 +355,6 @@ fn tcp_filter(
     None
 }
 
-/// Every route configuration of a router proxy (one per route name its servers use).
-pub fn build_gateway_route_configs(proxy: &Proxy, push: &PushContext) -> Vec<RouteConfiguration> {
-    let servers = merged_servers(proxy, push);
-    let mut by_route: BTreeMap<String, Vec<&GatewayServer>> = BTreeMap::new();
-    for s in &servers {
-        if !s.route_name.is_empty() && s.is_http() {
-            by_route.entry(s.route_name.clone()).or_default().push(s);
-        }
-    }
-    by_route
-        .into_iter()
-        .map(|(name, servers)| route_config(proxy, push, name, &servers))
-        .collect()
-}
-
-/// istiod's `buildGatewayHTTPRouteConfig`: a virtual host per host that a server and a bound
-/// VirtualService share (`host:port`, the host as its one domain), routes of several
-/// VirtualServices for one host appended in order, `httpsRedirect` as `require_tls: ALL`, and a
-/// `blackhole:<port>` host answering 404 when nothing is bound.
-fn route_config(
-    proxy: &Proxy,
-    push: &PushContext,
-    name: String,
-    servers: &[&GatewayServer],
-) -> RouteConfiguration {
-    let mut vhosts: BTreeMap<String, VirtualHost> = BTreeMap::new();
-    for s in servers {
-        let port = s.server_port;
-        let redirect = s.server.tls.as_ref().is_some_and(|t| t.https_redirect);
-        for vs in virtual_services_for_gateway(proxy, push, &s.gateway) {
-            let hosts = s.matching_hosts(vs);
-            if hosts.is_empty() {
-                continue;
-            }
-            let routes = gateway_virtual_service_routes(proxy, push, vs, port, &s.gateway);
-            for host in hosts {
-                let vh = vhosts.entry(host.clone()).or_insert_with(|| VirtualHost {
-                    name: format!("{host}:{port}"),
-                    domains: vec![host.clone()],
-                    include_request_attempt_count: true,
-                    ..Default::default()
-                });
-                vh.routes.extend(routes.iter().cloned());
-                if redirect {
-                    vh.require_tls = TlsRequirementType::All as i32;
-                }
-            }
-        }
-        if redirect {
-            for h in &s.server.hosts {
-                let host = h
-                    .split_once('/')
-                    .map_or(h.as_str(), |(_, h)| h)
-                    .to_ascii_lowercase();
-                vhosts
-                    .entry(host.clone())
-                    .or_insert_with(|| VirtualHost {
-                        name: format!("{host}:{port}"),
-                        domains: vec![host.clone()],
-                        include_request_attempt_count: true,
-                        ..Default::default()
-                    })
-                    .require_tls = TlsRequirementType::All as i32;
-            }
-        }
-    }
-    let mut virtual_hosts: Vec<VirtualHost> = vhosts.into_values().collect();
-    if virtual_hosts.is_empty() {
-        let port = servers.first().map_or(0, |s| s.server_port);
-        virtual_hosts.push(VirtualHost {
-            name: format!("blackhole:{port}"),
-            domains: vec!["*".into()],
-            ..Default::default()
-        });
-    }
-    // Exact hosts before wildcards, so that `*` never shadows a named host.
-    virtual_hosts.sort_by(|a, b| {
-        let wild = |v: &VirtualHost| v.domains.iter().any(|d| d.starts_with('*'));
-        wild(a).cmp(&wild(b)).then_with(|| a.name.cmp(&b.name))
-    });
-    RouteConfiguration {
-        name,
-        virtual_hosts,
-        validate_clusters: Some(BoolValue { value: false }),
-        max_direct_response_body_size_bytes: Some(UInt32Value {
-            value: MAX_DIRECT_RESPONSE_BODY,
-        }),
-        ignore_port_in_host_matching: true,
-        ..Default::default()
-    }
-}
-
 /// The SDS secrets a router proxy may fetch: each `credentialName` of its servers, from a
 /// Secret in the proxy's own namespace (a gateway never reads another namespace's keys), and
 /// `<name>-cacert` for MUTUAL servers (a Secret of that name, else the CA in the Secret).
@@ -497,7 +400,7 @@ pub fn build_secrets(proxy: &Proxy, push: &PushContext) -> Vec<Secret> {
                     )),
                 }),
                 None => {
-                    tracing::warn!(proxy = %proxy.id, secret = %format!("{}/{base}", proxy.namespace), "MUTUAL gateway server: no ca.crt in the Secret and no {base}{CA_SUFFIX} Secret; add the CA")
+                    tracing::warn!(node = %proxy.id, secret = %format!("{}/{base}", proxy.namespace), "MUTUAL gateway server: no ca.crt in the Secret and no {base}{CA_SUFFIX} Secret; add the CA")
                 }
             }
             continue;
@@ -512,9 +415,46 @@ pub fn build_secrets(proxy: &Proxy, push: &PushContext) -> Vec<Secret> {
                 })),
             }),
             None => {
-                tracing::warn!(proxy = %proxy.id, secret = %format!("{}/{secret}", proxy.namespace), "gateway credentialName: no Secret with tls.crt and tls.key in the gateway's namespace; create it")
+                tracing::warn!(node = %proxy.id, secret = %format!("{}/{secret}", proxy.namespace), "gateway credentialName: no Secret with tls.crt and tls.key in the gateway's namespace; create it")
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::translate::PASSTHROUGH_CLUSTER;
+    use crate::translate::testing::{Target, get, shop_config, shop_ingress, shop_sidecar};
+
+    #[test]
+    fn a_gateway_serves_its_hosts_and_nothing_else() {
+        let g = shop_config(&shop_ingress());
+        let answer = g.simulate(&get(8080, "shop.example.com", "/")).unwrap();
+        assert_eq!(answer.route_config, "http.8080");
+        assert_eq!(
+            answer.target,
+            Target::Cluster("outbound|80|v1|web.shop.svc.cluster.local".into())
+        );
+        assert!(g.simulate(&get(8080, "unknown.example.com", "/")).is_err());
+        assert!(
+            g.simulate(&get(8080, "web.shop.svc.cluster.local", "/"))
+                .is_err(),
+            "mesh hosts are not exposed by the gateway"
+        );
+    }
+
+    #[test]
+    fn https_redirect_answers_plain_text_with_a_redirect() {
+        let g = shop_config(&shop_ingress());
+        let answer = g.simulate(&get(8080, "secure.example.com", "/x")).unwrap();
+        assert_eq!(answer.target, Target::Redirect);
+    }
+
+    #[test]
+    fn a_gateways_virtual_service_does_not_reach_sidecars() {
+        let g = shop_config(&shop_sidecar());
+        let answer = g.simulate(&get(80, "shop.example.com", "/")).unwrap();
+        assert_eq!(answer.target, Target::Cluster(PASSTHROUGH_CLUSTER.into()));
+    }
 }

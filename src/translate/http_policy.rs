@@ -26,12 +26,13 @@ use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use crate::model::istio::common::Percent;
+use crate::model::istio::headers::{is_authority_header, is_internal_header, known_status_code};
 use crate::model::istio::virtual_service::SUPPORTED_GRPC_STATUS;
 use crate::model::istio::virtual_service::{
     CorsPolicy, HeaderOperations, Headers, HttpFaultInjection, HttpMirrorPolicy, HttpRetry,
     HttpRoute, UnmatchedPreflights,
 };
-use crate::translate::route::string_matcher;
+use crate::translate::common::string_matcher;
 use crate::translate::{any, pb_duration};
 
 /// Per-route config key of the fault filter.
@@ -47,15 +48,6 @@ const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 const HOST_SELECTION_RETRY_MAX_ATTEMPTS: i64 = 5;
 const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 const PREVIOUS_PRIORITIES: &str = "envoy.retry_priorities.previous_priorities";
-
-/// Status codes Go's `http.StatusText` knows: a `retryOn` entry that parses as one of these is
-/// a retriable status code, anything else is an Envoy retry condition.
-const KNOWN_HTTP_STATUS_CODES: &[i64] = &[
-    100, 101, 102, 103, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304,
-    305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415,
-    416, 417, 418, 421, 422, 423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505,
-    506, 507, 508, 510, 511,
-];
 
 /// A `Percent` (double) as istiod writes it: `value × 10000` per `MILLION`.
 pub fn percent_fraction(p: &Percent) -> FractionalPercent {
@@ -230,9 +222,9 @@ fn parse_retry_on(retry_on: &str) -> (String, Vec<u32>) {
     let mut conditions = Vec::new();
     let mut codes = Vec::new();
     for part in retry_on.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part.parse::<i64>() {
-            Ok(code) if KNOWN_HTTP_STATUS_CODES.contains(&code) => codes.push(code as u32),
-            _ => conditions.push(part),
+        match known_status_code(part) {
+            Some(code) => codes.push(u32::from(code)),
+            None => conditions.push(part),
         }
     }
     (conditions.join(","), codes)
@@ -307,14 +299,6 @@ pub fn header_operations(h: &Headers) -> HeaderOps {
             set_authority
         },
     }
-}
-
-fn is_internal_header(name: &str) -> bool {
-    name.starts_with(':') || name.eq_ignore_ascii_case("host")
-}
-
-fn is_authority_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
 }
 
 fn drop_internal(names: &[String]) -> Vec<String> {

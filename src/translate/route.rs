@@ -11,10 +11,28 @@
 //! Fault injection and CORS go in `typed_per_filter_config`. The policy pieces themselves
 //! (fault, CORS, retries, mirror fractions, header operations) live in `http_policy`.
 
+use crate::model::config::Config;
+use crate::model::gateway::{
+    GatewayServer, merged_servers, names_gateway, virtual_services_for_gateway,
+};
+use crate::model::istio::VirtualService;
+use crate::model::istio::common::StringMatch;
+use crate::model::mesh::OutboundTrafficMode;
+use crate::model::proxy::Proxy;
+use crate::model::push_context::{PushContext, is_exported_to, resolve_short_name};
+use crate::model::registry::{DEFAULT_DOMAIN_SUFFIX, Protocol, Service};
+use crate::translate::common::{
+    destination_cluster, outbound_ports, regex_matcher, string_matcher,
+};
+use crate::translate::{
+    PASSTHROUGH_CLUSTER, any, outbound_cluster_name, pb_duration, traffic_policy,
+};
+use envoy_types::pb::envoy::config::core::v3::{DataSource, Metadata};
+use envoy_types::pb::envoy::config::route::v3::virtual_host::TlsRequirementType;
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, UInt32Value, Value, value::Kind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier as DataSpecifier;
-use envoy_types::pb::envoy::config::core::v3::{DataSource, Metadata};
 use envoy_types::pb::envoy::config::route::v3::{
     Decorator, DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route,
     RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
@@ -24,29 +42,15 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_match::PathSpecifier, weighted_cluster::ClusterWeight,
     weighted_cluster::cluster_weight::HostRewriteSpecifier as WeightHostRewrite,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{
-    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
-};
-use envoy_types::pb::google::protobuf::{BoolValue, Struct, UInt32Value, Value, value::Kind};
+use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
 
-use crate::model::config::Config;
-use crate::model::gateway::names_gateway;
-use crate::model::istio::VirtualService;
-use crate::model::istio::common::StringMatch;
 use crate::model::istio::virtual_service::{
     Destination, HttpDirectResponse, HttpMatchRequest, HttpRedirect, HttpRoute,
     RedirectPortSelection,
 };
-use crate::model::mesh::OutboundTrafficMode;
-use crate::model::proxy::Proxy;
-use crate::model::push_context::{PushContext, is_exported_to, resolve_short_name};
-use crate::model::registry::{DEFAULT_DOMAIN_SUFFIX, Protocol, Service};
 use crate::translate::http_policy::{
     self, CORS_FILTER, FAULT_FILTER, default_retry_policy, header_operations,
 };
-use crate::translate::listener::outbound_ports;
-use crate::translate::traffic_policy;
-use crate::translate::{PASSTHROUGH_CLUSTER, any, outbound_cluster_name, pb_duration};
 
 const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
 /// The gateway name sidecars answer to in `match.gateways`.
@@ -821,27 +825,6 @@ fn operation(route: &Route, vs: &Config<VirtualService>, port: u16) -> String {
     }
 }
 
-/// A `StringMatch` as an Envoy `StringMatcher`; `None` for the empty match (`{}`).
-pub(crate) fn string_matcher(m: &StringMatch, ignore_case: bool) -> Option<StringMatcher> {
-    let pattern = match m {
-        StringMatch::Any => return None,
-        StringMatch::Exact(s) => MatchPattern::Exact(s.clone()),
-        StringMatch::Prefix(s) => MatchPattern::Prefix(s.clone()),
-        StringMatch::Regex(r) => MatchPattern::SafeRegex(regex_matcher(r)),
-    };
-    Some(StringMatcher {
-        match_pattern: Some(pattern),
-        ignore_case,
-    })
-}
-
-fn regex_matcher(regex: &str) -> RegexMatcher {
-    RegexMatcher {
-        regex: regex.to_string(),
-        ..Default::default()
-    }
-}
-
 /// istiod's `canBeConvertedToPresentMatch`: `{}` and the regex `*` mean "present".
 fn is_present_match(m: &StringMatch) -> bool {
     matches!(m, StringMatch::Any) || m.regex() == Some("*")
@@ -924,21 +907,162 @@ fn destination_host_port(vs: &Config<VirtualService>, dest: &Destination) -> (St
     (host, port)
 }
 
-/// The cluster a VirtualService destination names, from the listener port `port`'s point of view.
-pub(crate) fn destination_cluster(
+/// Every route configuration of a router proxy (one per route name its servers use).
+pub fn build_gateway_route_configs(proxy: &Proxy, push: &PushContext) -> Vec<RouteConfiguration> {
+    let servers = merged_servers(proxy, push);
+    let mut by_route: BTreeMap<String, Vec<&GatewayServer>> = BTreeMap::new();
+    for s in &servers {
+        if !s.route_name.is_empty() && s.is_http() {
+            by_route.entry(s.route_name.clone()).or_default().push(s);
+        }
+    }
+    by_route
+        .into_iter()
+        .map(|(name, servers)| gateway_route_config(proxy, push, name, &servers))
+        .collect()
+}
+
+/// istiod's `buildGatewayHTTPRouteConfig`: a virtual host per host that a server and a bound
+/// VirtualService share (`host:port`, the host as its one domain), routes of several
+/// VirtualServices for one host appended in order, `httpsRedirect` as `require_tls: ALL`, and a
+/// `blackhole:<port>` host answering 404 when nothing is bound.
+fn gateway_route_config(
+    proxy: &Proxy,
     push: &PushContext,
-    vs: &Config<VirtualService>,
-    dest: &Destination,
-    port: u16,
-) -> String {
-    let host = resolve_short_name(&dest.host, &vs.meta.namespace);
-    let dest_port = match dest.port.as_ref().map(|p| p.number).filter(|n| *n != 0) {
-        Some(n) => u16::try_from(n).unwrap_or(port),
-        // No port: the service's only port, else the port the request came in on.
-        None => match push.registry().service(&host) {
-            Some(s) if s.ports.len() == 1 => s.ports[0].port,
-            _ => port,
-        },
-    };
-    outbound_cluster_name(dest_port, &dest.subset, &host)
+    name: String,
+    servers: &[&GatewayServer],
+) -> RouteConfiguration {
+    let mut vhosts: BTreeMap<String, VirtualHost> = BTreeMap::new();
+    for s in servers {
+        let port = s.server_port;
+        let redirect = s.server.tls.as_ref().is_some_and(|t| t.https_redirect);
+        for vs in virtual_services_for_gateway(proxy, push, &s.gateway) {
+            let hosts = s.matching_hosts(vs);
+            if hosts.is_empty() {
+                continue;
+            }
+            let routes = gateway_virtual_service_routes(proxy, push, vs, port, &s.gateway);
+            for host in hosts {
+                let vh = vhosts.entry(host.clone()).or_insert_with(|| VirtualHost {
+                    name: format!("{host}:{port}"),
+                    domains: vec![host.clone()],
+                    include_request_attempt_count: true,
+                    ..Default::default()
+                });
+                vh.routes.extend(routes.iter().cloned());
+                if redirect {
+                    vh.require_tls = TlsRequirementType::All as i32;
+                }
+            }
+        }
+        if redirect {
+            for h in &s.server.hosts {
+                let host = h
+                    .split_once('/')
+                    .map_or(h.as_str(), |(_, h)| h)
+                    .to_ascii_lowercase();
+                vhosts
+                    .entry(host.clone())
+                    .or_insert_with(|| VirtualHost {
+                        name: format!("{host}:{port}"),
+                        domains: vec![host.clone()],
+                        include_request_attempt_count: true,
+                        ..Default::default()
+                    })
+                    .require_tls = TlsRequirementType::All as i32;
+            }
+        }
+    }
+    let mut virtual_hosts: Vec<VirtualHost> = vhosts.into_values().collect();
+    if virtual_hosts.is_empty() {
+        let port = servers.first().map_or(0, |s| s.server_port);
+        virtual_hosts.push(VirtualHost {
+            name: format!("blackhole:{port}"),
+            domains: vec!["*".into()],
+            ..Default::default()
+        });
+    }
+    // Exact hosts before wildcards, so that `*` never shadows a named host.
+    virtual_hosts.sort_by(|a, b| {
+        let wild = |v: &VirtualHost| v.domains.iter().any(|d| d.starts_with('*'));
+        wild(a).cmp(&wild(b)).then_with(|| a.name.cmp(&b.name))
+    });
+    RouteConfiguration {
+        name,
+        virtual_hosts,
+        validate_clusters: Some(BoolValue { value: false }),
+        max_direct_response_body_size_bytes: Some(UInt32Value {
+            value: MAX_DIRECT_RESPONSE_BODY,
+        }),
+        ignore_port_in_host_matching: true,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::translate::PASSTHROUGH_CLUSTER;
+    use crate::translate::testing::{Request, Target, get, proxy, shop_config, shop_sidecar};
+
+    const WEB_V1: &str = "outbound|80|v1|web.shop.svc.cluster.local";
+    const WEB_V2: &str = "outbound|80|v2|web.shop.svc.cluster.local";
+
+    #[test]
+    fn a_header_match_comes_before_the_weighted_split() {
+        let g = shop_config(&shop_sidecar());
+        let jason = g
+            .simulate(&Request {
+                headers: &[("end-user", "jason")],
+                ..get(80, "web", "/")
+            })
+            .unwrap();
+        assert_eq!(jason.route, "jason");
+        assert_eq!(jason.target, Target::Cluster(WEB_V2.into()));
+        let other = g
+            .simulate(&Request {
+                headers: &[("end-user", "mary")],
+                ..get(80, "web", "/anything")
+            })
+            .unwrap();
+        assert_eq!(other.route, "split");
+        assert_eq!(
+            other.target,
+            Target::Weighted(vec![(WEB_V1.into(), 90), (WEB_V2.into(), 10)])
+        );
+    }
+
+    #[test]
+    fn every_name_of_a_service_reaches_one_virtual_host() {
+        let g = shop_config(&shop_sidecar());
+        let vhost = |host: &str| g.simulate(&get(80, host, "/")).map(|a| a.virtual_host);
+        let expected = vhost("web").unwrap();
+        for host in [
+            "web:80",
+            "web.shop",
+            "web.shop.svc",
+            "web.shop.svc.cluster.local",
+            "web.shop.svc.cluster.local:80",
+        ] {
+            assert_eq!(vhost(host).as_deref(), Ok(expected.as_str()), "{host}");
+        }
+        assert_ne!(
+            vhost("web:81").as_deref(),
+            Ok(expected.as_str()),
+            "another port is another host"
+        );
+    }
+
+    #[test]
+    fn short_names_resolve_only_in_the_proxys_namespace() {
+        let elsewhere = proxy(
+            "sidecar~10.0.0.8~client.other~other.svc.cluster.local",
+            "REDIRECT",
+            &[],
+        );
+        let g = shop_config(&elsewhere);
+        let short = g.simulate(&get(80, "web", "/")).unwrap();
+        assert_eq!(short.target, Target::Cluster(PASSTHROUGH_CLUSTER.into()));
+        let answer = g.simulate(&get(80, "web.shop", "/")).unwrap();
+        assert_eq!(answer.route, "split");
+    }
 }

@@ -318,7 +318,7 @@ fn apply_connection_pool(
         let options = http.get_or_insert_with(HttpProtocolOptions::default);
         options.upstream_protocol_options =
             Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
-                crate::translate::cluster::downstream_protocol(),
+                crate::translate::common::downstream_protocol(),
             ));
     }
 }
@@ -779,7 +779,7 @@ mod tests {
             common_lb_config: Some(CommonLbConfig::default()),
             ..Default::default()
         };
-        let mut http = crate::translate::cluster::upstream_protocol_options(protocol);
+        let mut http = crate::translate::common::upstream_protocol_options(protocol);
         apply(&mut c, &mut http, policy, &MeshConfig::default());
         (c, http)
     }

@@ -2,7 +2,7 @@
 //! `PILOT_DEBOUNCE_MAX`): a push happens once events have been quiet for `after`, or `max` after
 //! the first event of a batch, whichever comes first; requests in a batch are merged.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -14,10 +14,6 @@ use tokio::time::Instant;
 pub enum TriggerReason {
     ConfigUpdate,
     EndpointUpdate,
-    ServiceUpdate,
-    ProxyRequest,
-    GlobalUpdate,
-    Unknown,
 }
 
 /// A request to recompute and push config (istiod's `PushRequest`).
@@ -25,8 +21,6 @@ pub enum TriggerReason {
 pub struct PushRequest {
     /// Full push (all types recomputed); false = endpoints only.
     pub full: bool,
-    /// Objects that changed (`Kind/namespace/name`); `None` means "anything may have changed".
-    pub configs_updated: Option<BTreeSet<String>>,
     /// How many events of each reason this request stands for.
     pub reason: BTreeMap<TriggerReason, u32>,
     /// When the first merged event happened (for convergence metrics).
@@ -37,26 +31,19 @@ impl PushRequest {
     pub fn full(reason: TriggerReason) -> Self {
         PushRequest {
             full: true,
-            configs_updated: None,
             reason: BTreeMap::from([(reason, 1)]),
             start: Some(Instant::now()),
         }
     }
 
-    /// istiod's `Merge`: full is ORed, reasons are summed, configs are unioned (an unknown set
-    /// on either side stays unknown), and the earliest start is kept.
+    /// istiod's `Merge`: full is ORed, reasons are summed, and the earliest start is kept.
+    /// (Which configs changed is not carried: a full push rebuilds the snapshot, and an
+    /// endpoint-only batch says so with `full == false`.)
     pub fn merge(mut self, other: PushRequest) -> PushRequest {
         self.full |= other.full;
         for (reason, n) in other.reason {
             *self.reason.entry(reason).or_default() += n;
         }
-        self.configs_updated = match (self.configs_updated, other.configs_updated) {
-            (Some(mut a), Some(b)) => {
-                a.extend(b);
-                Some(a)
-            }
-            _ => None,
-        };
         self.start = match (self.start, other.start) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -261,15 +248,12 @@ mod tests {
     fn merge_rules() {
         let mut a = PushRequest::full(TriggerReason::ConfigUpdate);
         a.full = false;
-        a.configs_updated = Some(BTreeSet::from(["VirtualService/ns/a".to_string()]));
-        let mut b = PushRequest::full(TriggerReason::ConfigUpdate);
-        b.configs_updated = Some(BTreeSet::from(["DestinationRule/ns/b".to_string()]));
+        let b = PushRequest::full(TriggerReason::EndpointUpdate);
         let m = a.clone().merge(b.clone());
-        assert!(m.full);
-        assert_eq!(m.reason[&TriggerReason::ConfigUpdate], 2);
-        assert_eq!(m.configs_updated.as_ref().unwrap().len(), 2);
-        let mut unknown = b;
-        unknown.configs_updated = None;
-        assert_eq!(a.merge(unknown).configs_updated, None);
+        assert!(m.full, "a full request makes the batch full");
+        assert_eq!(m.reason[&TriggerReason::ConfigUpdate], 1);
+        assert_eq!(m.reason[&TriggerReason::EndpointUpdate], 1);
+        assert_eq!(m.event_count(), 2);
+        assert_eq!(m.start, a.start.min(b.start));
     }
 }

@@ -26,6 +26,7 @@ use crate::xds::cache::{EncodedSet, name_hash, resource_version};
 use crate::xds::grpc::{Outbox, RequestStream, StreamIo, frame_head};
 use crate::xds::server::{connecting_proxy, finish_stream, next_request, stalled};
 use crate::xds::throttle::RateLimiter;
+use tracing::Instrument;
 
 /// One type on one delta stream.
 #[derive(Debug, Default)]
@@ -244,9 +245,9 @@ async fn serve_delta_stream(
         .metrics
         .delta_connections
         .fetch_add(1, Ordering::Relaxed);
-    tracing::info!(connection = %id, node = %proxy.id, "proxy connected (delta xDS)");
+    let span = tracing::info_span!("ads", connection = %id, node = %proxy.id, xds = "delta");
+    tracing::info!(parent: &span, "proxy connected");
     let mut conn = DeltaConnection {
-        id: id.clone(),
         proxy,
         server: server.clone(),
         watches: Default::default(),
@@ -272,15 +273,15 @@ async fn serve_delta_stream(
             }
         }
     }
+    .instrument(span.clone())
     .await;
     server.deregister(&id);
-    tracing::info!(connection = %id, "proxy disconnected");
+    tracing::info!(parent: &span, "proxy disconnected");
     result
 }
 
 /// State of one delta stream.
 struct DeltaConnection {
-    id: String,
     proxy: Arc<Proxy>,
     server: Arc<DiscoveryServer>,
     watches: [Option<DeltaWatch>; ResourceType::COUNT],
@@ -292,7 +293,7 @@ struct DeltaConnection {
 impl DeltaConnection {
     fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
-            tracing::debug!(connection = %self.id, type_url = %req.type_url, "ignoring delta request for a type navarch does not serve");
+            tracing::debug!(type_url = %req.type_url, "ignoring delta request for a type navarch does not serve");
             return Ok(());
         };
         let error = req.error_detail.as_ref().map(|e| e.message.as_str());
@@ -322,7 +323,7 @@ impl DeltaConnection {
             }
             DeltaDecision::Nack => {
                 metrics.count_reject(kind);
-                tracing::warn!(connection = %self.id, type_ = %kind, error = error.unwrap_or_default(), "NACK: the proxy rejected config and keeps its last good config");
+                tracing::warn!(kind = %kind, error = error.unwrap_or_default(), "NACK: the proxy rejected config and keeps its last good config");
             }
         }
         self.record(kind);
@@ -394,7 +395,7 @@ impl DeltaConnection {
             .iter()
             .map(|p| set.name_at(*p).to_string())
             .collect();
-        tracing::debug!(connection = %self.id, type_ = %kind, sent = sent.len(), removed, bytes, "delta sent");
+        tracing::debug!(kind = %kind, sent = sent.len(), removed, bytes, "delta sent");
         self.record(kind);
         Ok(sent)
     }

@@ -22,6 +22,7 @@ use crate::xds::grpc::{Outbox, RequestStream, StreamIo, frame_head};
 use crate::xds::push_queue::PushQueue;
 use crate::xds::throttle::RateLimiter;
 use crate::xds::{ConnectionHandle, DiscoveryServer};
+use tracing::Instrument;
 
 /// Converts node metadata (`google.protobuf.Struct`) to JSON for the model.
 pub fn struct_to_json(s: &Struct) -> serde_json::Map<String, serde_json::Value> {
@@ -120,9 +121,9 @@ async fn serve_stream(
         "DiscoveryRequest",
     )?);
     let (id, handle) = server.register(proxy.clone(), outbox.clone());
-    tracing::info!(connection = %id, node = %proxy.id, mode = proxy.interception_mode.as_str(), "proxy connected");
+    let span = tracing::info_span!("ads", connection = %id, node = %proxy.id, xds = "sotw");
+    tracing::info!(parent: &span, mode = proxy.interception_mode.as_str(), "proxy connected");
     let mut conn = Connection {
-        id: id.clone(),
         proxy,
         watched: WatchedResources::default(),
         server: server.clone(),
@@ -130,15 +131,17 @@ async fn serve_stream(
         status: handle.status.clone(),
         seq: 0,
     };
-    let result = conn.serve(first, inbound, &handle).await;
+    let result = conn
+        .serve(first, inbound, &handle)
+        .instrument(span.clone())
+        .await;
     server.deregister(&id);
-    tracing::info!(connection = %id, "proxy disconnected");
+    tracing::info!(parent: &span, "proxy disconnected");
     result
 }
 
 /// State of one ADS stream.
 struct Connection {
-    id: String,
     proxy: Arc<Proxy>,
     watched: WatchedResources,
     server: Arc<DiscoveryServer>,
@@ -212,7 +215,7 @@ impl Connection {
 
     fn handle_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
-            tracing::debug!(connection = %self.id, type_url = %req.type_url, "ignoring request for a type navarch does not serve");
+            tracing::debug!(type_url = %req.type_url, "ignoring request for a type navarch does not serve");
             return Ok(());
         };
         let info = RequestInfo {
@@ -229,15 +232,15 @@ impl Connection {
             }
             Decision::Ack => {
                 metrics.acks.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(connection = %self.id, type_ = %kind, nonce = %req.response_nonce, "ACK");
+                tracing::debug!(kind = %kind, nonce = %req.response_nonce, "ACK");
             }
             Decision::Nack => {
                 metrics.count_reject(kind);
-                tracing::warn!(connection = %self.id, type_ = %kind, nonce = %req.response_nonce, error = info.error_detail.unwrap_or_default(), "NACK: the proxy rejected config and keeps its last good config");
+                tracing::warn!(kind = %kind, nonce = %req.response_nonce, error = info.error_detail.unwrap_or_default(), "NACK: the proxy rejected config and keeps its last good config");
             }
             Decision::StaleNonce => {
                 metrics.expired_nonces.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(connection = %self.id, type_ = %kind, nonce = %req.response_nonce, "ignoring request with an expired nonce");
+                tracing::debug!(kind = %kind, nonce = %req.response_nonce, "ignoring request with an expired nonce");
             }
             Decision::Unsubscribe => {}
         }
@@ -370,7 +373,7 @@ impl Connection {
             w.partial_base = None;
         }
         self.server.metrics.count_push(kind, body.len);
-        tracing::debug!(connection = %self.id, type_ = %kind, resources = body.resources, bytes = body.len, version = %crate::status::format_version(body.version), "sent");
+        tracing::debug!(kind = %kind, resources = body.resources, bytes = body.len, version = %crate::status::format_version(body.version), "sent");
         Ok(())
     }
 

@@ -247,19 +247,6 @@ impl Protocol {
     pub fn is_tls(self) -> bool {
         matches!(self, Protocol::Https | Protocol::Tls)
     }
-
-    /// Protocols proxied as opaque TCP (TCP, HTTPS, TLS, Mongo, Redis, MySQL).
-    pub fn is_tcp(self) -> bool {
-        matches!(
-            self,
-            Protocol::Tcp
-                | Protocol::Https
-                | Protocol::Tls
-                | Protocol::Mongo
-                | Protocol::Redis
-                | Protocol::MySql
-        )
-    }
 }
 
 // ---------------------------------------------------------------------------

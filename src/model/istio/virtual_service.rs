@@ -19,6 +19,7 @@ use super::common::{
     validate_percentage, validate_port, validate_regex, validate_string_match,
     validate_string_match_regex, validate_subset_name, validate_wildcard_domain,
 };
+use super::headers::{is_authority_header, is_internal_header, known_status_code};
 use super::{Errors, FieldPath, ValidationError, validate_spec};
 use crate::model::duration::Duration;
 
@@ -1298,9 +1299,7 @@ impl HttpRetry {
         }
         if !self.retry_on.is_empty() {
             for policy in self.retry_on.split(',') {
-                let is_status = policy
-                    .parse::<u16>()
-                    .is_ok_and(|code| KNOWN_HTTP_STATUS_CODES.contains(&code));
+                let is_status = known_status_code(policy).is_some();
                 if !is_status && !SUPPORTED_RETRY_ON_POLICIES.contains(&policy) {
                     errs.add(
                         &path.field("retryOn"),
@@ -1330,14 +1329,6 @@ const SUPPORTED_RETRY_ON_POLICIES: &[&str] = &[
     "internal",
     "resource-exhausted",
     "unavailable",
-];
-
-/// Status codes with a registered reason phrase (as Go's `http.StatusText`).
-const KNOWN_HTTP_STATUS_CODES: &[u16] = &[
-    100, 101, 102, 103, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304,
-    305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415,
-    416, 417, 418, 421, 422, 423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505,
-    506, 507, 508, 510, 511,
 ];
 
 impl HttpRewrite {
@@ -1572,14 +1563,6 @@ fn validate_cors_header_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!("header name {name} is not a valid header name"))
     }
-}
-
-fn is_internal_header(name: &str) -> bool {
-    name.starts_with(':') || name.eq_ignore_ascii_case("host")
-}
-
-fn is_authority_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
 }
 
 /// A request header that may be added or set; the authority is allowed.
