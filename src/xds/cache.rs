@@ -179,6 +179,9 @@ impl PartialEq for SetDiff {
 /// Diffs kept per set (one per distinct earlier set streams are at; a few at most).
 const MAX_DIFFS: usize = 8;
 
+/// A response of more slices than this is made contiguous (see `body_of`).
+const MAX_BODY_PARTS: usize = 16;
+
 /// A subset map larger than this is cleared rather than grown (distinct subsets are rare).
 const MAX_SUBSETS: usize = 256;
 
@@ -231,6 +234,17 @@ fn body_of<'a>(
     }
     if let Some((buf, s, end)) = run {
         parts.push(buf.slice(s as usize..end as usize));
+    }
+    if parts.len() > MAX_BODY_PARTS {
+        // Resources from many buffers (a spliced set): copied once into one buffer, since
+        // this body is shared. Sent as it is, every part would be an HTTP/2 DATA frame
+        // queued on each stream, and hyper's per-stream frame queue keeps its peak size.
+        let mut buf = BytesMut::with_capacity(parts[1..].iter().map(Bytes::len).sum());
+        for p in &parts[1..] {
+            buf.put_slice(p);
+        }
+        parts.truncate(1);
+        parts.push(buf.freeze());
     }
     parts.push(suffix.clone());
     SotwBody {
@@ -308,36 +322,56 @@ impl EncodedSet {
             .map(|r| (r.name.clone(), r))
             .collect();
         let count = fresh.len() as u64;
-        let old_delta = self.delta.get();
+        // The replaced resources are encoded back to back into one buffer, in set order, so
+        // a response of only them (the partial EDS update) is one slice of it.
+        let mut shared = BytesMut::new();
         let mut entries = Vec::with_capacity(self.entries.len());
-        let mut delta = old_delta.map(|_| Vec::with_capacity(self.entries.len()));
-        for (i, e) in self.entries.iter().enumerate() {
+        let mut replaced = Vec::with_capacity(fresh.len());
+        for e in &self.entries {
             if stale(&e.name) {
                 let Some(r) = fresh.remove(&*e.name) else {
                     continue;
                 };
-                let mut buf = BytesMut::new();
-                prost::encoding::message::encode(2, &r.resource, &mut buf);
-                let end = buf.len() as u32;
-                let entry = Entry {
+                let start = shared.len() as u32;
+                prost::encoding::message::encode(2, &r.resource, &mut shared);
+                replaced.push(entries.len());
+                entries.push(Entry {
                     name: e.name.clone(),
                     hash: e.hash,
                     digest: r.digest,
-                    buf: buf.freeze(),
-                    start: 0,
-                    end,
-                };
-                if let Some(d) = delta.as_mut() {
-                    d.push(delta_entry(&entry));
-                }
-                entries.push(entry);
+                    buf: Bytes::new(),
+                    start,
+                    end: shared.len() as u32,
+                });
             } else {
-                if let (Some(d), Some(old)) = (delta.as_mut(), old_delta) {
-                    d.push(old[i].clone());
-                }
                 entries.push(e.clone());
             }
         }
+        let shared = shared.freeze();
+        for &i in &replaced {
+            entries[i].buf = shared.clone();
+        }
+        let delta = self.delta.get().map(|old_delta| {
+            let mut replaced = replaced.iter().peekable();
+            let mut old = self
+                .entries
+                .iter()
+                .zip(old_delta)
+                .filter(|(e, _)| !stale(&e.name));
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    if replaced.next_if(|&&r| r == i).is_some() {
+                        delta_entry(e)
+                    } else {
+                        old.next()
+                            .map(|(_, d)| d.clone())
+                            .expect("one old entry per kept one")
+                    }
+                })
+                .collect()
+        });
         Self::from_entries(self.kind, entries, self.suffix.clone(), count, delta)
     }
 
@@ -914,6 +948,41 @@ mod tests {
         assert_eq!(decoded.resources.len(), 1);
         assert_eq!(decoded.resources[0].value, b"22");
         assert_eq!(decoded.version_info, format_version(new.version_of(None)));
+    }
+
+    /// However many resources a splice replaced, a response of only them is one slice, and a
+    /// response whose resources come from many buffers is one contiguous buffer: few HTTP/2
+    /// frames per stream, whatever the churn.
+    #[test]
+    fn responses_of_spliced_sets_are_few_parts() {
+        let names: Vec<String> = (0..40).map(|i| format!("r{i:02}")).collect();
+        let old = Arc::new(EncodedSet::new(
+            ResourceType::Endpoint,
+            names.iter().map(|n| res(n, b"old")).collect(),
+            "cp",
+        ));
+        let even = |n: &str| n[1..].parse::<u32>().unwrap() % 2 == 0;
+        let new = old.splice(even, |stale| stale.iter().map(|n| res(n, b"new")).collect());
+        let partial = new.sotw_since(&old, None);
+        assert_eq!(
+            partial.parts.len(),
+            3,
+            "version, the replaced resources, suffix"
+        );
+        let decoded = DiscoveryResponse::decode(&concat(&partial.parts)[..]).unwrap();
+        assert_eq!(decoded.resources.len(), 20);
+        assert!(decoded.resources.iter().all(|r| r.value == b"new"));
+        // All but the last: 39 alternating runs of two buffers, made one.
+        let wanted =
+            NameSet::from_names(&names[..39].iter().map(String::as_str).collect::<Vec<_>>());
+        let sub = new.sotw(Some(&wanted));
+        assert_eq!(sub.parts.len(), 3);
+        let decoded = DiscoveryResponse::decode(&concat(&sub.parts)[..]).unwrap();
+        let got: Vec<&[u8]> = decoded.resources.iter().map(|r| &r.value[..]).collect();
+        let expected: Vec<&[u8]> = (0..39)
+            .map(|i| if i % 2 == 0 { &b"new"[..] } else { &b"old"[..] })
+            .collect();
+        assert_eq!(got, expected);
     }
 
     #[test]
