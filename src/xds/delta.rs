@@ -231,24 +231,16 @@ async fn serve_delta_stream(
     inbound: &mut RequestStream<DeltaDiscoveryRequest>,
     outbox: &Arc<Outbox>,
 ) -> Result<(), Status> {
-    let Some(Opened {
+    let Some(opened) = open_stream(server, inbound, outbox).await? else {
+        return Ok(());
+    };
+    let Opened {
         first,
         proxy,
         id,
         handle,
         span,
-    }) = open_stream(
-        server,
-        inbound,
-        outbox,
-        |r: &DeltaDiscoveryRequest| r.node.as_ref(),
-        "DeltaDiscoveryRequest",
-        "delta",
-    )
-    .await?
-    else {
-        return Ok(());
-    };
+    } = opened;
     server
         .metrics
         .delta_connections
