@@ -621,6 +621,27 @@ mod tests {
     use tokio_stream::wrappers::ReceiverStream;
     use tracing_subscriber::util::SubscriberInitExt;
 
+    /// A server on free loopback ports reading `dir`, with a short debounce.
+    fn test_config(dir: std::path::PathBuf) -> DiscoveryConfig {
+        DiscoveryConfig {
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            monitoring_addr: None,
+            config_dirs: vec![dir],
+            cluster: None,
+            mesh_config: None,
+            system_namespace: "istio-system".into(),
+            debounce: DebounceOptions {
+                after: Duration::from_millis(20),
+                max: Duration::from_secs(1),
+                eds_debounce: true,
+            },
+            instance_id: "navarch-test".into(),
+            lease_ttl: Duration::from_secs(30),
+            ads_limits: Default::default(),
+        }
+    }
+
     /// A VirtualService with this annotation (value `panic-in-snapshot-build`) makes the
     /// snapshot build panic, in unit tests only.
     const FAULT_ANNOTATION: &str = "navarch.test/fault";
@@ -776,25 +797,7 @@ metadata:
             .set_default();
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), &config(false, false));
-        let running = start(DiscoveryConfig {
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            monitoring_addr: None,
-            config_dirs: vec![dir.path().to_path_buf()],
-            cluster: None,
-            mesh_config: None,
-            system_namespace: "istio-system".into(),
-            debounce: DebounceOptions {
-                after: Duration::from_millis(20),
-                max: Duration::from_secs(1),
-                eds_debounce: true,
-            },
-            instance_id: "navarch-test".into(),
-            lease_ttl: Duration::from_secs(30),
-            ads_limits: Default::default(),
-        })
-        .await
-        .unwrap();
+        let running = start(test_config(dir.path().to_path_buf())).await.unwrap();
         let http = format!("http://{}", running.addrs.http);
         let extra = "outbound|9000||extra.testns1.svc.cluster.local".to_string();
         let mut proxy = Proxy::connect(running.addrs.grpc, "sleep").await;
@@ -858,25 +861,7 @@ metadata:
         let dir = tmp.path().join("config");
         std::fs::create_dir(&dir).unwrap();
         write(&dir, &config(false, false));
-        let running = start(DiscoveryConfig {
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            monitoring_addr: None,
-            config_dirs: vec![dir.clone()],
-            cluster: None,
-            mesh_config: None,
-            system_namespace: "istio-system".into(),
-            debounce: DebounceOptions {
-                after: Duration::from_millis(20),
-                max: Duration::from_secs(1),
-                eds_debounce: true,
-            },
-            instance_id: "navarch-test".into(),
-            lease_ttl: Duration::from_secs(30),
-            ads_limits: Default::default(),
-        })
-        .await
-        .unwrap();
+        let running = start(test_config(dir.clone())).await.unwrap();
         let http = format!("http://{}", running.addrs.http);
         let mut proxy = Proxy::connect(running.addrs.grpc, "sleep").await;
         let (good, _) = proxy.next(Duration::from_secs(5)).await.unwrap();

@@ -8,6 +8,7 @@ pub mod config;
 pub mod credential;
 pub mod duration;
 pub mod gateway;
+pub mod host;
 pub mod istio;
 pub mod mesh;
 pub mod proxy;

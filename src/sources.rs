@@ -1,5 +1,5 @@
-//! Sources turn the outside world (files today, a Kubernetes cluster next) into model updates:
-//! complete `ConfigStore`s the push loop freezes into snapshots.
+//! Sources turn the outside world (config files, a Kubernetes cluster, the bundled sandbox) into
+//! model updates: `ObjectSet`s the push loop merges into `ConfigStore`s and freezes into snapshots.
 //!
 //! Sources parse and validate; they never build Envoy config and never talk to proxies.
 

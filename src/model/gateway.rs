@@ -10,10 +10,11 @@
 use std::collections::BTreeSet;
 
 use crate::model::config::Config;
+use crate::model::host::Hostname;
 use crate::model::istio::gateway::{Server, ServerTlsMode};
 use crate::model::istio::{Gateway, VirtualService};
 use crate::model::proxy::{NodeType, Proxy};
-use crate::model::push_context::{PushContext, host_matches, is_exported_to};
+use crate::model::push_context::{PushContext, is_exported_to};
 use crate::model::registry::{Protocol, TargetPort, labels_match};
 
 /// One Gateway server, placed on the port the proxy really listens on.
@@ -74,9 +75,9 @@ impl GatewayServer {
         let mut out = BTreeSet::new();
         for sh in &server_hosts {
             for vh in &vs.spec.hosts {
-                if host_matches(sh, vh) {
+                if Hostname::new(vh).subset_of(*sh) {
                     out.insert(vh.to_ascii_lowercase());
-                } else if host_matches(vh, sh) {
+                } else if Hostname::new(sh).subset_of(vh.as_str()) {
                     out.insert(sh.to_ascii_lowercase());
                 }
             }

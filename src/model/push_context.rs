@@ -12,6 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::model::config::{Config, ConfigError, istio_order};
+use crate::model::host::Hostname;
 use crate::model::istio::sidecar::OutboundTrafficPolicyMode;
 use crate::model::istio::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
@@ -153,7 +154,7 @@ impl HostIndex {
         out.extend(
             wildcard
                 .iter()
-                .filter(|(h, _)| host_matches(h, hostname))
+                .filter(|(h, _)| Hostname::new(hostname).subset_of(h.as_str()))
                 .map(|(_, i)| *i),
         );
         out.sort_unstable();
@@ -328,7 +329,8 @@ impl PushContext {
             .filter(|s| {
                 destinations.contains(&s.hostname)
                     || hosts.iter().any(|(ns, host)| {
-                        (ns == "*" || *ns == s.namespace) && host_matches(host, &s.hostname)
+                        (ns == "*" || *ns == s.namespace)
+                            && Hostname::new(&s.hostname).subset_of(host.as_str())
                     })
             })
             .collect()
@@ -367,7 +369,7 @@ impl PushContext {
                     (ns == "*" || *ns == vs.meta.namespace)
                         && vs.spec.hosts.iter().any(|h| {
                             let h = resolve_short_name(h, &vs.meta.namespace);
-                            host_matches(host, &h) || host_matches(&h, host)
+                            Hostname::new(host).matches(h.as_str())
                         })
                 })
             })
@@ -469,17 +471,6 @@ pub fn resolve_short_name(host: &str, namespace: &str) -> String {
     }
 }
 
-/// True when `pattern` (possibly `*` or `*.suffix`) matches the concrete `hostname`.
-pub fn host_matches(pattern: &str, hostname: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    match pattern.strip_prefix('*') {
-        Some(suffix) => hostname.ends_with(suffix),
-        None => pattern == hostname,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,15 +491,6 @@ mod tests {
             "httpbin.testns1.svc.cluster.local"
         );
         assert_eq!(resolve_short_name("a.b.c", "x"), "a.b.c");
-        assert!(host_matches(
-            "*.testns1.svc.cluster.local",
-            "httpbin.testns1.svc.cluster.local"
-        ));
-        assert!(!host_matches(
-            "*.testns2.svc.cluster.local",
-            "httpbin.testns1.svc.cluster.local"
-        ));
-        assert!(host_matches("*", "anything"));
     }
 
     fn sidecar(ns: &str, name: &str, yaml: &str) -> Config<Sidecar> {

@@ -5,9 +5,10 @@
 //! Pure: takes the store, moves offending objects into its errors. No I/O.
 
 use crate::model::config::{Config, ConfigError};
+use crate::model::host::Hostname;
 use crate::model::istio::VirtualService;
 use crate::model::istio::virtual_service::Destination;
-use crate::model::push_context::{ConfigStore, host_matches, resolve_short_name};
+use crate::model::push_context::{ConfigStore, resolve_short_name};
 
 /// Removes VirtualServices that reference undefined subsets, recording one error per
 /// reference. Deterministic: errors follow document order.
@@ -60,7 +61,8 @@ fn dangling_subsets(store: &ConfigStore, vs: &Config<VirtualService>) -> Vec<Con
         .filter_map(|(field, d)| {
             let host = resolve_short_name(&d.host, &vs.meta.namespace);
             let defined = store.destination_rules.iter().any(|dr| {
-                host_matches(&resolve_short_name(&dr.spec.host, &dr.meta.namespace), &host)
+                Hostname::new(&host)
+                    .subset_of(resolve_short_name(&dr.spec.host, &dr.meta.namespace).as_str())
                     && dr.spec.subsets.iter().any(|s| s.name == d.subset)
             });
             (!defined).then(|| ConfigError {

@@ -592,27 +592,12 @@ impl ObjectSet {
                 for ep in &slice.endpoints {
                     let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
                     for addr in &ep.addresses {
-                        let Ok(address) = addr.parse::<IpAddr>() else {
-                            continue;
-                        };
-                        let pod = self.pod_for(
-                            ns,
-                            ep.target_ref.as_ref().and_then(|r| r.name.as_deref()),
-                            address,
-                        );
-                        for port in slice.ports.iter().flatten() {
-                            let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) else {
-                                continue;
-                            };
-                            out.push(endpoint(
-                                address,
-                                number,
-                                port.name.clone().unwrap_or_default(),
-                                pod,
-                                ns,
-                                ready,
-                            ));
-                        }
+                        let ports =
+                            slice.ports.iter().flatten().map(|p| {
+                                (p.port.and_then(|n| u16::try_from(n).ok()), p.name.as_ref())
+                            });
+                        let target = ep.target_ref.as_ref().and_then(|r| r.name.as_deref());
+                        self.address_endpoints(&mut out, ns, addr, target, ports, ready);
                     }
                 }
             }
@@ -631,27 +616,13 @@ impl ObjectSet {
             for eps in legacy {
                 for subset in eps.subsets.iter().flatten() {
                     for addr in subset.addresses.iter().flatten() {
-                        let Ok(address) = addr.ip.parse::<IpAddr>() else {
-                            continue;
-                        };
-                        let pod = self.pod_for(
-                            ns,
-                            addr.target_ref.as_ref().and_then(|r| r.name.as_deref()),
-                            address,
-                        );
-                        for port in subset.ports.iter().flatten() {
-                            let Ok(number) = u16::try_from(port.port) else {
-                                continue;
-                            };
-                            out.push(endpoint(
-                                address,
-                                number,
-                                port.name.clone().unwrap_or_default(),
-                                pod,
-                                ns,
-                                true,
-                            ));
-                        }
+                        let ports = subset
+                            .ports
+                            .iter()
+                            .flatten()
+                            .map(|p| (u16::try_from(p.port).ok(), p.name.as_ref()));
+                        let target = addr.target_ref.as_ref().and_then(|r| r.name.as_deref());
+                        self.address_endpoints(&mut out, ns, &addr.ip, target, ports, true);
                     }
                 }
             }
@@ -709,6 +680,30 @@ impl ObjectSet {
             }
         }
         out
+    }
+
+    /// The endpoints of one address of an EndpointSlice or Endpoints object: one per port
+    /// (`(number, name)`; ports without a valid number are skipped), labelled from the Pod
+    /// `target` (else the address) names. An address that is not an IP is skipped.
+    fn address_endpoints<'p>(
+        &self,
+        out: &mut Vec<Endpoint>,
+        ns: &str,
+        address: &str,
+        target: Option<&str>,
+        ports: impl Iterator<Item = (Option<u16>, Option<&'p String>)>,
+        ready: bool,
+    ) {
+        let Ok(address) = address.parse::<IpAddr>() else {
+            return;
+        };
+        let pod = self.pod_for(ns, target, address);
+        for (number, name) in ports {
+            if let Some(number) = number {
+                let name = name.cloned().unwrap_or_default();
+                out.push(endpoint(address, number, name, pod, ns, ready));
+            }
+        }
     }
 
     fn pod_for(&self, ns: &str, name: Option<&str>, ip: IpAddr) -> Option<&Pod> {

@@ -11,6 +11,7 @@ use crate::model::istio::destination_rule::TrafficPolicy;
 use crate::model::proxy::{InterceptionMode, NodeType, Proxy};
 use crate::model::push_context::PushContext;
 use crate::model::registry::{Protocol, Resolution, Service, ServicePort};
+use crate::translate::common::sidecar_ingress;
 use crate::translate::common::{
     downstream_protocol, inbound_cluster_name, socket_address, upstream_protocol_options,
 };
@@ -346,15 +347,8 @@ fn blackhole_cluster(push: &PushContext) -> Cluster {
 /// `listener`): one endpoint,
 /// the `defaultEndpoint` (`0.0.0.0:<port>` means the proxy's own IP, `unix://` a socket).
 pub fn sidecar_ingress_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
-    if proxy.interception_mode != InterceptionMode::None {
-        return Vec::new();
-    }
-    let Some(sidecar) = push.sidecar_for(proxy) else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for ingress in &sidecar.spec.ingress {
-        let Some(port) = &ingress.port else { continue };
+    for (ingress, port) in sidecar_ingress(proxy, push) {
         let address = if let Some(path) = ingress.default_endpoint.strip_prefix("unix://") {
             Address {
                 address: Some(address::Address::Pipe(Pipe {

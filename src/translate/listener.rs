@@ -11,6 +11,7 @@ use crate::model::mesh::OutboundTrafficMode;
 use crate::model::proxy::{InterceptionMode, Proxy};
 use crate::model::push_context::PushContext;
 use crate::model::registry::Protocol;
+use crate::translate::common::sidecar_ingress;
 use crate::translate::common::{
     OutboundPort, inbound_cluster_name, outbound_ports, socket_address,
 };
@@ -441,15 +442,8 @@ fn outbound_tls_chains(
 /// the proxy's IP) at its port and forwards to its `defaultEndpoint` through the
 /// `inbound|<port>||` cluster; HTTP ports get an HCM with an inline route, others a TCP proxy.
 fn sidecar_ingress_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
-    if proxy.interception_mode != InterceptionMode::None {
-        return Vec::new();
-    }
-    let Some(sidecar) = push.sidecar_for(proxy) else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for ingress in &sidecar.spec.ingress {
-        let Some(port) = &ingress.port else { continue };
+    for (ingress, port) in sidecar_ingress(proxy, push) {
         if ingress.default_endpoint.is_empty() {
             continue;
         }

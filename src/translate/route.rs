@@ -106,8 +106,14 @@ pub fn build_route_config(proxy: &Proxy, push: &PushContext, port: u16) -> Route
     }
     virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
     virtual_hosts.push(catch_all_virtual_host(push.outbound_traffic_mode(proxy)));
+    route_configuration(port.to_string(), virtual_hosts)
+}
+
+/// A route configuration as istiod writes every one: clusters not validated (they may arrive
+/// after the routes), direct responses up to 1 MiB, ports ignored in host matching.
+fn route_configuration(name: String, virtual_hosts: Vec<VirtualHost>) -> RouteConfiguration {
     RouteConfiguration {
-        name: port.to_string(),
+        name,
         virtual_hosts,
         validate_clusters: Some(BoolValue { value: false }),
         max_direct_response_body_size_bytes: Some(UInt32Value {
@@ -987,16 +993,7 @@ fn gateway_route_config(
         let wild = |v: &VirtualHost| v.domains.iter().any(|d| d.starts_with('*'));
         wild(a).cmp(&wild(b)).then_with(|| a.name.cmp(&b.name))
     });
-    RouteConfiguration {
-        name,
-        virtual_hosts,
-        validate_clusters: Some(BoolValue { value: false }),
-        max_direct_response_body_size_bytes: Some(UInt32Value {
-            value: MAX_DIRECT_RESPONSE_BODY,
-        }),
-        ignore_port_in_host_matching: true,
-        ..Default::default()
-    }
+    route_configuration(name, virtual_hosts)
 }
 
 #[cfg(test)]

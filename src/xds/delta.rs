@@ -24,7 +24,7 @@ use crate::status::{ConnectionStatus, Nonce, TypeSyncState};
 use crate::xds::DiscoveryServer;
 use crate::xds::cache::{EncodedSet, name_hash, resource_version};
 use crate::xds::grpc::{Outbox, RequestStream, StreamIo, frame_head};
-use crate::xds::server::{connecting_proxy, finish_stream, next_request, stalled};
+use crate::xds::server::{Opened, finish_stream, next_request, open_stream, stalled};
 use crate::xds::throttle::RateLimiter;
 use tracing::Instrument;
 
@@ -231,22 +231,20 @@ async fn serve_delta_stream(
     inbound: &mut RequestStream<DeltaDiscoveryRequest>,
     outbox: &Arc<Outbox>,
 ) -> Result<(), Status> {
-    server.connect_limiter.acquire().await;
-    let Some(first) = inbound.message().await? else {
+    let Some(opened) = open_stream(server, inbound, outbox).await? else {
         return Ok(());
     };
-    let proxy = Arc::new(connecting_proxy(
-        server,
-        first.node.as_ref(),
-        "DeltaDiscoveryRequest",
-    )?);
-    let (id, handle) = server.register(proxy.clone(), outbox.clone());
+    let Opened {
+        first,
+        proxy,
+        id,
+        handle,
+        span,
+    } = opened;
     server
         .metrics
         .delta_connections
         .fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("ads", connection = %id, node = %proxy.id, xds = "delta");
-    tracing::info!(parent: &span, "proxy connected");
     let mut conn = DeltaConnection {
         proxy,
         server: server.clone(),

@@ -106,23 +106,82 @@ pub(crate) fn finish_stream(
     }
 }
 
+/// The request message of a stream (SotW or delta): what `open_stream` reads of it.
+pub(crate) trait StreamRequest: prost::Message + Default {
+    /// The message's name, for errors.
+    const NAME: &'static str;
+    /// `sotw` or `delta`, for the span.
+    const XDS: &'static str;
+    fn node(&self) -> Option<&envoy_types::pb::envoy::config::core::v3::Node>;
+}
+
+impl StreamRequest for DiscoveryRequest {
+    const NAME: &'static str = "DiscoveryRequest";
+    const XDS: &'static str = "sotw";
+    fn node(&self) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        self.node.as_ref()
+    }
+}
+
+impl StreamRequest for envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest {
+    const NAME: &'static str = "DeltaDiscoveryRequest";
+    const XDS: &'static str = "delta";
+    fn node(&self) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        self.node.as_ref()
+    }
+}
+
+/// A stream that sent its first request and was admitted: its proxy, registered.
+pub(crate) struct Opened<M> {
+    pub first: M,
+    pub proxy: Arc<Proxy>,
+    pub id: String,
+    pub handle: Arc<crate::xds::ConnectionHandle>,
+    /// `ads{connection, node, xds}`: every line of the stream is logged in it.
+    pub span: tracing::Span,
+}
+
+/// The first steps of a SotW or delta stream: wait for admission, read the first request,
+/// identify its proxy (or refuse the stream), register the connection and open its span.
+/// `None` when the peer closed before sending anything.
+pub(crate) async fn open_stream<M: StreamRequest>(
+    server: &Arc<DiscoveryServer>,
+    inbound: &mut RequestStream<M>,
+    outbox: &Arc<Outbox>,
+) -> Result<Option<Opened<M>>, Status> {
+    server.connect_limiter.acquire().await;
+    let Some(first) = inbound.message().await? else {
+        return Ok(None);
+    };
+    let proxy = Arc::new(connecting_proxy(server, first.node(), M::NAME)?);
+    let xds = M::XDS;
+    let (id, handle) = server.register(proxy.clone(), outbox.clone());
+    let span = tracing::info_span!("ads", connection = %id, node = %proxy.id, xds);
+    tracing::info!(parent: &span, mode = proxy.interception_mode.as_str(), "proxy connected");
+    Ok(Some(Opened {
+        first,
+        proxy,
+        id,
+        handle,
+        span,
+    }))
+}
+
 async fn serve_stream(
     server: &Arc<DiscoveryServer>,
     inbound: &mut RequestStream<DiscoveryRequest>,
     outbox: &Arc<Outbox>,
 ) -> Result<(), Status> {
-    server.connect_limiter.acquire().await;
-    let Some(first) = inbound.message().await? else {
+    let Some(opened) = open_stream(server, inbound, outbox).await? else {
         return Ok(());
     };
-    let proxy = Arc::new(connecting_proxy(
-        server,
-        first.node.as_ref(),
-        "DiscoveryRequest",
-    )?);
-    let (id, handle) = server.register(proxy.clone(), outbox.clone());
-    let span = tracing::info_span!("ads", connection = %id, node = %proxy.id, xds = "sotw");
-    tracing::info!(parent: &span, mode = proxy.interception_mode.as_str(), "proxy connected");
+    let Opened {
+        first,
+        proxy,
+        id,
+        handle,
+        span,
+    } = opened;
     let mut conn = Connection {
         proxy,
         watched: WatchedResources::default(),

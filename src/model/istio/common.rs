@@ -345,38 +345,6 @@ pub(super) fn validate_wildcard_domain(domain: &str) -> Result<(), String> {
     }
 }
 
-/// Whether a host name is a wildcard (`*...`).
-fn is_wildcarded(host: &str) -> bool {
-    host.starts_with('*')
-}
-
-/// Whether two host names overlap (Istio's `host.Name.Matches`).
-pub(super) fn hosts_match(a: &str, b: &str) -> bool {
-    match (is_wildcarded(a), is_wildcarded(b)) {
-        (true, true) => {
-            if a.len() < b.len() {
-                b[1..].ends_with(&a[1..])
-            } else {
-                a[1..].ends_with(&b[1..])
-            }
-        }
-        (true, false) => b.ends_with(&a[1..]),
-        (false, true) => a.ends_with(&b[1..]),
-        (false, false) => a == b,
-    }
-}
-
-/// Whether every name `sub` matches is also matched by `sup`
-/// (Istio's `host.Name.SubsetOf`).
-pub(super) fn host_subset_of(sub: &str, sup: &str) -> bool {
-    match (is_wildcarded(sub), is_wildcarded(sup)) {
-        (true, true) => sub.len() >= sup.len() && sub[1..].ends_with(&sup[1..]),
-        (true, false) => false,
-        (false, true) => sub.ends_with(&sup[1..]),
-        (false, false) => sub == sup,
-    }
-}
-
 /// The DNS part of a Sidecar egress or Gateway server host: `*`, or an
 /// FQDN (not a short name) whose first label may be a wildcard (not a
 /// partial one like `foo*.com`). Gateways also accept IP addresses.
@@ -841,18 +809,6 @@ mod tests {
             )
         );
         assert!(validate_fqdn("*.foo.com").is_err());
-    }
-
-    #[test]
-    fn host_matching() {
-        assert!(hosts_match("*.foo.com", "bar.foo.com"));
-        assert!(hosts_match("*.com", "*.foo.com"));
-        assert!(hosts_match("a.com", "a.com"));
-        assert!(!hosts_match("a.com", "b.com"));
-        assert!(host_subset_of("login.bookinfo.com", "*.bookinfo.com"));
-        assert!(host_subset_of("*.a.bookinfo.com", "*.bookinfo.com"));
-        assert!(!host_subset_of("*.bookinfo.com", "*.a.bookinfo.com"));
-        assert!(!host_subset_of("*.bookinfo.com", "login.bookinfo.com"));
     }
 
     #[test]

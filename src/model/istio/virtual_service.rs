@@ -13,15 +13,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    ExportToOwner, Percent, PortSelector, StringMatch, host_subset_of, hosts_match, is_default,
-    is_dns1123_label, is_ip_address, nullable, validate_duration, validate_export_to,
-    validate_gateway_names, validate_ip_subnet, validate_labels, validate_percent,
-    validate_percentage, validate_port, validate_regex, validate_string_match,
-    validate_string_match_regex, validate_subset_name, validate_wildcard_domain,
+    ExportToOwner, Percent, PortSelector, StringMatch, is_default, is_dns1123_label, is_ip_address,
+    nullable, validate_duration, validate_export_to, validate_gateway_names, validate_ip_subnet,
+    validate_labels, validate_percent, validate_percentage, validate_port, validate_regex,
+    validate_string_match, validate_string_match_regex, validate_subset_name,
+    validate_wildcard_domain,
 };
 use super::headers::{is_authority_header, is_internal_header, known_status_code};
 use super::{Errors, FieldPath, ValidationError, validate_spec};
 use crate::model::duration::Duration;
+use crate::model::host::Hostname;
 
 /// The spec of a `VirtualService`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -668,7 +669,7 @@ impl VirtualService {
         }
         for (i, a) in self.hosts.iter().enumerate() {
             for (j, b) in self.hosts.iter().enumerate().skip(i + 1) {
-                if hosts_match(a, b) {
+                if Hostname::new(a).matches(b.as_str()) {
                     errs.add(
                         &path.field("hosts").index(j),
                         format!("duplicate hosts in virtual service: {a} & {b}"),
@@ -1151,7 +1152,11 @@ fn validate_sni_host(sni: &str, ctx: &RouteContext<'_>) -> Result<(), String> {
             Err(message)
         };
     }
-    if ctx.hosts.iter().any(|h| host_subset_of(sni, h)) {
+    if ctx
+        .hosts
+        .iter()
+        .any(|h| Hostname::new(sni).subset_of(h.as_str()))
+    {
         Ok(())
     } else {
         Err(format!(
