@@ -249,6 +249,14 @@ items:
                 .and_then(|r| r.split_once(':').map(|(who, _)| who.to_string()))
         }
     };
+    // Envoy may still be warming the listener's chains when the sandbox reports it synced
+    // (seen once on a loaded machine): wait for a first answer before asserting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while via("secure.testns1.svc.cluster.local").await.is_none()
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for _ in 0..5 {
         assert_eq!(
             via("secure.testns1.svc.cluster.local").await.as_deref(),
