@@ -24,7 +24,7 @@ use crate::status::{ConnectionStatus, Nonce, TypeSyncState};
 use crate::xds::DiscoveryServer;
 use crate::xds::cache::{EncodedSet, name_hash, resource_version};
 use crate::xds::grpc::{Outbox, RequestStream, StreamIo, frame_head};
-use crate::xds::server::{Opened, finish_stream, next_request, open_stream, stalled};
+use crate::xds::server::{finish_stream, next_request, open_stream, stalled};
 use crate::xds::throttle::RateLimiter;
 use tracing::Instrument;
 
@@ -234,13 +234,7 @@ async fn serve_delta_stream(
     let Some(opened) = open_stream(server, inbound, outbox).await? else {
         return Ok(());
     };
-    let Opened {
-        first,
-        proxy,
-        id,
-        handle,
-        span,
-    } = opened;
+    let (first, proxy, id, handle, span) = opened.into_parts();
     server
         .metrics
         .delta_connections

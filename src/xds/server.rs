@@ -141,6 +141,21 @@ pub(crate) struct Opened<M> {
     pub span: tracing::Span,
 }
 
+impl<M> Opened<M> {
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        M,
+        Arc<Proxy>,
+        String,
+        Arc<crate::xds::ConnectionHandle>,
+        tracing::Span,
+    ) {
+        (self.first, self.proxy, self.id, self.handle, self.span)
+    }
+}
+
 /// The first steps of a SotW or delta stream: wait for admission, read the first request,
 /// identify its proxy (or refuse the stream), register the connection and open its span.
 /// `None` when the peer closed before sending anything.
@@ -175,13 +190,7 @@ async fn serve_stream(
     let Some(opened) = open_stream(server, inbound, outbox).await? else {
         return Ok(());
     };
-    let Opened {
-        first,
-        proxy,
-        id,
-        handle,
-        span,
-    } = opened;
+    let (first, proxy, id, handle, span) = opened.into_parts();
     let mut conn = Connection {
         proxy,
         watched: WatchedResources::default(),
