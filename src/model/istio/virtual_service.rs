@@ -581,6 +581,42 @@ mod tests {
         );
     }
 
+    /// A redirect or a direct response answers alone; a route needs one of route, redirect or
+    /// direct response (istiod's messages, on the conflicting field).
+    #[test]
+    fn redirect_and_direct_response_exclude_the_rest() {
+        let messages = |yaml: &str| -> Vec<String> {
+            parse_spec(yaml)
+                .validate()
+                .iter()
+                .map(|e| e.to_string())
+                .collect()
+        };
+        assert_eq!(
+            messages(
+                "hosts: [a.example.com]\nhttp:\n- redirect: {uri: /x}\n  route: [{destination: {host: a.example.com}}]\n  fault: {abort: {httpStatus: 503, percentage: {value: 1}}}\n  directResponse: {status: 200}\n"
+            ),
+            [
+                "spec.http[0].redirect: HTTP route cannot contain both route and redirect",
+                "spec.http[0].fault: HTTP route cannot contain both fault and redirect",
+                "spec.http[0].directResponse: HTTP route rule cannot contain both direct_response and redirect",
+            ]
+        );
+        assert_eq!(
+            messages(
+                "hosts: [a.example.com]\nhttp:\n- directResponse: {status: 200}\n  route: [{destination: {host: a.example.com}}]\n  rewrite: {uri: /y}\n"
+            ),
+            [
+                "spec.http[0].directResponse: HTTP route cannot contain both route and direct_response",
+                "spec.http[0].rewrite: HTTP route rule cannot contain both rewrite and direct_response",
+            ]
+        );
+        assert_eq!(
+            messages("hosts: [a.example.com]\nhttp:\n- name: nothing\n"),
+            ["spec.http[0].route: HTTP route, redirect or direct_response is required"]
+        );
+    }
+
     fn assert_valid(vs: &VirtualService) {
         let errs = vs.validate();
         assert!(errs.is_empty(), "unexpected errors: {errs:#?}");

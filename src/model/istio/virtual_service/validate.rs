@@ -229,55 +229,66 @@ impl HttpRoute {
             }
             return;
         }
-        if self.redirect.is_some() {
-            if !self.route.is_empty() {
-                errs.add(
-                    &path.field("redirect"),
+        // A redirect or a direct response answers alone: (conflicting, field, istiod's message).
+        let (route, fault, rewrite) = (
+            !self.route.is_empty(),
+            self.fault.is_some(),
+            self.rewrite.is_some(),
+        );
+        let conflicts: &[(bool, &str, &str)] = if self.redirect.is_some() {
+            &[
+                (
+                    route,
+                    "redirect",
                     "HTTP route cannot contain both route and redirect",
-                );
-            }
-            if self.fault.is_some() {
-                errs.add(
-                    &path.field("fault"),
+                ),
+                (
+                    fault,
+                    "fault",
                     "HTTP route cannot contain both fault and redirect",
-                );
-            }
-            if self.rewrite.is_some() {
-                errs.add(
-                    &path.field("rewrite"),
+                ),
+                (
+                    rewrite,
+                    "rewrite",
                     "HTTP route rule cannot contain both rewrite and redirect",
-                );
-            }
-            if self.direct_response.is_some() {
-                errs.add(
-                    &path.field("directResponse"),
+                ),
+                (
+                    self.direct_response.is_some(),
+                    "directResponse",
                     "HTTP route rule cannot contain both direct_response and redirect",
-                );
-            }
+                ),
+            ]
         } else if self.direct_response.is_some() {
-            if !self.route.is_empty() {
-                errs.add(
-                    &path.field("directResponse"),
+            &[
+                (
+                    route,
+                    "directResponse",
                     "HTTP route cannot contain both route and direct_response",
-                );
-            }
-            if self.fault.is_some() {
-                errs.add(
-                    &path.field("fault"),
+                ),
+                (
+                    fault,
+                    "fault",
                     "HTTP route cannot contain both fault and direct_response",
-                );
-            }
-            if self.rewrite.is_some() {
-                errs.add(
-                    &path.field("rewrite"),
+                ),
+                (
+                    rewrite,
+                    "rewrite",
                     "HTTP route rule cannot contain both rewrite and direct_response",
+                ),
+            ]
+        } else {
+            if !route {
+                errs.add(
+                    &path.field("route"),
+                    "HTTP route, redirect or direct_response is required",
                 );
             }
-        } else if self.route.is_empty() {
-            errs.add(
-                &path.field("route"),
-                "HTTP route, redirect or direct_response is required",
-            );
+            &[]
+        };
+        for (conflicting, field, message) in conflicts {
+            if *conflicting {
+                errs.add(&path.field(field), *message);
+            }
         }
     }
 
