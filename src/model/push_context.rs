@@ -100,15 +100,16 @@ pub struct PushContext {
     pub store: ConfigStore,
     /// Lookup indices over `store` (resolved hosts), so per-service lookups stay cheap at
     /// thousands of services.
-    index: HostIndex,
+    /// (Shared with the snapshots of later endpoint-only changes, which keep the config.)
+    index: Arc<HostIndex>,
     /// Label keys some VirtualService's `sourceLabels` matches on: the only proxy labels
     /// route and listener output can depend on.
-    source_label_keys: BTreeSet<String>,
+    source_label_keys: Arc<BTreeSet<String>>,
 }
 
 /// Resolved hosts of DestinationRules and VirtualServices: exact hosts in a map, wildcard ones
 /// in a list (both hold positions in the store's lists, in precedence order).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct HostIndex {
     dr_exact: std::collections::HashMap<String, Vec<usize>>,
     dr_wildcard: Vec<(String, usize)>,
@@ -174,13 +175,14 @@ impl PushContext {
         store.registry.endpoints = endpoints;
         store.pod_labels = pod_labels;
         let version = Self::full_version(&config_version, &store);
-        let index = HostIndex::build(&store);
+        let index = Arc::new(HostIndex::build(&store));
         let source_label_keys = store
             .virtual_services
             .iter()
             .flat_map(|vs| vs.spec.source_label_keys())
             .cloned()
-            .collect();
+            .collect::<BTreeSet<_>>()
+            .into();
         PushContext {
             version,
             config_version,

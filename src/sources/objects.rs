@@ -344,7 +344,7 @@ impl ObjectSet {
     /// A store like `previous` (built from the same objects but for EndpointSlices, Endpoints
     /// and Pods) with pod labels and every service's endpoints computed again from this set:
     /// the snapshot of an endpoint-only change, which leaves every config object, the mesh
-    /// config and the services as they were.
+    /// config and the services as they were. `PushContext::with_endpoints` normalizes it.
     pub fn endpoints_into(mut self, previous: &ConfigStore) -> ConfigStore {
         let mut store = previous.clone();
         store.pod_labels.clear();
@@ -360,7 +360,6 @@ impl ObjectSet {
         }
         self.fill_registry(&mut store, false);
         self.add_service_entries(&mut store);
-        store.normalize_endpoints();
         store
     }
 
