@@ -326,15 +326,16 @@ impl EncodedSet {
         // a response of only them (the partial EDS update) is one slice of it.
         let mut shared = BytesMut::new();
         let mut entries = Vec::with_capacity(self.entries.len());
-        let mut replaced = Vec::with_capacity(fresh.len());
-        for e in &self.entries {
+        // Per new entry: the position in `self` it is shared from, or `None` when replaced.
+        let mut kept_from = Vec::with_capacity(self.entries.len());
+        for (i, e) in self.entries.iter().enumerate() {
             if stale(&e.name) {
                 let Some(r) = fresh.remove(&*e.name) else {
                     continue;
                 };
                 let start = shared.len() as u32;
                 prost::encoding::message::encode(2, &r.resource, &mut shared);
-                replaced.push(entries.len());
+                kept_from.push(None);
                 entries.push(Entry {
                     name: e.name.clone(),
                     hash: e.hash,
@@ -344,32 +345,21 @@ impl EncodedSet {
                     end: shared.len() as u32,
                 });
             } else {
+                kept_from.push(Some(i));
                 entries.push(e.clone());
             }
         }
         let shared = shared.freeze();
-        for &i in &replaced {
-            entries[i].buf = shared.clone();
+        for (e, from) in entries.iter_mut().zip(&kept_from) {
+            if from.is_none() {
+                e.buf = shared.clone();
+            }
         }
         let delta = self.delta.get().map(|old_delta| {
-            let mut replaced = replaced.iter().peekable();
-            let mut old = self
-                .entries
-                .iter()
-                .zip(old_delta)
-                .filter(|(e, _)| !stale(&e.name));
             entries
                 .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    if replaced.next_if(|&&r| r == i).is_some() {
-                        delta_entry(e)
-                    } else {
-                        old.next()
-                            .map(|(_, d)| d.clone())
-                            .expect("one old entry per kept one")
-                    }
-                })
+                .zip(&kept_from)
+                .map(|(e, from)| from.map_or_else(|| delta_entry(e), |i| old_delta[i].clone()))
                 .collect()
         });
         Self::from_entries(self.kind, entries, self.suffix.clone(), count, delta)
