@@ -35,24 +35,15 @@ use prost::Message;
 use crate::model::mesh::MeshConfig;
 use crate::model::proxy::Proxy;
 use crate::model::push_context::PushContext;
-use crate::sources::files::parse_documents;
-use crate::sources::objects::{ObjectSet, Origin};
+use crate::sources::files::objects_from_text;
 use crate::translate::{ResourceType, generate};
 
 /// A snapshot of the objects in `yaml` (multi-document), with `mesh` as mesh config. Panics on
 /// any rejected document: a test's input is meant to be valid.
 pub fn push_from_yaml(yaml: &str, mesh: Option<&str>) -> PushContext {
     let mesh = mesh.map(|m| MeshConfig::from_yaml(m).expect("test mesh config parses"));
-    let docs = parse_documents(Path::new("test.yaml"), yaml).expect("test YAML parses");
-    let mut set = ObjectSet::default();
-    for (i, doc) in docs.into_iter().enumerate() {
-        let origin = Origin {
-            source: "test.yaml".to_string(),
-            document: Some(i),
-        };
-        set.add_document(&origin, doc);
-    }
-    let store = set.into_store("istio-system", mesh.as_ref());
+    let store =
+        objects_from_text(Path::new("test.yaml"), yaml).into_store("istio-system", mesh.as_ref());
     assert!(
         store.errors.is_empty(),
         "test config is valid: {:#?}",

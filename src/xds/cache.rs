@@ -236,9 +236,10 @@ fn body_of<'a>(
         parts.push(buf.slice(s as usize..end as usize));
     }
     if parts.len() > MAX_BODY_PARTS {
-        // Resources from many buffers (a spliced set): copied once into one buffer, since
-        // this body is shared. Sent as it is, every part would be an HTTP/2 DATA frame
-        // queued on each stream, and hyper's per-stream frame queue keeps its peak size.
+        // Resources from many buffers (a spliced set): copied into one buffer (once for the
+        // bodies every proxy of a scope shares). Sent as it is, every part would be an HTTP/2
+        // DATA frame queued on each stream, and hyper's per-stream frame queue keeps its peak
+        // size.
         let mut buf = BytesMut::with_capacity(parts[1..].iter().map(Bytes::len).sum());
         for p in &parts[1..] {
             buf.put_slice(p);
