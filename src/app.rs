@@ -476,13 +476,11 @@ async fn push_loop(
             shared.config_dirty.store(true, Ordering::Release);
         }
         shared.dirty.store(true, Ordering::Release);
-        let reason = if endpoints_only {
-            TriggerReason::EndpointUpdate
+        let req = if endpoints_only {
+            PushRequest::endpoints_only()
         } else {
-            TriggerReason::ConfigUpdate
+            PushRequest::full(TriggerReason::ConfigUpdate)
         };
-        let mut req = PushRequest::full(reason);
-        req.full = !endpoints_only;
         events
             .send(req)
             .await

@@ -597,18 +597,14 @@ fn header_matches(h: &HeaderMatcher, req: &Request<'_>) -> bool {
 }
 
 fn string_matches(sm: &StringMatcher, v: &str) -> bool {
-    let (v, ignore_case) = if sm.ignore_case {
-        (v.to_ascii_lowercase(), true)
-    } else {
-        (v.to_string(), false)
-    };
     let norm = |s: &str| {
-        if ignore_case {
+        if sm.ignore_case {
             s.to_ascii_lowercase()
         } else {
             s.to_string()
         }
     };
+    let v = norm(v);
     match &sm.match_pattern {
         Some(MatchPattern::Exact(e)) => v == norm(e),
         Some(MatchPattern::Prefix(p)) => v.starts_with(&norm(p)),

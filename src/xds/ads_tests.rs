@@ -53,12 +53,11 @@ async fn push_and_count(
     full: bool,
 ) -> BTreeMap<&'static str, usize> {
     let start = Instant::now();
-    let mut req = PushRequest::full(if full {
-        TriggerReason::ConfigUpdate
+    let req = if full {
+        PushRequest::full(TriggerReason::ConfigUpdate)
     } else {
-        TriggerReason::EndpointUpdate
-    });
-    req.full = full;
+        PushRequest::endpoints_only()
+    };
     server.push(push_from_yaml(yaml, None), req);
     let deadline = start + Duration::from_secs(10);
     while record.responses_since(start).values().sum::<usize>() == 0 {

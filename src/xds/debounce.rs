@@ -36,6 +36,15 @@ impl PushRequest {
         }
     }
 
+    /// An endpoint-only request (istiod's incremental EDS push): `full` false, one
+    /// `EndpointUpdate` event.
+    pub fn endpoints_only() -> Self {
+        PushRequest {
+            full: false,
+            ..PushRequest::full(TriggerReason::EndpointUpdate)
+        }
+    }
+
     /// istiod's `Merge`: full is ORed, reasons are summed, and the earliest start is kept.
     /// (Which configs changed is not carried: a full push rebuilds the snapshot, and an
     /// endpoint-only batch says so with `full == false`.)
@@ -206,11 +215,7 @@ mod tests {
             eds_debounce: false,
         };
         let (tx, pushes, _) = spawn_debouncer(opts);
-        let eds = || {
-            let mut r = PushRequest::full(TriggerReason::EndpointUpdate);
-            r.full = false;
-            r
-        };
+        let eds = PushRequest::endpoints_only;
         for _ in 0..20 {
             tx.send(eds()).await.unwrap();
             tokio::time::sleep(Duration::from_millis(30)).await;

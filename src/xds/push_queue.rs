@@ -48,9 +48,7 @@ mod tests {
     #[tokio::test]
     async fn pending_pushes_merge() {
         let q = PushQueue::default();
-        let mut eds = PushRequest::full(TriggerReason::EndpointUpdate);
-        eds.full = false;
-        q.enqueue(eds);
+        q.enqueue(PushRequest::endpoints_only());
         q.enqueue(PushRequest::full(TriggerReason::ConfigUpdate));
         assert!(q.is_pending());
         let got = q.next().await;
