@@ -203,6 +203,7 @@ where
 {
     let mut stream = std::pin::pin!(stream);
     let mut failing = false;
+    let endpoints_only = moves_endpoints_only(&kind);
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
@@ -211,7 +212,7 @@ where
                     tracing::info!(kind, "watch resumed");
                     failing = false;
                 }
-                changed.changed(moves_endpoints_only(&kind));
+                changed.changed(endpoints_only);
             }
             Err(error) => {
                 // The backoff retries; the store keeps the last complete state meanwhile.
