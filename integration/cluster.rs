@@ -49,6 +49,25 @@ impl Cluster {
     /// Starts etcd, the API server and the controller manager on `127.<net>.0.250`, creates
     /// the Node pods are bound to, and installs navarch's Istio CRDs.
     pub async fn start(net: u8) -> Cluster {
+        let cluster = Cluster::start_without_crds(net).await;
+        let crds = cluster.dir.path().join("crds.yaml");
+        std::fs::write(&crds, navarch::install::crds_yaml()).unwrap();
+        cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()], None);
+        cluster.kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=60s",
+            ],
+            None,
+        );
+        cluster
+    }
+
+    /// [`Cluster::start`] without the CRDs: what an install starts from.
+    pub async fn start_without_crds(net: u8) -> Cluster {
         // NAVARCH_KEEP_CLUSTER_LOGS=1 keeps certificates, kubeconfig and logs for debugging.
         let keep_files = std::env::var_os("NAVARCH_KEEP_CLUSTER_LOGS").is_some();
         let inner = LocalCluster::start(&LocalClusterOptions {
@@ -74,19 +93,6 @@ impl Cluster {
             )
             .await
             .expect("create the test Node");
-        let crds = cluster.dir.path().join("crds.yaml");
-        std::fs::write(&crds, navarch::install::crds_yaml()).unwrap();
-        cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()], None);
-        cluster.kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            None,
-        );
         cluster
     }
 

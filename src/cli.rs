@@ -2,6 +2,7 @@
 //! `NAVARCH_<FLAG>`). Parsing and dispatch only: each command's work lives in its module.
 
 pub mod demo;
+pub mod install;
 pub mod loadtest;
 pub mod proxy_status;
 
@@ -39,6 +40,20 @@ pub enum Command {
     Agent(AgentArgs),
     /// Per-proxy xDS sync status, as `istioctl proxy-status`.
     ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// Install manifests: `manifest generate`.
+    #[command(subcommand)]
+    Manifest(install::ManifestCommand),
+    /// Install navarch into the cluster (CRDs, control plane, gateways) and wait for it.
+    Install(install::InstallArgs),
+    /// Check that everything an install has is present and ready.
+    VerifyInstall(install::VerifyArgs),
+    /// Remove a control plane revision, or everything (--purge).
+    Uninstall(install::UninstallArgs),
+    /// Revision tags: `tag set|list|remove`.
+    #[command(subcommand)]
+    Tag(install::TagCommand),
+    /// The IstioOperator controller (`operator`), its install (`operator init`) and removal.
+    Operator(install::OperatorArgs),
     /// Run the seed's sandbox on this machine end to end.
     Demo(demo::DemoArgs),
     /// Load-test a control plane with simulated proxies on a synthetic mesh.
@@ -47,7 +62,7 @@ pub enum Command {
     Version,
 }
 
-fn parse_go_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_go_duration(s: &str) -> Result<Duration, String> {
     GoDuration::parse(s)
         .map(|d| d.as_std())
         .map_err(|e| e.to_string())
@@ -251,6 +266,15 @@ pub fn main() -> ExitCode {
         Command::Bootstrap(args) => run_bootstrap(&args),
         Command::Agent(args) => run_agent(&args),
         Command::ProxyStatus(args) => runtime().and_then(|rt| rt.block_on(proxy_status::run(args))),
+        Command::Manifest(cmd) => install::run_manifest(cmd),
+        Command::Install(args) => cli_runtime(install::run_install(args)),
+        Command::VerifyInstall(args) => cli_runtime(install::run_verify(args)),
+        Command::Uninstall(args) => cli_runtime(install::run_uninstall(args)),
+        Command::Tag(cmd) => cli_runtime(install::run_tag(cmd)),
+        Command::Operator(args) => {
+            init_tracing("info,kube_client=warn");
+            runtime().and_then(|rt| rt.block_on(install::run_operator(args)))
+        }
         Command::Demo(args) => {
             init_tracing("warn");
             runtime().and_then(|rt| rt.block_on(demo::run(args)))
@@ -275,6 +299,12 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a one-shot cluster command: warnings only in the log, the command prints its own lines.
+fn cli_runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    init_tracing("warn,kube_client=off");
+    runtime()?.block_on(fut)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
