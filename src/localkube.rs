@@ -306,10 +306,24 @@ impl LocalCluster {
         Ok(Stdio::from(f))
     }
 
+    /// Starts `what` by `command`, its output appended to the log `log`.
+    fn spawn_logged(
+        &self,
+        command: &mut Command,
+        log: &str,
+        what: &str,
+    ) -> Result<Child, LocalKubeError> {
+        command
+            .stdout(self.log(log)?)
+            .stderr(self.log(log)?)
+            .spawn()
+            .map_err(io(format!("starting {what}")))
+    }
+
     fn start_etcd(&mut self) -> Result<(), LocalKubeError> {
         let ip = &self.ip;
-        let child = Command::new(self.bin.join("etcd"))
-            .args(["--name", "default", "--data-dir"])
+        let mut etcd = Command::new(self.bin.join("etcd"));
+        etcd.args(["--name", "default", "--data-dir"])
             .arg(self.dir.path().join("etcd"))
             .args(["--listen-client-urls", &format!("http://{ip}:2379")])
             .args(["--advertise-client-urls", &format!("http://{ip}:2379")])
@@ -320,19 +334,16 @@ impl LocalCluster {
             ])
             .args(["--initial-cluster", &format!("default=http://{ip}:2380")])
             .args(["--log-level", "warn", "--unsafe-no-fsync"])
-            .args(["--quota-backend-bytes", "8589934592"])
-            .stdout(self.log("etcd")?)
-            .stderr(self.log("etcd")?)
-            .spawn()
-            .map_err(io("starting etcd"))?;
-        self.etcd = Some(child);
+            .args(["--quota-backend-bytes", "8589934592"]);
+        self.etcd = Some(self.spawn_logged(&mut etcd, "etcd", "etcd")?);
         Ok(())
     }
 
     fn spawn_apiserver(&self, ip: &str, log: &str) -> Result<Child, LocalKubeError> {
         let d = self.dir.path();
         let file = |flag: &str, name: &str| format!("--{flag}={}", d.join(name).display());
-        Command::new(self.bin.join("kube-apiserver"))
+        let mut apiserver = Command::new(self.bin.join("kube-apiserver"));
+        apiserver
             .args(["--etcd-servers", &format!("http://{}:2379", self.ip)])
             .args(["--bind-address", ip, "--advertise-address", ip])
             .args(["--secure-port", "6443"])
@@ -351,11 +362,8 @@ impl LocalCluster {
             // A load test creates thousands of objects quickly; the defaults (400/200) would
             // turn it away with 429s.
             .args(["--max-requests-inflight", "3000"])
-            .args(["--max-mutating-requests-inflight", "1000"])
-            .stdout(self.log(log)?)
-            .stderr(self.log(log)?)
-            .spawn()
-            .map_err(io("starting kube-apiserver"))
+            .args(["--max-mutating-requests-inflight", "1000"]);
+        self.spawn_logged(&mut apiserver, log, "kube-apiserver")
     }
 
     /// Waits until the API server behind `kubeconfig` answers `/readyz` with `ok`.
@@ -430,7 +438,8 @@ impl LocalCluster {
     }
 
     fn start_controller_manager(&mut self) -> Result<(), LocalKubeError> {
-        let child = Command::new(self.bin.join("kube-controller-manager"))
+        let mut manager = Command::new(self.bin.join("kube-controller-manager"));
+        manager
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .arg(
                 "--controllers=endpointslice-controller,endpointslice-mirroring-controller,\
@@ -438,12 +447,12 @@ deployment-controller,replicaset-controller,namespace-controller,\
 garbage-collector-controller,serviceaccount-controller",
             )
             .args(["--leader-elect=false", "--secure-port=0"])
-            .args(["--use-service-account-credentials=false", "--v=1"])
-            .stdout(self.log("controller-manager")?)
-            .stderr(self.log("controller-manager")?)
-            .spawn()
-            .map_err(io("starting kube-controller-manager"))?;
-        self.controller_manager = Some(child);
+            .args(["--use-service-account-credentials=false", "--v=1"]);
+        self.controller_manager = Some(self.spawn_logged(
+            &mut manager,
+            "controller-manager",
+            "kube-controller-manager",
+        )?);
         Ok(())
     }
 

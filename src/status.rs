@@ -257,33 +257,27 @@ pub fn status_cell(entry: Option<&ResourceSyncStatus>, now: SystemTime) -> Strin
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
     let (m, h, day) = (60, 3600, 86400);
+    // `secs` in whole `big` units, with the rest in `small` units unless it is zero.
+    let two_units = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
+        let rest = (secs % big) / small;
+        if rest == 0 {
+            format!("{}{big_unit}", secs / big)
+        } else {
+            format!("{}{big_unit}{rest}{small_unit}", secs / big)
+        }
+    };
     if secs < 2 * m {
         format!("{secs}s")
     } else if secs < 10 * m {
-        let s = secs % m;
-        if s == 0 {
-            format!("{}m", secs / m)
-        } else {
-            format!("{}m{}s", secs / m, s)
-        }
+        two_units(m, "m", 1, "s")
     } else if secs < 3 * h {
         format!("{}m", secs / m)
     } else if secs < 8 * h {
-        let mm = (secs % h) / m;
-        if mm == 0 {
-            format!("{}h", secs / h)
-        } else {
-            format!("{}h{}m", secs / h, mm)
-        }
+        two_units(h, "h", m, "m")
     } else if secs < 48 * h {
         format!("{}h", secs / h)
     } else if secs < 8 * day {
-        let hh = (secs % day) / h;
-        if hh == 0 {
-            format!("{}d", secs / day)
-        } else {
-            format!("{}d{}h", secs / day, hh)
-        }
+        two_units(day, "d", h, "h")
     } else if secs < 365 * 2 * day {
         format!("{}d", secs / day)
     } else {
@@ -305,6 +299,11 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(4 * 3600 + 60)), "4h1m");
         assert_eq!(human_duration(Duration::from_secs(20 * 3600)), "20h");
         assert_eq!(human_duration(Duration::from_secs(3 * 86400)), "3d");
+        assert_eq!(human_duration(Duration::from_secs(5 * 3600)), "5h");
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 86400 + 5 * 3600)),
+            "3d5h"
+        );
     }
 
     #[test]

@@ -196,38 +196,23 @@ pub fn generate(
     names: Option<&[String]>,
 ) -> Vec<Resource> {
     let wanted = |n: &str| names.is_none_or(|names| names.iter().any(|w| w == n));
+    let all = |_: &str| true;
+    let router = proxy.node_type == NodeType::Router;
     match kind {
-        ResourceType::Cluster => cluster::build_clusters(proxy, push)
-            .iter()
-            .map(|c| Resource::new(c.name.clone(), c))
-            .collect(),
-        ResourceType::Listener if proxy.node_type == NodeType::Router => {
-            gateway::build_gateway_listeners(proxy, push)
-                .iter()
-                .map(|l| Resource::new(l.name.clone(), l))
-                .collect()
-        }
-        ResourceType::Listener => listener::build_listeners(proxy, push)
-            .iter()
-            .map(|l| Resource::new(l.name.clone(), l))
-            .collect(),
-        ResourceType::Route if proxy.node_type == NodeType::Router => {
-            route::build_gateway_route_configs(proxy, push)
-                .iter()
-                .filter(|r| wanted(&r.name))
-                .map(|r| Resource::new(r.name.clone(), r))
-                .collect()
-        }
-        ResourceType::Route => route::build_route_configs(proxy, push)
-            .iter()
-            .filter(|r| wanted(&r.name))
-            .map(|r| Resource::new(r.name.clone(), r))
-            .collect(),
-        ResourceType::Secret => gateway::build_secrets(proxy, push)
-            .iter()
-            .filter(|s| wanted(&s.name))
-            .map(|s| Resource::new(s.name.clone(), s))
-            .collect(),
+        ResourceType::Cluster => named(cluster::build_clusters(proxy, push), |c| &c.name, all),
+        ResourceType::Listener if router => named(
+            gateway::build_gateway_listeners(proxy, push),
+            |l| &l.name,
+            all,
+        ),
+        ResourceType::Listener => named(listener::build_listeners(proxy, push), |l| &l.name, all),
+        ResourceType::Route if router => named(
+            route::build_gateway_route_configs(proxy, push),
+            |r| &r.name,
+            wanted,
+        ),
+        ResourceType::Route => named(route::build_route_configs(proxy, push), |r| &r.name, wanted),
+        ResourceType::Secret => named(gateway::build_secrets(proxy, push), |s| &s.name, wanted),
         ResourceType::Endpoint => {
             let names: Vec<String> = match names {
                 Some(n) => n.to_vec(),
@@ -240,6 +225,19 @@ pub fn generate(
                 .collect()
         }
     }
+}
+
+/// `items` as resources, each under its `name`, keeping those whose name `keep` accepts.
+fn named<M: Message + Name>(
+    items: Vec<M>,
+    name: impl Fn(&M) -> &String,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<Resource> {
+    items
+        .iter()
+        .filter(|m| keep(name(m)))
+        .map(|m| Resource::new(name(m).clone(), m))
+        .collect()
 }
 
 /// Istio's outbound cluster name: `outbound|<port>|<subset>|<host>`.

@@ -273,79 +273,57 @@ mod tests {
 
     #[test]
     fn parses_go_syntax() {
-        assert_eq!(Duration::parse("1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(Duration::parse("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(Duration::parse("500ms").unwrap(), ms(500));
-        assert_eq!(Duration::parse("1.5s").unwrap(), ms(1500));
-        assert_eq!(
-            Duration::parse("10us").unwrap(),
-            Duration::from_nanos(10_000)
-        );
-        assert_eq!(
-            Duration::parse("10µs").unwrap(),
-            Duration::from_nanos(10_000)
-        );
-        assert_eq!(
-            Duration::parse("10μs").unwrap(),
-            Duration::from_nanos(10_000)
-        );
-        assert_eq!(Duration::parse("100ns").unwrap(), Duration::from_nanos(100));
-        assert_eq!(Duration::parse("0s").unwrap(), Duration::ZERO);
-        assert_eq!(Duration::parse("0").unwrap(), Duration::ZERO);
-        assert_eq!(Duration::parse("-0s").unwrap(), Duration::ZERO);
-        assert_eq!(Duration::parse("+5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(Duration::parse("1.5h").unwrap(), Duration::from_secs(5400));
-        assert_eq!(Duration::parse(".5s").unwrap(), ms(500));
-        assert_eq!(Duration::parse("1.s").unwrap(), Duration::from_secs(1));
-        assert_eq!(Duration::parse("2h45m30.5s").unwrap(), ms(9_930_500));
-        assert_eq!(Duration::parse("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(Duration::parse("7200s").unwrap(), Duration::from_secs(7200));
-        assert_eq!(
-            Duration::parse("0.000000001s").unwrap(),
-            Duration::from_nanos(1)
-        );
-        // Digits past nanosecond precision are truncated, as Go does.
-        assert_eq!(
-            Duration::parse("1.0000000019s").unwrap(),
-            Duration::from_nanos(1_000_000_001)
-        );
+        let nanos = Duration::from_nanos;
+        let secs = Duration::from_secs;
+        for (text, parsed) in [
+            ("1m", secs(60)),
+            ("1h30m", secs(5400)),
+            ("500ms", ms(500)),
+            ("1.5s", ms(1500)),
+            ("10us", nanos(10_000)),
+            ("10µs", nanos(10_000)),
+            ("10μs", nanos(10_000)),
+            ("100ns", nanos(100)),
+            ("0s", Duration::ZERO),
+            ("0", Duration::ZERO),
+            ("-0s", Duration::ZERO),
+            ("+5s", secs(5)),
+            ("1.5h", secs(5400)),
+            (".5s", ms(500)),
+            ("1.s", secs(1)),
+            ("2h45m30.5s", ms(9_930_500)),
+            ("24h", secs(86_400)),
+            ("7200s", secs(7200)),
+            ("0.000000001s", nanos(1)),
+            // Digits past nanosecond precision are truncated, as Go does.
+            ("1.0000000019s", nanos(1_000_000_001)),
+        ] {
+            assert_eq!(Duration::parse(text), Ok(parsed), "{text:?}");
+        }
     }
 
     #[test]
     fn rejects_malformed() {
-        assert_eq!(Duration::parse(""), Err(DurationError::Empty));
-        assert_eq!(
-            Duration::parse("-1s"),
-            Err(DurationError::Negative("-1s".into()))
-        );
-        assert_eq!(
-            Duration::parse("10"),
-            Err(DurationError::MissingUnit("10".into()))
-        );
-        assert!(matches!(
-            Duration::parse("10d"),
-            Err(DurationError::UnknownUnit { unit, .. }) if unit == "d"
-        ));
-        assert!(matches!(
-            Duration::parse("1 s"),
-            Err(DurationError::UnknownUnit { unit, .. }) if unit == " s"
-        ));
-        assert_eq!(
-            Duration::parse("s"),
-            Err(DurationError::Invalid("s".into()))
-        );
-        assert_eq!(
-            Duration::parse("."),
-            Err(DurationError::Invalid(".".into()))
-        );
-        assert_eq!(
-            Duration::parse(".s"),
-            Err(DurationError::Invalid(".s".into()))
-        );
-        assert_eq!(
-            Duration::parse("-"),
-            Err(DurationError::Invalid("-".into()))
-        );
+        for (text, error) in [
+            ("", DurationError::Empty),
+            ("-1s", DurationError::Negative("-1s".into())),
+            ("10", DurationError::MissingUnit("10".into())),
+            ("s", DurationError::Invalid("s".into())),
+            (".", DurationError::Invalid(".".into())),
+            (".s", DurationError::Invalid(".s".into())),
+            ("-", DurationError::Invalid("-".into())),
+        ] {
+            assert_eq!(Duration::parse(text), Err(error), "{text:?}");
+        }
+        for (text, unit) in [("10d", "d"), ("1 s", " s")] {
+            assert!(
+                matches!(
+                    Duration::parse(text),
+                    Err(DurationError::UnknownUnit { unit: u, .. }) if u == unit
+                ),
+                "{text:?}"
+            );
+        }
         assert!(matches!(
             Duration::parse("1..5s"),
             Err(DurationError::MissingUnit(_) | DurationError::Invalid(_))

@@ -122,9 +122,40 @@ fn validate_spec(validate: impl FnOnce(&FieldPath, &mut Errors)) -> Vec<Validati
 /// Helpers shared by the spec modules' tests.
 #[cfg(test)]
 pub(crate) mod test_support {
+    use std::fmt::Debug;
+
     use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-    use super::ValidationError;
+    use super::{
+        DestinationRule, Gateway, ServiceEntry, Sidecar, ValidationError, VirtualService,
+        WorkloadEntry,
+    };
+
+    /// A spec type: what the tests of every spec module check alike.
+    pub trait Spec: Serialize + DeserializeOwned + PartialEq + Debug {
+        /// The spec's own `validate`.
+        fn validate(&self) -> Vec<ValidationError>;
+    }
+
+    /// Implements [`Spec`] for each type by its inherent `validate`.
+    macro_rules! specs {
+        ($($spec:ty),*) => {
+            $(impl Spec for $spec {
+                fn validate(&self) -> Vec<ValidationError> {
+                    <$spec>::validate(self)
+                }
+            })*
+        };
+    }
+
+    specs!(
+        VirtualService,
+        DestinationRule,
+        Gateway,
+        ServiceEntry,
+        Sidecar,
+        WorkloadEntry
+    );
 
     /// The `spec` of a whole Kubernetes object written in YAML.
     pub fn parse_object<T: DeserializeOwned>(yaml: &str) -> T {
@@ -135,6 +166,31 @@ pub(crate) mod test_support {
         serde_saphyr::from_str::<Resource<T>>(yaml)
             .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
             .spec
+    }
+
+    /// A bare spec (no object around it) written in YAML.
+    pub fn parse_spec<T: DeserializeOwned>(yaml: &str) -> T {
+        serde_saphyr::from_str::<T>(yaml).unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
+    }
+
+    /// The spec validates without errors.
+    pub fn assert_valid<T: Spec>(spec: &T) {
+        let errs = spec.validate();
+        assert!(errs.is_empty(), "unexpected errors: {errs:#?}");
+    }
+
+    /// The spec validates without errors and survives a JSON round trip.
+    pub fn assert_valid_and_round_trips<T: Spec>(spec: &T) {
+        assert_valid(spec);
+        assert_json_round_trip(spec);
+    }
+
+    /// Serializing and parsing again yields the same value, through JSON
+    /// and through YAML.
+    pub fn assert_round_trip<T: Spec>(spec: &T) {
+        assert_json_round_trip(spec);
+        let yaml = serde_saphyr::to_string(spec).unwrap();
+        assert_eq!(&serde_saphyr::from_str::<T>(&yaml).unwrap(), spec);
     }
 
     /// The field paths of validation errors, in order.

@@ -240,28 +240,30 @@ fn watch_backoff()
     kube::runtime::utils::ResetTimerBackoff::new(exponential.into(), Duration::from_secs(60))
 }
 
-/// Starts a reflector for a typed kind in `tasks`; returns its store.
-fn watch_typed<K>(
-    tasks: &Spawner,
-    api: Api<K>,
-    config: watcher::Config,
-    kind: &str,
-    changed: &Arc<ChangeSignal>,
-) -> Store<K>
-where
-    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .backoff(watch_backoff())
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .reflect(writer);
-    tasks.spawn(
-        format!("{kind} watcher"),
-        run_watcher(kind.to_string(), stream, changed.clone()),
-    );
-    reader
+/// Where the reflectors of typed kinds run and whom they tell of changes.
+struct Reflectors<'a> {
+    tasks: &'a Spawner,
+    changed: &'a Arc<ChangeSignal>,
+}
+
+impl Reflectors<'_> {
+    /// Starts a reflector for a typed kind; returns its store.
+    fn watch<K>(&self, api: Api<K>, config: watcher::Config, kind: &str) -> Store<K>
+    where
+        K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    {
+        let (reader, writer) = reflector::store();
+        let stream = watcher(api, config)
+            .backoff(watch_backoff())
+            .modify(|o: &mut K| o.managed_fields_mut().clear())
+            .reflect(writer);
+        self.tasks.spawn(
+            format!("{kind} watcher"),
+            run_watcher(kind.to_string(), stream, self.changed.clone()),
+        );
+        reader
+    }
 }
 
 /// Finds the version the cluster serves each Istio kind at (its preferred version).
@@ -295,38 +297,26 @@ pub async fn run(
     let tasks = group.spawner();
     let changed = Arc::new(ChangeSignal::default());
     let cfg = watcher::Config::default;
+    let reflect = Reflectors {
+        tasks: &tasks,
+        changed: &changed,
+    };
     let stores = Arc::new(Stores {
-        services: watch_typed(&tasks, Api::all(client.clone()), cfg(), "Service", &changed),
-        endpoint_slices: watch_typed(
-            &tasks,
-            Api::all(client.clone()),
-            cfg(),
-            "EndpointSlice",
-            &changed,
-        ),
-        pods: watch_typed(&tasks, Api::all(client.clone()), cfg(), "Pod", &changed),
-        namespaces: watch_typed(
-            &tasks,
-            Api::all(client.clone()),
-            cfg(),
-            "Namespace",
-            &changed,
-        ),
-        config_maps: watch_typed(
-            &tasks,
+        services: reflect.watch(Api::all(client.clone()), cfg(), "Service"),
+        endpoint_slices: reflect.watch(Api::all(client.clone()), cfg(), "EndpointSlice"),
+        pods: reflect.watch(Api::all(client.clone()), cfg(), "Pod"),
+        namespaces: reflect.watch(Api::all(client.clone()), cfg(), "Namespace"),
+        config_maps: reflect.watch(
             Api::namespaced(client.clone(), &opts.system_namespace),
             cfg().fields("metadata.name=istio"),
             "ConfigMap",
-            &changed,
         ),
         // Only TLS-shaped Secrets can be gateway credentials; service-account tokens and
         // the like are never read.
-        secrets: watch_typed(
-            &tasks,
+        secrets: reflect.watch(
             Api::all(client.clone()),
             cfg().fields("type!=kubernetes.io/service-account-token"),
             "Secret",
-            &changed,
         ),
         istio: Mutex::new(Vec::new()),
     });

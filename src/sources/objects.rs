@@ -230,55 +230,32 @@ impl ObjectSet {
             .get("spec")
             .cloned()
             .unwrap_or(Value::Object(Default::default()));
-        let store = &mut self.store;
+        let object = IstioObject {
+            store: &mut self.store,
+            origin,
+            doc: &doc,
+            meta,
+            spec,
+        };
         match config_kind {
-            ConfigKind::VirtualService => push_istio(
-                store,
-                origin,
-                &doc,
-                meta,
-                spec,
-                VirtualService::validate,
-                |s| &mut s.virtual_services,
-            ),
-            ConfigKind::DestinationRule => push_istio(
-                store,
-                origin,
-                &doc,
-                meta,
-                spec,
-                DestinationRule::validate,
-                |s| &mut s.destination_rules,
-            ),
-            ConfigKind::Gateway => {
-                push_istio(store, origin, &doc, meta, spec, Gateway::validate, |s| {
-                    &mut s.gateways
-                })
+            ConfigKind::VirtualService => {
+                object.push(VirtualService::validate, |s| &mut s.virtual_services)
             }
-            ConfigKind::ServiceEntry => push_istio(
-                store,
-                origin,
-                &doc,
-                meta,
-                spec,
-                ServiceEntry::validate,
-                |s| &mut s.service_entries,
-            ),
-            ConfigKind::Sidecar => {
-                push_istio(store, origin, &doc, meta, spec, Sidecar::validate, |s| {
-                    &mut s.sidecars
-                })
+            ConfigKind::DestinationRule => {
+                object.push(DestinationRule::validate, |s| &mut s.destination_rules)
             }
-            ConfigKind::WorkloadEntry => push_istio(
-                store,
-                origin,
-                &doc,
-                meta,
-                spec,
-                WorkloadEntry::validate,
-                |s| &mut s.workload_entries,
-            ),
-            ConfigKind::EnvoyFilter => store.envoy_filters.push(Arc::new(Config { meta, spec })),
+            ConfigKind::Gateway => object.push(Gateway::validate, |s| &mut s.gateways),
+            ConfigKind::ServiceEntry => {
+                object.push(ServiceEntry::validate, |s| &mut s.service_entries)
+            }
+            ConfigKind::Sidecar => object.push(Sidecar::validate, |s| &mut s.sidecars),
+            ConfigKind::WorkloadEntry => {
+                object.push(WorkloadEntry::validate, |s| &mut s.workload_entries)
+            }
+            ConfigKind::EnvoyFilter => object.store.envoy_filters.push(Arc::new(Config {
+                meta: object.meta,
+                spec: object.spec,
+            })),
         }
     }
 
@@ -492,40 +469,57 @@ fn retain_discovered(set: &mut ObjectSet, store: &mut ConfigStore) {
         .retain(|c| discovered(&c.meta.namespace));
 }
 
-fn push_istio<T: DeserializeOwned>(
-    store: &mut ConfigStore,
-    origin: &Origin,
-    doc: &Value,
+/// An Istio object on its way into the store: the document it came from
+/// (for error positions), its metadata and its raw spec.
+struct IstioObject<'a> {
+    store: &'a mut ConfigStore,
+    origin: &'a Origin,
+    doc: &'a Value,
     meta: ConfigMeta,
     spec: Value,
-    validate: fn(&T) -> Vec<ValidationError>,
-    list: fn(&mut ConfigStore) -> &mut Vec<Arc<Config<T>>>,
-) {
-    let spec: T = match serde_path_to_error::deserialize(&spec) {
-        Ok(spec) => spec,
-        Err(e) => {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                "spec".to_string()
-            } else {
-                format!("spec.{path}")
-            };
-            store
-                .errors
-                .push(origin.error(doc, Some(field), e.inner().to_string()));
+}
+
+impl IstioObject<'_> {
+    /// Reads the spec as a `T` and validates it; stores it in `list` if it
+    /// is valid, else records why not.
+    fn push<T: DeserializeOwned>(
+        self,
+        validate: fn(&T) -> Vec<ValidationError>,
+        list: fn(&mut ConfigStore) -> &mut Vec<Arc<Config<T>>>,
+    ) {
+        let IstioObject {
+            store,
+            origin,
+            doc,
+            meta,
+            spec,
+        } = self;
+        let spec: T = match serde_path_to_error::deserialize(&spec) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    "spec".to_string()
+                } else {
+                    format!("spec.{path}")
+                };
+                store
+                    .errors
+                    .push(origin.error(doc, Some(field), e.inner().to_string()));
+                return;
+            }
+        };
+        let problems = validate(&spec);
+        if !problems.is_empty() {
+            for p in problems {
+                store
+                    .errors
+                    .push(origin.error(doc, Some(p.field.clone()), p.message.clone()));
+            }
             return;
         }
-    };
-    let problems = validate(&spec);
-    if !problems.is_empty() {
-        for p in problems {
-            store
-                .errors
-                .push(origin.error(doc, Some(p.field.clone()), p.message.clone()));
-        }
-        return;
+        list(store).push(Arc::new(Config { meta, spec }));
     }
-    list(store).push(Arc::new(Config { meta, spec }));
 }
 
 #[cfg(test)]

@@ -13,14 +13,15 @@ use crate::model::push_context::PushContext;
 use crate::model::registry::{Protocol, Resolution, Service, ServicePort};
 use crate::translate::common::sidecar_ingress;
 use crate::translate::common::{
-    downstream_protocol, inbound_cluster_name, socket_address, upstream_protocol_options,
+    downstream_protocol, inbound_cluster_name, istio_metadata, pb_value, socket_address,
+    upstream_protocol_options,
 };
 use envoy_types::pb::envoy::config::core::v3::Pipe;
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
-use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{ListValue, Struct, value::Kind};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -215,9 +216,7 @@ fn outbound_cluster(
         && let Some(metadata) = cluster.metadata.as_mut()
         && let Some(istio) = metadata.filter_metadata.get_mut("istio")
     {
-        let s = |v: String| Value {
-            kind: Some(Kind::StringValue(v)),
-        };
+        let s = |v: String| pb_value(Kind::StringValue(v));
         istio.fields.insert(
             "config".into(),
             s(format!(
@@ -256,45 +255,30 @@ fn default_circuit_breakers() -> CircuitBreakers {
 
 /// `filter_metadata.istio`: the service the cluster belongs to, as istiod records it.
 fn service_metadata(service: &Service, port: &ServicePort, subset: &str) -> Metadata {
-    let s = |v: &str| Value {
-        kind: Some(Kind::StringValue(v.to_string())),
-    };
+    let s = |v: &str| pb_value(Kind::StringValue(v.to_string()));
     let mut svc = Struct::default();
     svc.fields.insert("host".into(), s(&service.hostname));
     svc.fields.insert("name".into(), s(&service.name));
     svc.fields.insert("namespace".into(), s(&service.namespace));
     let mut istio = Struct::default();
+    let services = vec![pb_value(Kind::StructValue(svc))];
     istio.fields.insert(
         "services".into(),
-        Value {
-            kind: Some(Kind::ListValue(ListValue {
-                values: vec![Value {
-                    kind: Some(Kind::StructValue(svc)),
-                }],
-            })),
-        },
+        pb_value(Kind::ListValue(ListValue { values: services })),
     );
     istio.fields.insert(
         "default_original_port".into(),
-        Value {
-            kind: Some(Kind::NumberValue(f64::from(port.port))),
-        },
+        pb_value(Kind::NumberValue(f64::from(port.port))),
     );
     if !subset.is_empty() {
         istio.fields.insert("subset".into(), s(subset));
     }
     if service.mesh_external {
-        istio.fields.insert(
-            "external".into(),
-            Value {
-                kind: Some(Kind::BoolValue(true)),
-            },
-        );
+        istio
+            .fields
+            .insert("external".into(), pb_value(Kind::BoolValue(true)));
     }
-    Metadata {
-        filter_metadata: HashMap::from([("istio".to_string(), istio)]),
-        ..Default::default()
-    }
+    istio_metadata(istio)
 }
 
 /// istiod's passthrough clusters: original destination, the downstream's protocol, and idle

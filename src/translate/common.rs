@@ -3,12 +3,12 @@
 //! model and Envoy's types, never a sibling builder (listener, route, cluster, gateway,
 //! endpoint), so no builder reaches into another.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, Http1ProtocolOptions, Http2ProtocolOptions, SocketAddress, address,
+    Address, Http1ProtocolOptions, Http2ProtocolOptions, Metadata, SocketAddress, address,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
@@ -18,6 +18,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
 use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 use crate::model::config::Config;
 use crate::model::istio::VirtualService;
@@ -29,6 +30,19 @@ use crate::model::proxy::Proxy;
 use crate::model::push_context::{PushContext, resolve_short_name};
 use crate::model::registry::{Protocol, Service};
 use crate::translate::outbound_cluster_name;
+
+/// A protobuf `Value` holding `kind`.
+pub(crate) fn pb_value(kind: Kind) -> Value {
+    Value { kind: Some(kind) }
+}
+
+/// Metadata whose `filter_metadata.istio` is `istio`, as istiod tags clusters and routes.
+pub(crate) fn istio_metadata(istio: Struct) -> Metadata {
+    Metadata {
+        filter_metadata: HashMap::from([("istio".to_string(), istio)]),
+        ..Default::default()
+    }
+}
 
 /// A socket address as Envoy wants it.
 pub(crate) fn socket_address(ip: &str, port: u32) -> Address {

@@ -97,10 +97,12 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
                 let name = format!("{wildcard}_{port}");
                 let hcm = http_filter_chain(push, &name, port, true);
                 // The default chain cannot match on addresses: only a catch-all tcp route fits.
-                let tcp = outbound_tcp_chains(proxy, push, &tcp_host, port)
+                let service = TcpService::new(proxy, push, &tcp_host, port);
+                let tcp = service
+                    .tcp_chains()
                     .into_iter()
                     .find(|c| c.filter_chain_match.is_none())
-                    .unwrap_or_else(|| default_tcp_chain(push, &tcp_host, port));
+                    .unwrap_or_else(|| service.default_chain());
                 out.push(outbound_listener(
                     name,
                     &wildcard,
@@ -127,10 +129,11 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
                         .service(&hostname)
                         .and_then(|s| s.port(port))
                         .is_some_and(|p| matches!(p.protocol, Protocol::Https | Protocol::Tls));
+                    let service = TcpService::new(proxy, push, &hostname, port);
                     let chains = if is_tls {
-                        outbound_tls_chains(proxy, push, &hostname, port)
+                        service.tls_chains()
                     } else {
-                        outbound_tcp_chains(proxy, push, &hostname, port)
+                        service.tcp_chains()
                     };
                     let by_sni = chains.iter().any(|c| {
                         c.filter_chain_match
@@ -286,75 +289,150 @@ fn virtual_inbound(push: &PushContext) -> Listener {
     }
 }
 
-/// The chain to a service's own cluster on `port`, when no tcp route takes the traffic.
-fn default_tcp_chain(push: &PushContext, hostname: &str, port: u16) -> FilterChain {
-    let target = push.registry().destination_port(hostname, port);
-    let cluster = outbound_cluster_name(target, "", hostname);
-    FilterChain {
-        filters: vec![tcp_proxy_filter(push, &cluster, &cluster)],
-        ..Default::default()
-    }
+/// A service port an outbound TCP or TLS listener serves: what its filter chains are built
+/// from.
+struct TcpService<'a> {
+    proxy: &'a Proxy,
+    push: &'a PushContext,
+    hostname: &'a str,
+    port: u16,
 }
 
-/// The outbound TCP filter chains for `hostname` on `port`, as istiod's
-/// `buildSidecarOutboundTCPFilterChainOpts`: the `tcp` routes of the sidecar VirtualServices
-/// for the host, in order, until one applies to any destination address (a route without
-/// matches, or an applicable match without `destinationSubnets`); applicable matches with
-/// subnets become chains matching those prefixes. Without a catch-all route, the service's
-/// own cluster takes the rest.
-fn outbound_tcp_chains(
-    proxy: &Proxy,
-    push: &PushContext,
-    hostname: &str,
-    port: u16,
-) -> Vec<FilterChain> {
-    let mut out: Vec<FilterChain> = Vec::new();
-    for vs in virtual_services_for(proxy, push, hostname) {
-        for tcp in &vs.spec.tcp {
-            let Some(filter) = tcp_route_filter(push, vs, &tcp.route, port) else {
-                continue;
-            };
-            let applicable: Vec<&L4MatchAttributes> = tcp
-                .r#match
-                .iter()
-                .filter(|m| l4_match_applies(proxy, m, port))
-                .collect();
-            if tcp.r#match.is_empty() || applicable.iter().any(|m| m.destination_subnets.is_empty())
-            {
+impl<'a> TcpService<'a> {
+    fn new(proxy: &'a Proxy, push: &'a PushContext, hostname: &'a str, port: u16) -> Self {
+        TcpService {
+            proxy,
+            push,
+            hostname,
+            port,
+        }
+    }
+
+    /// The chain to the service's own cluster on the port, when no tcp route takes the traffic.
+    fn default_chain(&self) -> FilterChain {
+        let target = self
+            .push
+            .registry()
+            .destination_port(self.hostname, self.port);
+        let cluster = outbound_cluster_name(target, "", self.hostname);
+        FilterChain {
+            filters: vec![tcp_proxy_filter(self.push, &cluster, &cluster)],
+            ..Default::default()
+        }
+    }
+
+    /// The sidecar VirtualServices with a host matching the service, the proxy's namespace
+    /// first.
+    fn virtual_services(&self) -> Vec<&Config<VirtualService>> {
+        self.push
+            .virtual_services_for_host(self.proxy, self.hostname)
+    }
+
+    /// The outbound TCP filter chains of the service, as istiod's
+    /// `buildSidecarOutboundTCPFilterChainOpts`: the `tcp` routes of the sidecar VirtualServices
+    /// for the host, in order, until one applies to any destination address (a route without
+    /// matches, or an applicable match without `destinationSubnets`); applicable matches with
+    /// subnets become chains matching those prefixes. Without a catch-all route, the service's
+    /// own cluster takes the rest.
+    fn tcp_chains(&self) -> Vec<FilterChain> {
+        let (proxy, push, port) = (self.proxy, self.push, self.port);
+        let mut out: Vec<FilterChain> = Vec::new();
+        for vs in self.virtual_services() {
+            for tcp in &vs.spec.tcp {
+                let Some(filter) = tcp_route_filter(push, vs, &tcp.route, port) else {
+                    continue;
+                };
+                let applicable: Vec<&L4MatchAttributes> = tcp
+                    .r#match
+                    .iter()
+                    .filter(|m| l4_match_applies(proxy, m, port))
+                    .collect();
+                if tcp.r#match.is_empty()
+                    || applicable.iter().any(|m| m.destination_subnets.is_empty())
+                {
+                    out.push(FilterChain {
+                        filters: vec![filter],
+                        ..Default::default()
+                    });
+                    return out;
+                }
+                let ranges: Vec<CidrRange> = applicable
+                    .iter()
+                    .flat_map(|m| m.destination_subnets.iter())
+                    .filter_map(|s| cidr_range(s))
+                    .collect();
+                if ranges.is_empty() {
+                    continue;
+                }
+                let chain_match = FilterChainMatch {
+                    prefix_ranges: ranges,
+                    ..Default::default()
+                };
+                // Envoy rejects two chains with the same match; the first one wins.
+                if out
+                    .iter()
+                    .any(|c| c.filter_chain_match.as_ref() == Some(&chain_match))
+                {
+                    continue;
+                }
                 out.push(FilterChain {
+                    filter_chain_match: Some(chain_match),
                     filters: vec![filter],
                     ..Default::default()
                 });
-                return out;
             }
-            let ranges: Vec<CidrRange> = applicable
-                .iter()
-                .flat_map(|m| m.destination_subnets.iter())
-                .filter_map(|s| cidr_range(s))
-                .collect();
-            if ranges.is_empty() {
-                continue;
-            }
-            let chain_match = FilterChainMatch {
-                prefix_ranges: ranges,
-                ..Default::default()
-            };
-            // Envoy rejects two chains with the same match; the first one wins.
-            if out
-                .iter()
-                .any(|c| c.filter_chain_match.as_ref() == Some(&chain_match))
-            {
-                continue;
-            }
-            out.push(FilterChain {
-                filter_chain_match: Some(chain_match),
-                filters: vec![filter],
-                ..Default::default()
-            });
         }
+        out.push(self.default_chain());
+        out
     }
-    out.push(default_tcp_chain(push, hostname, port));
-    out
+
+    /// The outbound filter chains of a TLS/HTTPS port, as istiod's
+    /// `buildSidecarOutboundTLSFilterChainOpts`: one chain per applicable `tls` match (its SNI
+    /// hosts as `server_names`, its destination subnets as prefix ranges; repeats skipped), or,
+    /// without any, the service's own cluster.
+    fn tls_chains(&self) -> Vec<FilterChain> {
+        let (proxy, push, port) = (self.proxy, self.push, self.port);
+        let mut out: Vec<FilterChain> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for vs in self.virtual_services() {
+            for tls in &vs.spec.tls {
+                for m in &tls.r#match {
+                    let applies = source_applies(
+                        proxy,
+                        port,
+                        (&m.gateways, &m.source_labels, m.port, &m.source_namespace),
+                    );
+                    if !applies
+                        || !seen.insert((m.sni_hosts.clone(), m.destination_subnets.clone()))
+                    {
+                        continue;
+                    }
+                    let Some(filter) = tcp_route_filter(push, vs, &tls.route, port) else {
+                        continue;
+                    };
+                    let chain_match = FilterChainMatch {
+                        server_names: m.sni_hosts.clone(),
+                        prefix_ranges: m
+                            .destination_subnets
+                            .iter()
+                            .filter_map(|s| cidr_range(s))
+                            .collect(),
+                        ..Default::default()
+                    };
+                    out.push(FilterChain {
+                        filter_chain_match: (chain_match != FilterChainMatch::default())
+                            .then_some(chain_match),
+                        filters: vec![filter],
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(self.default_chain());
+        }
+        out
+    }
 }
 
 /// istiod's `matchTCP` for a sidecar (whose only gateway is `mesh`).
@@ -377,65 +455,6 @@ fn source_applies(
         && labels.iter().all(|(k, v)| proxy.labels.get(k) == Some(v))
         && (match_port == 0 || match_port == u32::from(port))
         && (namespace.is_empty() || namespace == proxy.namespace)
-}
-
-/// The sidecar VirtualServices with a host matching `hostname`, the proxy's namespace first.
-fn virtual_services_for<'a>(
-    proxy: &Proxy,
-    push: &'a PushContext,
-    hostname: &str,
-) -> Vec<&'a Config<VirtualService>> {
-    push.virtual_services_for_host(proxy, hostname)
-}
-
-/// The outbound filter chains of a TLS/HTTPS port, as istiod's
-/// `buildSidecarOutboundTLSFilterChainOpts`: one chain per applicable `tls` match (its SNI
-/// hosts as `server_names`, its destination subnets as prefix ranges; repeats skipped), or,
-/// without any, the service's own cluster.
-fn outbound_tls_chains(
-    proxy: &Proxy,
-    push: &PushContext,
-    hostname: &str,
-    port: u16,
-) -> Vec<FilterChain> {
-    let mut out: Vec<FilterChain> = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for vs in virtual_services_for(proxy, push, hostname) {
-        for tls in &vs.spec.tls {
-            for m in &tls.r#match {
-                let applies = source_applies(
-                    proxy,
-                    port,
-                    (&m.gateways, &m.source_labels, m.port, &m.source_namespace),
-                );
-                if !applies || !seen.insert((m.sni_hosts.clone(), m.destination_subnets.clone())) {
-                    continue;
-                }
-                let Some(filter) = tcp_route_filter(push, vs, &tls.route, port) else {
-                    continue;
-                };
-                let chain_match = FilterChainMatch {
-                    server_names: m.sni_hosts.clone(),
-                    prefix_ranges: m
-                        .destination_subnets
-                        .iter()
-                        .filter_map(|s| cidr_range(s))
-                        .collect(),
-                    ..Default::default()
-                };
-                out.push(FilterChain {
-                    filter_chain_match: (chain_match != FilterChainMatch::default())
-                        .then_some(chain_match),
-                    filters: vec![filter],
-                    ..Default::default()
-                });
-            }
-        }
-    }
-    if out.is_empty() {
-        out.push(default_tcp_chain(push, hostname, port));
-    }
-    out
 }
 
 /// The Sidecar `ingress` listeners of a proxy without interception: each binds `bind` (else

@@ -22,15 +22,15 @@ use crate::model::proxy::Proxy;
 use crate::model::push_context::{PushContext, is_exported_to, resolve_short_name};
 use crate::model::registry::{DEFAULT_DOMAIN_SUFFIX, Protocol, Service};
 use crate::translate::common::{
-    destination_cluster, outbound_ports, regex_matcher, string_matcher,
+    destination_cluster, istio_metadata, outbound_ports, pb_value, regex_matcher, string_matcher,
 };
 use crate::translate::{
     PASSTHROUGH_CLUSTER, any, outbound_cluster_name, pb_duration, traffic_policy,
 };
 use envoy_types::pb::envoy::config::core::v3::{DataSource, Metadata};
 use envoy_types::pb::envoy::config::route::v3::virtual_host::TlsRequirementType;
-use envoy_types::pb::google::protobuf::{BoolValue, Struct, UInt32Value, Value, value::Kind};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, UInt32Value, value::Kind};
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier as DataSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{
@@ -49,8 +49,24 @@ use crate::model::istio::virtual_service::{
     RedirectPortSelection,
 };
 use crate::translate::http_policy::{
-    self, CORS_FILTER, FAULT_FILTER, default_retry_policy, header_operations,
+    self, CORS_FILTER, FAULT_FILTER, HeaderOps, default_retry_policy, header_operations,
 };
+
+/// Appends a [`HeaderOps`]' header additions and removals to an Envoy `Route` or
+/// `ClusterWeight` (the two name these fields alike but share no type for them); evaluates to
+/// the ops' authority, which each applies as its own kind of host rewrite.
+macro_rules! add_header_ops {
+    ($target:ident, $ops:expr) => {{
+        let ops: HeaderOps = $ops;
+        $target.request_headers_to_add.extend(ops.request_add);
+        $target.request_headers_to_remove.extend(ops.request_remove);
+        $target.response_headers_to_add.extend(ops.response_add);
+        $target
+            .response_headers_to_remove
+            .extend(ops.response_remove);
+        ops.authority
+    }};
+}
 
 const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
 /// The gateway name sidecars answer to in `match.gateways`.
@@ -78,7 +94,7 @@ pub fn build_route_config(proxy: &Proxy, push: &PushContext, port: u16) -> Route
             continue;
         }
         let routes = match push.virtual_service_for_host(proxy, &service.hostname) {
-            Some(vs) => virtual_service_routes(proxy, push, vs, service, port),
+            Some(vs) => virtual_service_routes(proxy, push, vs, port, MESH_GATEWAY),
             None => {
                 let mut route = default_route(service, port);
                 if let Some(Action::Route(action)) = &mut route.action {
@@ -231,46 +247,18 @@ fn config_metadata(vs: &Config<VirtualService>) -> Metadata {
         vs.meta.namespace, vs.meta.name
     );
     let mut istio = Struct::default();
-    istio.fields.insert(
-        "config".into(),
-        Value {
-            kind: Some(Kind::StringValue(path)),
-        },
-    );
-    Metadata {
-        filter_metadata: HashMap::from([("istio".to_string(), istio)]),
-        ..Default::default()
-    }
+    istio
+        .fields
+        .insert("config".into(), pb_value(Kind::StringValue(path)));
+    istio_metadata(istio)
 }
 
-/// The Envoy routes of a VirtualService's `http` section for one service port, in order; stops
-/// after a catch-all, as istiod does (a rule without matches is one). Routes whose match cannot
-/// apply to this proxy (another port, other source labels or namespace, gateways without
-/// `mesh`) are left out.
+/// The Envoy routes of a VirtualService's `http` section for one port, in order; stops after a
+/// catch-all, as istiod does (a rule without matches is one). Routes whose match cannot apply
+/// to this proxy (another port, other source labels or namespace, gateways that do not name
+/// `gateway`) are left out. `gateway` is `mesh` for a sidecar, else the gateway
+/// (`namespace/name`) whose server on `port` the routes are for.
 pub fn virtual_service_routes(
-    proxy: &Proxy,
-    push: &PushContext,
-    vs: &Config<VirtualService>,
-    _service: &Service,
-    port: u16,
-) -> Vec<Route> {
-    http_routes(proxy, push, vs, port, MESH_GATEWAY)
-}
-
-/// The Envoy routes of a VirtualService bound to the gateway `gateway` (`namespace/name`) for
-/// a server on `port`: as for sidecars, but a match naming gateways applies when one of them
-/// is this gateway.
-pub fn gateway_virtual_service_routes(
-    proxy: &Proxy,
-    push: &PushContext,
-    vs: &Config<VirtualService>,
-    port: u16,
-    gateway: &str,
-) -> Vec<Route> {
-    http_routes(proxy, push, vs, port, gateway)
-}
-
-fn http_routes(
     proxy: &Proxy,
     push: &PushContext,
     vs: &Config<VirtualService>,
@@ -563,12 +551,7 @@ fn translate_route(
     };
     let mut authority = String::new();
     if let Some(headers) = &http.headers {
-        let ops = header_operations(headers);
-        out.request_headers_to_add = ops.request_add;
-        out.request_headers_to_remove = ops.request_remove;
-        out.response_headers_to_add = ops.response_add;
-        out.response_headers_to_remove = ops.response_remove;
-        authority = ops.authority;
+        authority = add_header_ops!(out, header_operations(headers));
     }
     let action = if let Some(redirect) = &http.redirect {
         Action::Redirect(redirect_action(redirect, port)?)
@@ -740,16 +723,12 @@ fn forward_action(
                 explicit_port,
             );
             if let Some(headers) = &only.headers {
-                let ops = header_operations(headers);
-                out.request_headers_to_add.extend(ops.request_add);
-                out.request_headers_to_remove.extend(ops.request_remove);
-                out.response_headers_to_add.extend(ops.response_add);
-                out.response_headers_to_remove.extend(ops.response_remove);
+                let authority = add_header_ops!(out, header_operations(headers));
                 // The rule's own authority rewrite wins, so that one and several destinations
                 // behave alike.
-                if !ops.authority.is_empty() && action.host_rewrite_specifier.is_none() {
+                if !authority.is_empty() && action.host_rewrite_specifier.is_none() {
                     action.host_rewrite_specifier =
-                        Some(HostRewriteSpecifier::HostRewriteLiteral(ops.authority));
+                        Some(HostRewriteSpecifier::HostRewriteLiteral(authority));
                 }
             }
         }
@@ -776,14 +755,10 @@ fn forward_action(
                         ..Default::default()
                     };
                     if let Some(headers) = &rd.headers {
-                        let ops = header_operations(headers);
-                        cw.request_headers_to_add = ops.request_add;
-                        cw.request_headers_to_remove = ops.request_remove;
-                        cw.response_headers_to_add = ops.response_add;
-                        cw.response_headers_to_remove = ops.response_remove;
-                        if !ops.authority.is_empty() {
+                        let authority = add_header_ops!(cw, header_operations(headers));
+                        if !authority.is_empty() {
                             cw.host_rewrite_specifier =
-                                Some(WeightHostRewrite::HostRewriteLiteral(ops.authority));
+                                Some(WeightHostRewrite::HostRewriteLiteral(authority));
                         }
                     }
                     Some(cw)
@@ -947,7 +922,7 @@ fn gateway_route_config(
             if hosts.is_empty() {
                 continue;
             }
-            let routes = gateway_virtual_service_routes(proxy, push, vs, port, &s.gateway);
+            let routes = virtual_service_routes(proxy, push, vs, port, &s.gateway);
             for host in hosts {
                 let vh = vhosts.entry(host.clone()).or_insert_with(|| VirtualHost {
                     name: format!("{host}:{port}"),
@@ -1007,20 +982,18 @@ mod tests {
     #[test]
     fn a_header_match_comes_before_the_weighted_split() {
         let g = shop_config(&shop_sidecar());
-        let jason = g
-            .simulate(&Request {
-                headers: &[("end-user", "jason")],
-                ..get(80, "web", "/")
+        let as_user = |user: &str, path: &str| {
+            let headers = [("end-user", user)];
+            g.simulate(&Request {
+                headers: &headers,
+                ..get(80, "web", path)
             })
-            .unwrap();
+            .unwrap()
+        };
+        let jason = as_user("jason", "/");
         assert_eq!(jason.route, "jason");
         assert_eq!(jason.target, Target::Cluster(WEB_V2.into()));
-        let other = g
-            .simulate(&Request {
-                headers: &[("end-user", "mary")],
-                ..get(80, "web", "/anything")
-            })
-            .unwrap();
+        let other = as_user("mary", "/anything");
         assert_eq!(other.route, "split");
         assert_eq!(
             other.target,

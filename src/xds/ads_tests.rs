@@ -84,18 +84,20 @@ fn pod_moved() -> String {
     SHOP.replace("podIP: 10.0.0.1", "podIP: 10.0.0.7")
 }
 
+/// A VirtualService change sends routes only, an endpoint change endpoints only; over SotW
+/// and delta alike.
 #[tokio::test]
-async fn sotw_a_virtual_service_change_sends_routes_only() {
-    let (server, record) = one_proxy(false).await;
-    let got = push_and_count(&server, &record, &weights_changed(), true).await;
-    assert_eq!(got, BTreeMap::from([("RDS", 1)]));
-}
-
-#[tokio::test]
-async fn sotw_an_endpoint_change_sends_endpoints_only() {
-    let (server, record) = one_proxy(false).await;
-    let got = push_and_count(&server, &record, &pod_moved(), false).await;
-    assert_eq!(got, BTreeMap::from([("EDS", 1)]));
+async fn a_change_sends_only_the_type_it_changes() {
+    for delta in [false, true] {
+        for (yaml, full, sent) in [
+            (weights_changed(), true, "RDS"),
+            (pod_moved(), false, "EDS"),
+        ] {
+            let (server, record) = one_proxy(delta).await;
+            let got = push_and_count(&server, &record, &yaml, full).await;
+            assert_eq!(got, BTreeMap::from([(sent, 1)]), "delta: {delta}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -108,20 +110,6 @@ async fn sotw_an_unchanged_snapshot_sends_nothing() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(record.responses_since(start).values().sum::<usize>(), 0);
-}
-
-#[tokio::test]
-async fn delta_a_virtual_service_change_sends_routes_only() {
-    let (server, record) = one_proxy(true).await;
-    let got = push_and_count(&server, &record, &weights_changed(), true).await;
-    assert_eq!(got, BTreeMap::from([("RDS", 1)]));
-}
-
-#[tokio::test]
-async fn delta_an_endpoint_change_sends_endpoints_only() {
-    let (server, record) = one_proxy(true).await;
-    let got = push_and_count(&server, &record, &pod_moved(), false).await;
-    assert_eq!(got, BTreeMap::from([("EDS", 1)]));
 }
 
 #[tokio::test]

@@ -24,9 +24,8 @@ use crate::status::{ConnectionStatus, Nonce, TypeSyncState};
 use crate::xds::DiscoveryServer;
 use crate::xds::cache::{EncodedSet, name_hash, resource_version};
 use crate::xds::grpc::{Outbox, RequestStream, StreamIo, frame_head};
-use crate::xds::server::{finish_stream, next_request, open_stream, stalled};
+use crate::xds::server::{finish_stream, next_request, open_stream, serve_registered, stalled};
 use crate::xds::throttle::RateLimiter;
-use tracing::Instrument;
 
 /// One type on one delta stream.
 #[derive(Debug, Default)]
@@ -213,17 +212,10 @@ impl DeltaWatch {
 /// Runs one delta stream to its end: every outcome ends up in the stream's trailers.
 pub(crate) async fn run_delta_stream(
     server: Arc<DiscoveryServer>,
-    io: StreamIo<DeltaDiscoveryRequest>,
+    mut io: StreamIo<DeltaDiscoveryRequest>,
 ) {
-    let StreamIo {
-        mut inbound,
-        outbox,
-        peer,
-        slot,
-    } = io;
-    let result = serve_delta_stream(&server, &mut inbound, &outbox).await;
-    finish_stream(&outbox, peer, result, "delta ADS");
-    drop(slot);
+    let result = serve_delta_stream(&server, &mut io.inbound, &io.outbox).await;
+    finish_stream(io, result, "delta ADS");
 }
 
 async fn serve_delta_stream(
@@ -249,7 +241,7 @@ async fn serve_delta_stream(
     };
     let limits = &server.limits;
     let limiter = RateLimiter::new(limits.requests_per_second, limits.request_burst);
-    let result = async {
+    let work = async {
         conn.handle_request(first)?;
         loop {
             tokio::select! {
@@ -264,12 +256,8 @@ async fn serve_delta_stream(
                 status = stalled(outbox, server) => return Err(status),
             }
         }
-    }
-    .instrument(span.clone())
-    .await;
-    server.deregister(&id);
-    tracing::info!(parent: &span, "proxy disconnected");
-    result
+    };
+    serve_registered(server, &id, &span, work).await
 }
 
 /// State of one delta stream.

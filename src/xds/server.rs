@@ -73,26 +73,15 @@ pub(crate) fn connecting_proxy(
 }
 
 /// Runs one stream to its end: every outcome ends up in the stream's trailers.
-pub(crate) async fn run_stream(server: Arc<DiscoveryServer>, io: StreamIo<DiscoveryRequest>) {
-    let StreamIo {
-        mut inbound,
-        outbox,
-        peer,
-        slot,
-    } = io;
-    let result = serve_stream(&server, &mut inbound, &outbox).await;
-    finish_stream(&outbox, peer, result, "ADS");
-    drop(slot);
+pub(crate) async fn run_stream(server: Arc<DiscoveryServer>, mut io: StreamIo<DiscoveryRequest>) {
+    let result = serve_stream(&server, &mut io.inbound, &io.outbox).await;
+    finish_stream(io, result, "ADS");
 }
 
 /// Ends a stream's response with the outcome's status, logging failures the peer did not
-/// cause by going away.
-pub(crate) fn finish_stream(
-    outbox: &Outbox,
-    peer: Option<std::net::SocketAddr>,
-    result: Result<(), Status>,
-    what: &str,
-) {
+/// cause by going away; then gives up the stream's place in its peer's count (`io.slot`).
+pub(crate) fn finish_stream<M>(io: StreamIo<M>, result: Result<(), Status>, what: &str) {
+    let (outbox, peer) = (&io.outbox, io.peer);
     match result {
         Ok(()) => outbox.finish(Status::ok("")),
         Err(status) => {
@@ -104,6 +93,7 @@ pub(crate) fn finish_stream(
             outbox.finish(status);
         }
     }
+    // `io` drops here, and with it the stream's place in its peer's count.
 }
 
 /// The request message of a stream (SotW or delta): what `open_stream` reads of it.
@@ -199,12 +189,20 @@ async fn serve_stream(
         status: handle.status.clone(),
         seq: 0,
     };
-    let result = conn
-        .serve(first, inbound, &handle)
-        .instrument(span.clone())
-        .await;
-    server.deregister(&id);
-    tracing::info!(parent: &span, "proxy disconnected");
+    serve_registered(server, &id, &span, conn.serve(first, inbound, &handle)).await
+}
+
+/// Runs a registered stream's `work` in its span, then deregisters the
+/// connection `id` and logs the disconnect; the outcome is `work`'s.
+pub(crate) async fn serve_registered(
+    server: &DiscoveryServer,
+    id: &str,
+    span: &tracing::Span,
+    work: impl Future<Output = Result<(), Status>>,
+) -> Result<(), Status> {
+    let result = work.instrument(span.clone()).await;
+    server.deregister(id);
+    tracing::info!(parent: span, "proxy disconnected");
     result
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
     aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
 };
 use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
@@ -131,6 +131,75 @@ fn bytes_of<'a>(resources: impl Iterator<Item = &'a Any>) -> u64 {
     resources.map(|a| a.value.len() as u64).sum()
 }
 
+/// What [`Responses`] records of a SotW or delta response.
+trait Response {
+    fn type_url(&self) -> &str;
+    /// Bytes of the resources it carries (the `Any` values).
+    fn resource_bytes(&self) -> u64;
+}
+
+impl Response for DiscoveryResponse {
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+
+    fn resource_bytes(&self) -> u64 {
+        bytes_of(self.resources.iter())
+    }
+}
+
+impl Response for DeltaDiscoveryResponse {
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+
+    fn resource_bytes(&self) -> u64 {
+        bytes_of(self.resources.iter().filter_map(|r| r.resource.as_ref()))
+    }
+}
+
+/// The responses of one stream, each recorded in the proxy's record as it
+/// arrives.
+struct Responses<'a, T> {
+    inbound: tonic::Streaming<T>,
+    record: &'a ProxyRecord,
+    /// A response arrived: the server admitted the stream.
+    admitted: bool,
+}
+
+impl<'a, T: Response> Responses<'a, T> {
+    /// The stream the server answered with, or why it did not.
+    fn open(
+        opened: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+        record: &'a ProxyRecord,
+    ) -> Result<Self, String> {
+        match opened {
+            Ok(r) => Ok(Responses {
+                inbound: r.into_inner(),
+                record,
+                admitted: false,
+            }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The next response, recorded; or why the stream ended.
+    async fn next(&mut self) -> Result<T, String> {
+        let resp = match self.inbound.message().await {
+            Ok(Some(resp)) => resp,
+            Ok(None) => return Err("stream closed".to_string()),
+            Err(e) => return Err(e.to_string()),
+        };
+        self.admitted = true;
+        self.record.arrived(
+            short(resp.type_url()),
+            Instant::now(),
+            resp.resource_bytes(),
+        );
+        Ok(resp)
+    }
+}
+
 fn request(node: Option<Node>, type_url: &str, names: &BTreeSet<String>) -> DiscoveryRequest {
     DiscoveryRequest {
         node,
@@ -152,27 +221,17 @@ async fn sotw_stream(client: &mut Client, node: &Node, record: &ProxyRecord) -> 
     let _ = tx
         .send(request(None, LISTENER_TYPE, &BTreeSet::new()))
         .await;
-    let mut inbound = match client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(e) => return (false, e.to_string()),
+    let opened = client.stream_aggregated_resources(ReceiverStream::new(rx));
+    let mut responses = match Responses::open(opened.await, record) {
+        Ok(responses) => responses,
+        Err(e) => return (false, e),
     };
-    let mut admitted = false;
     let mut subscribed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let end = loop {
-        let resp = match inbound.message().await {
-            Ok(Some(resp)) => resp,
-            Ok(None) => break "stream closed".to_string(),
-            Err(e) => break e.to_string(),
+        let resp = match responses.next().await {
+            Ok(resp) => resp,
+            Err(end) => break end,
         };
-        admitted = true;
-        record.arrived(
-            short(&resp.type_url),
-            Instant::now(),
-            bytes_of(resp.resources.iter()),
-        );
         let names = subscribed.get(&resp.type_url).cloned().unwrap_or_default();
         if tx
             .send(DiscoveryRequest {
@@ -199,7 +258,7 @@ async fn sotw_stream(client: &mut Client, node: &Node, record: &ProxyRecord) -> 
             }
         }
     };
-    (admitted, end)
+    (responses.admitted, end)
 }
 
 /// One delta stream: wildcard CDS and LDS, EDS/RDS subscriptions following them.
@@ -214,29 +273,19 @@ async fn delta_stream(client: &mut Client, node: &Node, record: &ProxyRecord) ->
             })
             .await;
     }
-    let mut inbound = match client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(e) => return (false, e.to_string()),
+    let opened = client.delta_aggregated_resources(ReceiverStream::new(rx));
+    let mut responses = match Responses::open(opened.await, record) {
+        Ok(responses) => responses,
+        Err(e) => return (false, e),
     };
-    let mut admitted = false;
     // Resources held per type, to know the full set after each delta.
     let mut held: BTreeMap<String, BTreeMap<String, Any>> = BTreeMap::new();
     let mut subscribed: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
     let end = loop {
-        let resp = match inbound.message().await {
-            Ok(Some(resp)) => resp,
-            Ok(None) => break "stream closed".to_string(),
-            Err(e) => break e.to_string(),
+        let resp = match responses.next().await {
+            Ok(resp) => resp,
+            Err(end) => break end,
         };
-        admitted = true;
-        record.arrived(
-            short(&resp.type_url),
-            Instant::now(),
-            bytes_of(resp.resources.iter().filter_map(|r| r.resource.as_ref())),
-        );
         let set = held.entry(resp.type_url.clone()).or_default();
         for r in &resp.resources {
             if let Some(a) = &r.resource {
@@ -281,7 +330,7 @@ async fn delta_stream(client: &mut Client, node: &Node, record: &ProxyRecord) ->
             }
         }
     };
-    (admitted, end)
+    (responses.admitted, end)
 }
 
 /// Runs one simulated proxy until its task is aborted: a stream, and after the stream ends a

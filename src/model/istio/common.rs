@@ -367,10 +367,32 @@ fn validate_listener_dns_name(
     }
 }
 
+/// The `hosts` (at `path`) of a Gateway server or of a Sidecar egress
+/// listener: at least one, each as
+/// [`validate_namespace_slash_wildcard_hostname`] wants.
+pub(super) fn validate_namespace_slash_wildcard_hostnames(
+    hosts: &[String],
+    is_gateway: bool,
+    path: &FieldPath,
+    errs: &mut Errors,
+) {
+    if hosts.is_empty() {
+        let message = if is_gateway {
+            "server config must contain at least one host"
+        } else {
+            "sidecar: egress listener must contain at least one host"
+        };
+        errs.add(path, message);
+    }
+    for (i, host) in hosts.iter().enumerate() {
+        validate_namespace_slash_wildcard_hostname(host, is_gateway, &path.index(i), errs);
+    }
+}
+
 /// A Sidecar egress or Gateway server host, `<namespace>/<dnsName>` where
 /// the namespace may be `*` or `.` (or, in a Sidecar, `~`). Gateways also
 /// accept a bare DNS name.
-pub(super) fn validate_namespace_slash_wildcard_hostname(
+fn validate_namespace_slash_wildcard_hostname(
     hostname: &str,
     is_gateway: bool,
     path: &FieldPath,

@@ -481,29 +481,12 @@ mod validate;
 mod tests {
     use super::validate::{is_prime, validate_localities};
     use super::*;
-    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
+    use crate::model::istio::test_support::{
+        assert_round_trip, assert_valid, fields, parse_object, parse_spec,
+    };
 
     fn parse(yaml: &str) -> DestinationRule {
         parse_object(yaml)
-    }
-
-    fn parse_spec(yaml: &str) -> DestinationRule {
-        serde_saphyr::from_str::<DestinationRule>(yaml)
-            .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
-    }
-
-    fn assert_round_trip(dr: &DestinationRule) {
-        assert_json_round_trip(dr);
-        let yaml = serde_saphyr::to_string(dr).unwrap();
-        assert_eq!(
-            &serde_saphyr::from_str::<DestinationRule>(&yaml).unwrap(),
-            dr
-        );
-    }
-
-    fn assert_valid(dr: &DestinationRule) {
-        let errs = dr.validate();
-        assert!(errs.is_empty(), "unexpected errors: {errs:#?}");
     }
 
     #[test]
@@ -738,7 +721,7 @@ spec:
             ("ratings.prod.svc.cluster.local", ClientTlsMode::IstioMutual),
         ] {
             let mode_name = serde_json::to_value(mode).unwrap();
-            let dr = parse_spec(&format!(
+            let dr: DestinationRule = parse_spec(&format!(
                 "host: {host}\ntrafficPolicy:\n  tls:\n    mode: {}\n",
                 mode_name.as_str().unwrap()
             ));
@@ -758,7 +741,7 @@ spec:
 
     #[test]
     fn reference_example_locality() {
-        let dr = parse_spec(
+        let dr: DestinationRule = parse_spec(
             r#"
 host: a.example.com
 trafficPolicy:
@@ -791,7 +774,7 @@ trafficPolicy:
         assert_valid(&dr);
         assert_round_trip(&dr);
 
-        let dr = parse_spec(
+        let dr: DestinationRule = parse_spec(
             r#"
 host: a.example.com
 trafficPolicy:
@@ -813,7 +796,7 @@ trafficPolicy:
 
     #[test]
     fn every_field_parses_and_round_trips() {
-        let dr = parse_spec(
+        let dr: DestinationRule = parse_spec(
             r#"
 host: reviews
 exportTo: ["."]
@@ -925,7 +908,7 @@ subsets:
 
     #[test]
     fn validates_host_and_subsets() {
-        let dr = parse_spec(
+        let dr: DestinationRule = parse_spec(
             r#"
 host: ""
 subsets:
@@ -965,7 +948,7 @@ workloadSelector: {matchLabels: {"app": "*"}}
 
     #[test]
     fn validates_traffic_policy_parts() {
-        let dr = parse_spec(
+        let dr: DestinationRule = parse_spec(
             r#"
 host: a.example.com
 trafficPolicy:
@@ -1035,7 +1018,7 @@ trafficPolicy:
 
     #[test]
     fn validates_tunnel_proxy_protocol_and_tls_combinations() {
-        let dr = parse_spec(
+        let dr: DestinationRule = parse_spec(
             r#"
 host: a.example.com
 trafficPolicy:
@@ -1045,7 +1028,7 @@ trafficPolicy:
         );
         assert_eq!(fields(&dr.validate()), ["spec.trafficPolicy"]);
 
-        let dr = parse_spec(
+        let dr: DestinationRule = parse_spec(
             r#"
 host: a.example.com
 subsets:
@@ -1068,7 +1051,7 @@ subsets:
 
     #[test]
     fn validates_locality_settings() {
-        let dr = parse_spec(
+        let dr: DestinationRule = parse_spec(
             r#"
 host: a.example.com
 trafficPolicy:
@@ -1086,7 +1069,7 @@ trafficPolicy:
         );
         assert_eq!(errs[0].message, "total locality weight 90 != 100");
 
-        let dr = parse_spec(
+        let dr: DestinationRule = parse_spec(
             r#"
 host: a.example.com
 trafficPolicy:
@@ -1106,7 +1089,7 @@ trafficPolicy:
             ]
         );
 
-        let dr = parse_spec(
+        let dr: DestinationRule = parse_spec(
             r#"
 host: a.example.com
 trafficPolicy:

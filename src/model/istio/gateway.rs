@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     Protocol, UNIX_ADDRESS_PREFIX, is_default, nullable, validate_ip_address,
-    validate_namespace_slash_wildcard_hostname, validate_port, validate_unix_address,
+    validate_namespace_slash_wildcard_hostnames, validate_port, validate_unix_address,
 };
 use super::{Errors, FieldPath, ValidationError, validate_spec};
 
@@ -195,20 +195,7 @@ impl Gateway {
 
 impl Server {
     fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
-        if self.hosts.is_empty() {
-            errs.add(
-                &path.field("hosts"),
-                "server config must contain at least one host",
-            );
-        }
-        for (i, host) in self.hosts.iter().enumerate() {
-            validate_namespace_slash_wildcard_hostname(
-                host,
-                true,
-                &path.field("hosts").index(i),
-                errs,
-            );
-        }
+        validate_namespace_slash_wildcard_hostnames(&self.hosts, true, &path.field("hosts"), errs);
         let port_ok = self.validate_port(path, errs);
         self.validate_bind(path, errs);
         if let Some(tls) = &self.tls {
@@ -399,15 +386,11 @@ impl ServerTlsSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
-
-    fn parse(yaml: &str) -> Gateway {
-        parse_object(yaml)
-    }
+    use crate::model::istio::test_support::{assert_valid_and_round_trips, fields, parse_object};
 
     #[test]
     fn reference_example_parses_validates_and_round_trips() {
-        let gw = parse(
+        let gw = parse_object::<Gateway>(
             r#"
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -469,8 +452,7 @@ spec:
             ServerTlsMode::Simple
         );
         assert_eq!(gw.servers[4].port.as_ref().unwrap().protocol, "MONGO");
-        assert!(gw.validate().is_empty(), "{:#?}", gw.validate());
-        assert_json_round_trip(&gw);
+        assert_valid_and_round_trips(&gw);
         let yaml = serde_saphyr::to_string(&gw).unwrap();
         assert_eq!(serde_saphyr::from_str::<Gateway>(&yaml).unwrap(), gw);
     }

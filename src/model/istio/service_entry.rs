@@ -284,20 +284,11 @@ impl ServiceEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
-
-    fn parse(yaml: &str) -> ServiceEntry {
-        parse_object(yaml)
-    }
-
-    fn assert_valid_and_round_trips(se: &ServiceEntry) {
-        assert!(se.validate().is_empty(), "{:#?}", se.validate());
-        assert_json_round_trip(se);
-    }
+    use crate::model::istio::test_support::{assert_valid_and_round_trips, fields, parse_object};
 
     #[test]
     fn reference_examples() {
-        let se = parse(
+        let se = parse_object::<ServiceEntry>(
             r#"
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -320,7 +311,7 @@ spec:
         assert_eq!(se.ports[0].protocol, "TLS");
         assert_valid_and_round_trips(&se);
 
-        let se = parse(
+        let se = parse_object::<ServiceEntry>(
             r#"
 spec:
   hosts:
@@ -342,7 +333,7 @@ spec:
         assert_eq!(se.endpoints[1].address, "3.3.3.3");
         assert_valid_and_round_trips(&se);
 
-        let se = parse(
+        let se = parse_object::<ServiceEntry>(
             r#"
 spec:
   hosts:
@@ -365,7 +356,7 @@ spec:
         assert_eq!(se.endpoints[0].ports["http"], 8080);
         assert_valid_and_round_trips(&se);
 
-        let se = parse(
+        let se = parse_object::<ServiceEntry>(
             r#"
 spec:
   hosts:
@@ -382,7 +373,7 @@ spec:
         );
         assert_valid_and_round_trips(&se);
 
-        let se = parse(
+        let se = parse_object::<ServiceEntry>(
             r#"
 spec:
   hosts:
@@ -407,7 +398,7 @@ spec:
         );
         assert_valid_and_round_trips(&se);
 
-        let se = parse(
+        let se = parse_object::<ServiceEntry>(
             r#"
 spec:
   hosts:

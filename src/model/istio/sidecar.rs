@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     Protocol, UNIX_ADDRESS_PREFIX, WorkloadSelector, is_default, nullable, validate_fqdn,
-    validate_ip_address, validate_namespace_slash_wildcard_hostname, validate_port,
+    validate_ip_address, validate_namespace_slash_wildcard_hostnames, validate_port,
     validate_port_name, validate_protocol, validate_unix_address,
 };
 use super::destination_rule::ConnectionPoolSettings;
@@ -209,20 +209,12 @@ impl Sidecar {
                     }
                 }
             }
-            if listener.hosts.is_empty() {
-                errs.add(
-                    &at.field("hosts"),
-                    "sidecar: egress listener must contain at least one host",
-                );
-            }
-            for (j, host) in listener.hosts.iter().enumerate() {
-                validate_namespace_slash_wildcard_hostname(
-                    host,
-                    false,
-                    &at.field("hosts").index(j),
-                    errs,
-                );
-            }
+            validate_namespace_slash_wildcard_hostnames(
+                &listener.hosts,
+                false,
+                &at.field("hosts"),
+                errs,
+            );
         }
     }
 }
@@ -405,20 +397,11 @@ impl OutboundTrafficPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
-
-    fn parse(yaml: &str) -> Sidecar {
-        parse_object(yaml)
-    }
-
-    fn assert_valid_and_round_trips(sidecar: &Sidecar) {
-        assert!(sidecar.validate().is_empty(), "{:#?}", sidecar.validate());
-        assert_json_round_trip(sidecar);
-    }
+    use crate::model::istio::test_support::{assert_valid_and_round_trips, fields, parse_object};
 
     #[test]
     fn reference_examples() {
-        let sidecar = parse(
+        let sidecar = parse_object::<Sidecar>(
             r#"
 apiVersion: networking.istio.io/v1
 kind: Sidecar
@@ -435,7 +418,7 @@ spec:
         assert_eq!(sidecar.egress[0].hosts, ["./*", "istio-system/*"]);
         assert_valid_and_round_trips(&sidecar);
 
-        let sidecar = parse(
+        let sidecar = parse_object::<Sidecar>(
             r#"
 spec:
   workloadSelector:
@@ -468,7 +451,7 @@ spec:
         );
         assert_valid_and_round_trips(&sidecar);
 
-        let sidecar = parse(
+        let sidecar = parse_object::<Sidecar>(
             r#"
 spec:
   workloadSelector:
@@ -496,7 +479,7 @@ spec:
         assert_eq!(sidecar.egress[0].bind, "127.0.0.1");
         assert_valid_and_round_trips(&sidecar);
 
-        let sidecar = parse(
+        let sidecar = parse_object::<Sidecar>(
             r#"
 spec:
   workloadSelector:
@@ -516,7 +499,7 @@ spec:
         );
         assert_valid_and_round_trips(&sidecar);
 
-        let sidecar = parse(
+        let sidecar = parse_object::<Sidecar>(
             r#"
 spec:
   workloadSelector:

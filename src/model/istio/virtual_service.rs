@@ -559,26 +559,12 @@ use validate::decode_base64;
 mod tests {
     use super::validate::validate_header_value;
     use super::*;
-    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
+    use crate::model::istio::test_support::{
+        assert_round_trip, assert_valid, fields, parse_object, parse_spec,
+    };
 
     fn parse(yaml: &str) -> VirtualService {
         parse_object(yaml)
-    }
-
-    fn parse_spec(yaml: &str) -> VirtualService {
-        serde_saphyr::from_str::<VirtualService>(yaml)
-            .unwrap_or_else(|e| panic!("parse failed: {e}\n{yaml}"))
-    }
-
-    /// Serializing and parsing again yields the same value, through JSON
-    /// and through YAML.
-    fn assert_round_trip(vs: &VirtualService) {
-        assert_json_round_trip(vs);
-        let yaml = serde_saphyr::to_string(vs).unwrap();
-        assert_eq!(
-            &serde_saphyr::from_str::<VirtualService>(&yaml).unwrap(),
-            vs
-        );
     }
 
     /// A redirect or a direct response answers alone; a route needs one of route, redirect or
@@ -586,7 +572,7 @@ mod tests {
     #[test]
     fn redirect_and_direct_response_exclude_the_rest() {
         let messages = |yaml: &str| -> Vec<String> {
-            parse_spec(yaml)
+            parse_spec::<VirtualService>(yaml)
                 .validate()
                 .iter()
                 .map(|e| e.to_string())
@@ -615,11 +601,6 @@ mod tests {
             messages("hosts: [a.example.com]\nhttp:\n- name: nothing\n"),
             ["spec.http[0].route: HTTP route, redirect or direct_response is required"]
         );
-    }
-
-    fn assert_valid(vs: &VirtualService) {
-        let errs = vs.validate();
-        assert!(errs.is_empty(), "unexpected errors: {errs:#?}");
     }
 
     const REVIEWS_ROUTE: &str = r#"
@@ -990,7 +971,7 @@ spec:
 
     #[test]
     fn every_field_parses_and_round_trips() {
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: [a.example.com]
 gateways: [istio-system/gw, mesh]
@@ -1201,7 +1182,7 @@ spec:
 
     #[test]
     fn rejects_invalid_base64_body() {
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: [a]
 http:
@@ -1232,7 +1213,7 @@ http:
 
     #[test]
     fn validates_hosts() {
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: ["*", "bad_host", "a.example.com", "*.example.com"]
 http:
@@ -1244,7 +1225,7 @@ http:
         assert_eq!(fields(&errs), ["spec.hosts[0]", "spec.hosts[1]"]);
         assert!(errs[0].message.contains("wildcard host *"));
 
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: ["a.example.com", "*.example.com"]
 http:
@@ -1259,13 +1240,13 @@ http:
             "spec.hosts[1]: duplicate hosts in virtual service: a.example.com & *.example.com"
         );
 
-        let empty = parse_spec("hosts: [a]");
+        let empty: VirtualService = parse_spec("hosts: [a]");
         assert_eq!(fields(&empty.validate()), ["spec.http"]);
     }
 
     #[test]
     fn validates_route_conflicts() {
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: [a]
 http:
@@ -1298,7 +1279,7 @@ http:
 
     #[test]
     fn validates_delegation_rules() {
-        let root = parse_spec(
+        let root: VirtualService = parse_spec(
             r#"
 hosts: [a]
 http:
@@ -1309,7 +1290,7 @@ http:
         );
         assert_eq!(fields(&root.validate()), ["spec.http[0].route"]);
 
-        let delegate = parse_spec(
+        let delegate: VirtualService = parse_spec(
             r#"
 gateways: [gw]
 http:
@@ -1332,7 +1313,7 @@ tcp:
 
     #[test]
     fn validates_destinations_and_weights() {
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: [a]
 http:
@@ -1383,7 +1364,7 @@ http:
 
     #[test]
     fn validates_matches() {
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: [a]
 http:
@@ -1426,7 +1407,7 @@ http:
         assert!(errs[2].message.contains("RE2"));
 
         // JWT claim routing is fine on a gateway.
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: [a.example.com]
 gateways: [istio-system/gw]
@@ -1443,7 +1424,7 @@ http:
 
     #[test]
     fn validates_fault_retry_mirror_timeout() {
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: [a]
 http:
@@ -1496,7 +1477,7 @@ http:
 
     #[test]
     fn validates_redirect_rewrite_direct_response_cors() {
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: [a]
 http:
@@ -1556,7 +1537,7 @@ http:
 
     #[test]
     fn validates_tls_and_tcp_routes() {
-        let vs = parse_spec(
+        let vs: VirtualService = parse_spec(
             r#"
 hosts: ["*.bookinfo.com"]
 tls:

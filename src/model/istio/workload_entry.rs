@@ -135,7 +135,7 @@ impl WorkloadEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::istio::test_support::{assert_json_round_trip, fields, parse_object};
+    use crate::model::istio::test_support::{assert_valid_and_round_trips, fields, parse_object};
 
     #[test]
     fn reference_example() {
@@ -160,8 +160,7 @@ spec:
         assert_eq!(we.service_account, "details-legacy");
         assert_eq!(we.address, "2.2.2.2");
         assert_eq!(we.labels["instance-id"], "vm1");
-        assert!(we.validate().is_empty());
-        assert_json_round_trip(&we);
+        assert_valid_and_round_trips(&we);
     }
 
     #[test]

@@ -4,6 +4,19 @@
 
 use super::*;
 
+/// The [`Settings`] of a [`TrafficPolicy`] or a [`PortTrafficPolicy`]: the
+/// two types name these fields alike but share no type for them.
+macro_rules! settings_of {
+    ($policy:expr) => {
+        Settings {
+            outlier_detection: $policy.outlier_detection.as_ref(),
+            connection_pool: $policy.connection_pool.as_ref(),
+            load_balancer: $policy.load_balancer.as_ref(),
+            tls: $policy.tls.as_ref(),
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------
 // Validation
 // ---------------------------------------------------------------------------
@@ -62,18 +75,7 @@ impl TrafficPolicy {
             errs.add(path, "tunnel and proxyProtocol must not be set together");
             return;
         }
-        if let Some(outlier) = &self.outlier_detection {
-            outlier.validate_at(&path.field("outlierDetection"), errs);
-        }
-        if let Some(pool) = &self.connection_pool {
-            pool.validate_at(&path.field("connectionPool"), errs);
-        }
-        if let Some(lb) = &self.load_balancer {
-            lb.validate_at(&path.field("loadBalancer"), errs);
-        }
-        if let Some(tls) = &self.tls {
-            tls.validate_at(&path.field("tls"), errs);
-        }
+        validate_settings(settings_of!(self), path, errs);
         for (i, port_policy) in self.port_level_settings.iter().enumerate() {
             port_policy.validate_at(&path.field("portLevelSettings").index(i), errs);
         }
@@ -99,18 +101,33 @@ impl PortTrafficPolicy {
             errs.add(path, "port traffic policy must have at least one field");
             return;
         }
-        if let Some(outlier) = &self.outlier_detection {
-            outlier.validate_at(&path.field("outlierDetection"), errs);
-        }
-        if let Some(pool) = &self.connection_pool {
-            pool.validate_at(&path.field("connectionPool"), errs);
-        }
-        if let Some(lb) = &self.load_balancer {
-            lb.validate_at(&path.field("loadBalancer"), errs);
-        }
-        if let Some(tls) = &self.tls {
-            tls.validate_at(&path.field("tls"), errs);
-        }
+        validate_settings(settings_of!(self), path, errs);
+    }
+}
+
+/// The four settings a [`TrafficPolicy`] and a [`PortTrafficPolicy`] both
+/// carry, borrowed.
+struct Settings<'a> {
+    outlier_detection: Option<&'a OutlierDetection>,
+    connection_pool: Option<&'a ConnectionPoolSettings>,
+    load_balancer: Option<&'a LoadBalancerSettings>,
+    tls: Option<&'a ClientTlsSettings>,
+}
+
+/// Validates the settings a policy and a port's override share, in istiod's
+/// order: outlier detection, connection pool, load balancer, TLS.
+fn validate_settings(settings: Settings<'_>, path: &FieldPath, errs: &mut Errors) {
+    if let Some(outlier) = settings.outlier_detection {
+        outlier.validate_at(&path.field("outlierDetection"), errs);
+    }
+    if let Some(pool) = settings.connection_pool {
+        pool.validate_at(&path.field("connectionPool"), errs);
+    }
+    if let Some(lb) = settings.load_balancer {
+        lb.validate_at(&path.field("loadBalancer"), errs);
+    }
+    if let Some(tls) = settings.tls {
+        tls.validate_at(&path.field("tls"), errs);
     }
 }
 

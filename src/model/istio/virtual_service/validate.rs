@@ -20,6 +20,19 @@ struct RouteContext<'a> {
 
 const MESH_GATEWAY: &str = "mesh";
 
+/// The [`L4Match`] of a [`TlsMatchAttributes`] or an [`L4MatchAttributes`]:
+/// the two types name these fields alike but share no type for them.
+macro_rules! l4_match_of {
+    ($m:expr) => {
+        L4Match {
+            destination_subnets: &$m.destination_subnets,
+            port: $m.port,
+            source_labels: &$m.source_labels,
+            gateways: &$m.gateways,
+        }
+    };
+}
+
 impl VirtualService {
     /// Validates the spec as istiod does; empty means valid.
     pub fn validate(&self) -> Vec<ValidationError> {
@@ -588,17 +601,7 @@ impl TlsMatchAttributes {
                 validate_sni_host(sni, ctx),
             );
         }
-        for (i, subnet) in self.destination_subnets.iter().enumerate() {
-            errs.check(
-                &path.field("destinationSubnets").index(i),
-                validate_ip_subnet(subnet),
-            );
-        }
-        if self.port != 0 {
-            errs.check(&path.field("port"), validate_port(self.port));
-        }
-        validate_labels(&self.source_labels, &path.field("sourceLabels"), errs);
-        validate_gateway_names(&self.gateways, &path.field("gateways"), errs);
+        l4_match_of!(self).validate_at(path, errs);
     }
 }
 
@@ -645,6 +648,20 @@ impl TcpRoute {
 
 impl L4MatchAttributes {
     fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
+        l4_match_of!(self).validate_at(path, errs);
+    }
+}
+
+/// The fields a TLS match shares with a TCP (L4) match, borrowed.
+struct L4Match<'a> {
+    destination_subnets: &'a [String],
+    port: u32,
+    source_labels: &'a BTreeMap<String, String>,
+    gateways: &'a [String],
+}
+
+impl L4Match<'_> {
+    fn validate_at(&self, path: &FieldPath, errs: &mut Errors) {
         for (i, subnet) in self.destination_subnets.iter().enumerate() {
             errs.check(
                 &path.field("destinationSubnets").index(i),
@@ -654,8 +671,8 @@ impl L4MatchAttributes {
         if self.port != 0 {
             errs.check(&path.field("port"), validate_port(self.port));
         }
-        validate_labels(&self.source_labels, &path.field("sourceLabels"), errs);
-        validate_gateway_names(&self.gateways, &path.field("gateways"), errs);
+        validate_labels(self.source_labels, &path.field("sourceLabels"), errs);
+        validate_gateway_names(self.gateways, &path.field("gateways"), errs);
     }
 }
 
