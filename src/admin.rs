@@ -278,43 +278,37 @@ async fn metrics(State(s): State<AppState>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     };
-    metric(
-        "pilot_xds",
-        "gauge",
-        "Number of endpoints connected to this pilot using XDS.",
-        s.server.connected_proxies() as u64,
-    );
-    metric(
-        "pilot_xds_pushes_total",
-        "counter",
-        "Pushes sent.",
-        m.pushes.load(Ordering::Relaxed),
-    );
-    metric(
-        "pilot_xds_push_bytes_total",
-        "counter",
-        "Bytes of resources sent.",
-        m.push_bytes.load(Ordering::Relaxed),
-    );
-    metric(
-        "pilot_total_xds_rejects",
-        "counter",
-        "Total number of XDS responses from pilot rejected by proxy.",
-        m.rejects.load(Ordering::Relaxed),
-    );
     let (allocated, resident) = heap();
-    metric(
-        "navarch_heap_allocated_bytes",
-        "gauge",
-        "Bytes the control plane has allocated (jemalloc stats.allocated).",
-        allocated,
-    );
-    metric(
-        "navarch_heap_resident_bytes",
-        "gauge",
-        "Bytes of heap kept resident (jemalloc stats.resident).",
-        resident,
-    );
+    #[rustfmt::skip]
+    let plain: [(&str, &str, u64, &str); 12] = [
+        ("pilot_xds", "gauge", s.server.connected_proxies() as u64,
+            "Number of endpoints connected to this pilot using XDS."),
+        ("pilot_xds_pushes_total", "counter", m.pushes.load(Ordering::Relaxed),
+            "Pushes sent."),
+        ("pilot_xds_push_bytes_total", "counter", m.push_bytes.load(Ordering::Relaxed),
+            "Bytes of resources sent."),
+        ("pilot_total_xds_rejects", "counter", m.rejects.load(Ordering::Relaxed),
+            "Total number of XDS responses from pilot rejected by proxy."),
+        ("navarch_heap_allocated_bytes", "gauge", allocated,
+            "Bytes the control plane has allocated (jemalloc stats.allocated)."),
+        ("navarch_heap_resident_bytes", "gauge", resident,
+            "Bytes of heap kept resident (jemalloc stats.resident)."),
+        ("pilot_xds_acks_total", "counter", m.acks.load(Ordering::Relaxed),
+            "ACKs received."),
+        ("pilot_xds_expired_nonce", "counter", m.expired_nonces.load(Ordering::Relaxed),
+            "Total number of XDS requests with an expired nonce."),
+        ("pilot_full_pushes_total", "counter", m.full_pushes.load(Ordering::Relaxed),
+            "Full pushes started."),
+        ("pilot_xds_cache_hits_total", "counter", hits,
+            "Encoded resource cache hits."),
+        ("pilot_xds_cache_misses_total", "counter", misses,
+            "Encoded resource cache misses."),
+        ("pilot_total_rejected_configs", "gauge", push.store.errors.len() as u64,
+            "Config documents rejected by validation."),
+    ];
+    for (name, kind, value, help) in plain {
+        metric(name, kind, help, value);
+    }
     // istiod's per-type reject metrics (`pilot_xds_cds_reject`, ...).
     for kind in [
         ResourceType::Cluster,
@@ -330,42 +324,6 @@ async fn metrics(State(s): State<AppState>) -> Response {
             m.rejects_by_type[kind.index()].load(Ordering::Relaxed),
         );
     }
-    metric(
-        "pilot_xds_acks_total",
-        "counter",
-        "ACKs received.",
-        m.acks.load(Ordering::Relaxed),
-    );
-    metric(
-        "pilot_xds_expired_nonce",
-        "counter",
-        "Total number of XDS requests with an expired nonce.",
-        m.expired_nonces.load(Ordering::Relaxed),
-    );
-    metric(
-        "pilot_full_pushes_total",
-        "counter",
-        "Full pushes started.",
-        m.full_pushes.load(Ordering::Relaxed),
-    );
-    metric(
-        "pilot_xds_cache_hits_total",
-        "counter",
-        "Encoded resource cache hits.",
-        hits,
-    );
-    metric(
-        "pilot_xds_cache_misses_total",
-        "counter",
-        "Encoded resource cache misses.",
-        misses,
-    );
-    metric(
-        "pilot_total_rejected_configs",
-        "gauge",
-        "Config documents rejected by validation.",
-        push.store.errors.len() as u64,
-    );
     s.health.write_metrics(&mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }

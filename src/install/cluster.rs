@@ -426,6 +426,15 @@ impl Installer {
         Ok(deleted)
     }
 
+    async fn mutating_webhooks(&self) -> Result<Api<DynamicObject>, ClusterError> {
+        self.api(
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+            None,
+        )
+        .await
+    }
+
     /// `tag set`: applies the tag's objects; for the `default` tag also deactivates the
     /// default revision's own injection webhook (if installed) so pods are injected once.
     pub async fn set_tag(
@@ -436,13 +445,7 @@ impl Installer {
         overwrite: bool,
     ) -> Result<Vec<String>, ClusterError> {
         let objects = tag::render(tag_name, revision, namespace);
-        let mwc = self
-            .api(
-                "admissionregistration.k8s.io/v1",
-                "MutatingWebhookConfiguration",
-                None,
-            )
-            .await?;
+        let mwc = self.mutating_webhooks().await?;
         let name = tag::webhook_name(tag_name);
         if !overwrite && let Ok(Some(existing)) = mwc.get_opt(&name).await {
             let current = existing
@@ -480,13 +483,7 @@ impl Installer {
 
     /// `tag list`: every tag, its revision, and the namespaces labelled `istio.io/rev=<tag>`.
     pub async fn list_tags(&self) -> Result<Vec<tag::TagRow>, ClusterError> {
-        let mwc = self
-            .api(
-                "admissionregistration.k8s.io/v1",
-                "MutatingWebhookConfiguration",
-                None,
-            )
-            .await?;
+        let mwc = self.mutating_webhooks().await?;
         let list = mwc
             .list(&ListParams::default().labels(labels::TAG))
             .await

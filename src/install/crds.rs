@@ -26,69 +26,69 @@ struct CrdKind {
 }
 
 const KINDS: [CrdKind; 7] = [
-    CrdKind {
-        group: ISTIO_NETWORKING_GROUP,
-        kind: "DestinationRule",
-        plural: "destinationrules",
-        short_names: &["dr"],
-        columns: &[("Host", ".spec.host", "string")],
-        versions: &VERSIONS,
-    },
-    CrdKind {
-        group: ISTIO_NETWORKING_GROUP,
-        kind: "EnvoyFilter",
-        plural: "envoyfilters",
-        short_names: &[],
-        columns: &[],
-        versions: &["v1alpha3"],
-    },
-    CrdKind {
-        group: ISTIO_NETWORKING_GROUP,
-        kind: "Gateway",
-        plural: "gateways",
-        short_names: &["gw"],
-        columns: &[],
-        versions: &VERSIONS,
-    },
-    CrdKind {
-        group: ISTIO_NETWORKING_GROUP,
-        kind: "ServiceEntry",
-        plural: "serviceentries",
-        short_names: &["se"],
-        columns: &[
+    crd_kind(
+        ISTIO_NETWORKING_GROUP,
+        "DestinationRule",
+        "destinationrules",
+        &["dr"],
+        &[("Host", ".spec.host", "string")],
+        &VERSIONS,
+    ),
+    crd_kind(
+        ISTIO_NETWORKING_GROUP,
+        "EnvoyFilter",
+        "envoyfilters",
+        &[],
+        &[],
+        &["v1alpha3"],
+    ),
+    crd_kind(
+        ISTIO_NETWORKING_GROUP,
+        "Gateway",
+        "gateways",
+        &["gw"],
+        &[],
+        &VERSIONS,
+    ),
+    crd_kind(
+        ISTIO_NETWORKING_GROUP,
+        "ServiceEntry",
+        "serviceentries",
+        &["se"],
+        &[
             ("Hosts", ".spec.hosts", "string"),
             ("Location", ".spec.location", "string"),
             ("Resolution", ".spec.resolution", "string"),
         ],
-        versions: &VERSIONS,
-    },
-    CrdKind {
-        group: ISTIO_NETWORKING_GROUP,
-        kind: "Sidecar",
-        plural: "sidecars",
-        short_names: &[],
-        columns: &[],
-        versions: &VERSIONS,
-    },
-    CrdKind {
-        group: ISTIO_NETWORKING_GROUP,
-        kind: "VirtualService",
-        plural: "virtualservices",
-        short_names: &["vs"],
-        columns: &[
+        &VERSIONS,
+    ),
+    crd_kind(
+        ISTIO_NETWORKING_GROUP,
+        "Sidecar",
+        "sidecars",
+        &[],
+        &[],
+        &VERSIONS,
+    ),
+    crd_kind(
+        ISTIO_NETWORKING_GROUP,
+        "VirtualService",
+        "virtualservices",
+        &["vs"],
+        &[
             ("Gateways", ".spec.gateways", "string"),
             ("Hosts", ".spec.hosts", "string"),
         ],
-        versions: &VERSIONS,
-    },
-    CrdKind {
-        group: ISTIO_NETWORKING_GROUP,
-        kind: "WorkloadEntry",
-        plural: "workloadentries",
-        short_names: &["we"],
-        columns: &[("Address", ".spec.address", "string")],
-        versions: &VERSIONS,
-    },
+        &VERSIONS,
+    ),
+    crd_kind(
+        ISTIO_NETWORKING_GROUP,
+        "WorkloadEntry",
+        "workloadentries",
+        &["we"],
+        &[("Address", ".spec.address", "string")],
+        &VERSIONS,
+    ),
 ];
 
 /// The kinds istiod (1.31) watches beyond the ones navarch serves, with the versions its
@@ -151,12 +151,23 @@ const fn other(
     plural: &'static str,
     versions: &'static [&'static str],
 ) -> CrdKind {
+    crd_kind(group, kind, plural, &[], &[], versions)
+}
+
+const fn crd_kind(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    short_names: &'static [&'static str],
+    columns: &'static [(&'static str, &'static str, &'static str)],
+    versions: &'static [&'static str],
+) -> CrdKind {
     CrdKind {
         group,
         kind,
         plural,
-        short_names: &[],
-        columns: &[],
+        short_names,
+        columns,
         versions,
     }
 }
