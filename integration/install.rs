@@ -407,3 +407,228 @@ async fn the_operator_reconciles_an_istio_operator_and_prunes_what_it_drops() {
         .success()
     );
 }
+
+/// Creates a pod in `ns` and returns the API server's answer: `Ok` when no webhook took it,
+/// else the error (which names the webhook and the Service it called).
+fn create_pod(cluster: &Cluster, ns: &str, name: &str) -> Result<(), String> {
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec: {{containers: [{{name: app, image: app}}]}}\n"
+    );
+    let out = Command::new(cluster.bin.join("kubectl"))
+        .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+        .args(["create", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(pod.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("run kubectl");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(text(&out))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_revision_runs_beside_the_default_and_the_default_tag_moves_to_it() {
+    let net = 242;
+    let cluster = Cluster::start_without_crds(net).await;
+    let kc = cluster.kubeconfig.clone();
+    let reaper = reap_terminating_pods(cluster.client().await);
+
+    // `install` waits for readiness: it finishes once the (test-played) kubelet runs istiod.
+    let install = Command::new(navarch_bin())
+        .args([
+            "install",
+            "-y",
+            "--set",
+            "profile=minimal",
+            "--readiness-timeout",
+            "60s",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cluster
+        .run_pods(
+            "istio-system",
+            "app=istiod,istio.io/rev=default",
+            &[&format!("127.{net}.1.1")],
+        )
+        .await;
+    let out = install.wait_with_output().unwrap();
+    let out_text = text(&out);
+    assert!(out.status.success(), "{out_text}");
+    for line in [
+        "applied CustomResourceDefinition virtualservices.networking.istio.io",
+        "✔ Istio core installed",
+        "✔ Istiod installed",
+        "waiting up to 60s for 1 Deployment(s) to become ready",
+        "✔ Installation complete",
+    ] {
+        assert!(
+            out_text.contains(line),
+            "{line:?} missing from:\n{out_text}"
+        );
+    }
+
+    let out = navarch_ok(
+        &kc,
+        &[
+            "install",
+            "-y",
+            "--no-wait",
+            "--set",
+            "profile=minimal",
+            "--revision",
+            "canary",
+            "--set",
+            "meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY",
+        ],
+    );
+    assert!(
+        out.contains("applied Deployment istio-system/istiod-canary"),
+        "{out}"
+    );
+    cluster
+        .run_pods(
+            "istio-system",
+            "app=istiod,istio.io/rev=canary",
+            &[&format!("127.{net}.1.2")],
+        )
+        .await;
+    let verified = eventually(Duration::from_secs(30), || async {
+        navarch(
+            &kc,
+            &[
+                "verify-install",
+                "--set",
+                "profile=minimal",
+                "--revision",
+                "canary",
+            ],
+        )
+        .status
+        .success()
+    })
+    .await;
+    assert!(verified.is_some(), "the canary never verified");
+    navarch_ok(&kc, &["verify-install", "--set", "profile=minimal"]);
+
+    // Both control planes serve, each with its own revision's mesh config.
+    let default_cp =
+        crate::support::ControlPlane::start_cluster_revision(&kc, "istiod-a", "").await;
+    let canary_cp =
+        crate::support::ControlPlane::start_cluster_revision(&kc, "istiod-canary-a", "canary")
+            .await;
+    let mode = |cp: &crate::support::ControlPlane| {
+        let url = format!("{}/debug/mesh", cp.http);
+        async move {
+            let mesh: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            mesh["outboundTrafficPolicy"]["mode"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    let canary_mesh = eventually(Duration::from_secs(30), || async {
+        mode(&canary_cp).await == "REGISTRY_ONLY"
+    })
+    .await;
+    assert!(canary_mesh.is_some(), "the canary reads istio-canary");
+    assert_eq!(
+        mode(&default_cp).await,
+        "ALLOW_ANY",
+        "the default reads istio"
+    );
+
+    // The API server sends each namespace's pods to its own revision's webhook. (Nothing
+    // answers /inject yet, so the webhook's failure names which one was called.)
+    cluster.kubectl(&["create", "namespace", "ns-default"], None);
+    cluster.kubectl(
+        &[
+            "label",
+            "namespace",
+            "ns-default",
+            "istio-injection=enabled",
+        ],
+        None,
+    );
+    cluster.kubectl(&["create", "namespace", "ns-canary"], None);
+    cluster.kubectl(
+        &["label", "namespace", "ns-canary", "istio.io/rev=canary"],
+        None,
+    );
+    cluster.kubectl(&["create", "namespace", "ns-plain"], None);
+    let default_err = create_pod(&cluster, "ns-default", "a").unwrap_err();
+    assert!(
+        default_err.contains("namespace.sidecar-injector.istio.io"),
+        "{default_err}"
+    );
+    assert!(
+        default_err.contains("istiod.istio-system.svc"),
+        "{default_err}"
+    );
+    let canary_err = create_pod(&cluster, "ns-canary", "a").unwrap_err();
+    assert!(
+        canary_err.contains("rev.namespace.sidecar-injector.istio.io"),
+        "{canary_err}"
+    );
+    assert!(
+        canary_err.contains("istiod-canary.istio-system.svc"),
+        "{canary_err}"
+    );
+    create_pod(&cluster, "ns-plain", "a").expect("an unlabelled namespace is not injected");
+
+    // `tag set default` moves the default tag: istio-injection=enabled now goes to the canary.
+    let out = navarch_ok(&kc, &["tag", "set", "default", "--revision", "canary"]);
+    assert!(
+        out.contains(
+            "Revision tag \"default\" created, referencing control plane revision \"canary\""
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("MutatingWebhookConfiguration istio-sidecar-injector (deactivated)"),
+        "{out}"
+    );
+    let moved = create_pod(&cluster, "ns-default", "b").unwrap_err();
+    assert!(moved.contains("istiod-canary.istio-system.svc"), "{moved}");
+    assert!(
+        !moved.contains("istiod.istio-system.svc"),
+        "the default revision no longer injects: {moved}"
+    );
+    let list = navarch_ok(&kc, &["tag", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..2] == ["default", "canary"]),
+        "{list}"
+    );
+    let refused = navarch(&kc, &["tag", "set", "default", "--revision", "other"]);
+    assert!(text(&refused).contains("--overwrite"), "{}", text(&refused));
+    navarch_ok(&kc, &["tag", "remove", "default"]);
+    assert!(!navarch_ok(&kc, &["tag", "list"]).contains("default"));
+
+    // Uninstalling the canary leaves the default control plane alone.
+    navarch_ok(&kc, &["uninstall", "--revision", "canary", "-y"]);
+    assert!(
+        !kubectl_status(
+            &cluster,
+            &["get", "deployment", "-n", "istio-system", "istiod-canary"]
+        )
+        .status
+        .success()
+    );
+    cluster.kubectl(&["get", "deployment", "-n", "istio-system", "istiod"], None);
+    cluster.kubectl(&["get", "crd", "virtualservices.networking.istio.io"], None);
+    reaper.abort();
+}

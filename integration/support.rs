@@ -192,6 +192,7 @@ impl ControlPlane {
             cluster: None,
             mesh_config,
             system_namespace: "istio-system".into(),
+            revision: String::new(),
             debounce: DebounceOptions {
                 after: Duration::from_millis(100),
                 max: Duration::from_secs(10),
@@ -222,6 +223,15 @@ impl ControlPlane {
     /// [`ControlPlane::start_cluster`] as replica `instance_id`, with a 2 s Lease so that a
     /// test sees leadership move quickly.
     pub async fn start_cluster_as(kubeconfig: &Path, instance_id: &str) -> ControlPlane {
+        Self::start_cluster_revision(kubeconfig, instance_id, "").await
+    }
+
+    /// [`ControlPlane::start_cluster_as`] for control plane revision `revision`.
+    pub async fn start_cluster_revision(
+        kubeconfig: &Path,
+        instance_id: &str,
+        revision: &str,
+    ) -> ControlPlane {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         let running = navarch::app::start(DiscoveryConfig {
@@ -232,6 +242,7 @@ impl ControlPlane {
             cluster: Some(Some(kubeconfig.to_path_buf())),
             mesh_config: None,
             system_namespace: "istio-system".into(),
+            revision: revision.into(),
             debounce: DebounceOptions {
                 after: Duration::from_millis(100),
                 max: Duration::from_secs(10),

@@ -40,6 +40,7 @@ pub fn router(server: Arc<DiscoveryServer>, health: Arc<Health>) -> Router {
         .route("/debug/configz", get(configz))
         .route("/debug/adsz", get(adsz))
         .route("/debug/registryz", get(registryz))
+        .route("/debug/mesh", get(mesh))
         .route("/debug/endpointz", get(endpointz))
         .route("/debug/push_status", get(push_status))
         .with_state(AppState { server, health })
@@ -213,6 +214,12 @@ async fn adsz(State(s): State<AppState>) -> Response {
 async fn registryz(State(s): State<AppState>) -> Response {
     let push = s.server.push_context();
     Json(push.registry().services.values().collect::<Vec<_>>()).into_response()
+}
+
+/// The mesh config in force (istiod's `/debug/mesh`).
+async fn mesh(State(s): State<AppState>) -> Response {
+    let push = s.server.push_context();
+    Json(&push.store.mesh).into_response()
 }
 
 async fn endpointz(State(s): State<AppState>) -> Response {

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::model::mesh::MeshConfig;
 use crate::model::push_context::{ConfigStore, PushContext};
 use crate::sources;
-use crate::sources::objects::ObjectSet;
+use crate::sources::objects::{MeshConfigMap, ObjectSet};
 use crate::status::SyncStatusStore;
 use crate::supervise::{AbortOnDrop, Health, RestartPolicy, join_error_cause, supervise};
 use crate::xds::DiscoveryServer;
@@ -40,6 +40,9 @@ pub struct DiscoveryConfig {
     pub cluster: Option<Option<PathBuf>>,
     pub mesh_config: Option<PathBuf>,
     pub system_namespace: String,
+    /// The control plane revision (empty for the default one): names the mesh ConfigMap
+    /// (`istio-<revision>`) and the Lease.
+    pub revision: String,
     pub debounce: DebounceOptions,
     pub instance_id: String,
     /// Lease duration for singleton work in a cluster (istiod: 30s).
@@ -177,7 +180,11 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
             initial_sets.insert(SourceId::Files, set);
             file_seed = Some(cache);
         }
-        build_store(initial_sets.clone(), &cfg.system_namespace, mesh.as_ref())
+        build_store(
+            initial_sets.clone(),
+            &MeshConfigMap::for_revision(&cfg.system_namespace, &cfg.revision),
+            mesh.as_ref(),
+        )
     };
     log_errors(&initial, &mut Default::default());
     tracing::info!(
@@ -269,7 +276,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
     if let Some(client) = kube_client {
         let leading = Arc::new(watch::Sender::new(false));
         let opts = sources::kube::KubeSourceOptions {
-            system_namespace: cfg.system_namespace.clone(),
+            mesh_map: MeshConfigMap::for_revision(&cfg.system_namespace, &cfg.revision),
             settle: Duration::from_millis(20),
             status: Some(sources::kube::StatusOptions {
                 errors: errors_rx,
@@ -278,7 +285,12 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         };
         let lease = sources::kube::leader::LeaseOptions {
             namespace: cfg.system_namespace.clone(),
-            name: "istio-analyze-leader".into(),
+            // istiod's per-revision election: each revision writes status for its own objects.
+            name: if cfg.revision.is_empty() {
+                "istio-analyze-leader".into()
+            } else {
+                format!("istio-analyze-leader-{}", cfg.revision)
+            },
             identity: cfg.instance_id.clone(),
             ttl: cfg.lease_ttl,
         };
@@ -309,7 +321,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         health: health.clone(),
         sources: Mutex::new(PushSources {
             latest: initial_sets,
-            system_namespace: cfg.system_namespace.clone(),
+            mesh_map: MeshConfigMap::for_revision(&cfg.system_namespace, &cfg.revision),
             mesh_override: mesh.clone(),
             expected: usize::from(!cfg.config_dirs.is_empty()) + usize::from(cfg.cluster.is_some()),
         }),
@@ -413,7 +425,7 @@ where
 /// The latest state of every source, merged into one store per push.
 struct PushSources {
     latest: BTreeMap<SourceId, ObjectSet>,
-    system_namespace: String,
+    mesh_map: MeshConfigMap,
     mesh_override: Option<MeshConfig>,
     /// How many sources must have reported before proxies are served.
     expected: usize,
@@ -443,14 +455,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Merges every source's latest objects into one validated store.
 fn build_store(
     sets: BTreeMap<SourceId, ObjectSet>,
-    system_namespace: &str,
+    mesh_map: &MeshConfigMap,
     mesh_override: Option<&MeshConfig>,
 ) -> ConfigStore {
     let mut merged = ObjectSet::default();
     for set in sets.into_values() {
         merged.merge(set);
     }
-    merged.into_store(system_namespace, mesh_override)
+    merged.into_store_with(mesh_map, mesh_override)
 }
 
 /// Logs each rejected document once (not again on every rebuild while it stays broken).
@@ -535,11 +547,11 @@ async fn build_and_push(shared: Arc<PushShared>, req: PushRequest) {
     let config_changed = shared.config_dirty.swap(false, Ordering::AcqRel);
     let s = shared.clone();
     let built = tokio::task::spawn_blocking(move || {
-        let (sets, system_namespace, mesh_override, complete) = {
+        let (sets, mesh_map, mesh_override, complete) = {
             let sources = lock(&s.sources);
             (
                 sources.latest.clone(),
-                sources.system_namespace.clone(),
+                sources.mesh_map.clone(),
                 sources.mesh_override.clone(),
                 sources.latest.len() >= sources.expected,
             )
@@ -553,7 +565,7 @@ async fn build_and_push(shared: Arc<PushShared>, req: PushRequest) {
             let store = merged.endpoints_into(&previous.store);
             return (PushContext::with_endpoints(&previous, store), complete);
         }
-        let store = build_store(sets, &system_namespace, mesh_override.as_ref());
+        let store = build_store(sets, &mesh_map, mesh_override.as_ref());
         #[cfg(test)]
         tests::fault_point(&store);
         log_errors(&store, &mut lock(&s.reported));
@@ -629,6 +641,7 @@ mod tests {
             cluster: None,
             mesh_config: None,
             system_namespace: "istio-system".into(),
+            revision: String::new(),
             debounce: DebounceOptions {
                 after: Duration::from_millis(20),
                 max: Duration::from_secs(1),

@@ -104,6 +104,10 @@ pub struct DiscoveryArgs {
     pub mesh_config: Option<PathBuf>,
     #[arg(long, env = "NAVARCH_SYSTEM_NAMESPACE", default_value = "istio-system")]
     pub system_namespace: String,
+    /// The control plane revision (istiod's REVISION): reads the mesh config from the
+    /// `istio-<revision>` ConfigMap. Empty or `default` for the default control plane.
+    #[arg(long, env = "NAVARCH_REVISION", default_value = "")]
+    pub revision: String,
     /// Quiet period before a push (istiod's PILOT_DEBOUNCE_AFTER).
     #[arg(long, env = "NAVARCH_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_go_duration)]
     pub debounce_after: Duration,
@@ -157,6 +161,11 @@ impl DiscoveryArgs {
             },
             mesh_config: self.mesh_config.clone(),
             system_namespace: self.system_namespace.clone(),
+            revision: if self.revision == "default" {
+                String::new()
+            } else {
+                self.revision.clone()
+            },
             debounce: DebounceOptions {
                 after: self.debounce_after,
                 max: self.debounce_max,

@@ -203,6 +203,7 @@ async fn demo(args: &DemoArgs, work: &Path, started: &mut Started) -> anyhow::Re
         cluster: None,
         mesh_config: None,
         system_namespace: "istio-system".into(),
+        revision: String::new(),
         debounce: DebounceOptions::default(),
         instance_id: crate::cli::instance_id(),
         lease_ttl: Duration::from_secs(30),

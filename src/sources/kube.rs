@@ -2,7 +2,7 @@
 //! a complete [`ObjectSet`] after every settled change.
 //!
 //! Owns the connection to the API server, the per-kind watchers (Services, EndpointSlices, Pods,
-//! Namespaces, Secrets, the `istio` ConfigMap in the system namespace, and every networking.istio.io kind
+//! Namespaces, Secrets, the mesh ConfigMap (`istio[-<revision>]`) in the system namespace, and every networking.istio.io kind
 //! at the version the cluster prefers) and their readiness. What an object means is
 //! [`super::objects`]'s job, so a cluster and files behave identically.
 //!
@@ -87,8 +87,8 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeSourceError
 /// What the source needs besides a client.
 #[derive(Debug, Clone)]
 pub struct KubeSourceOptions {
-    /// Where the `istio` ConfigMap lives.
-    pub system_namespace: String,
+    /// The mesh config's ConfigMap (`istio`, or `istio-<revision>`, in the system namespace).
+    pub mesh_map: crate::sources::objects::MeshConfigMap,
     /// Changes closer together than this are sent as one update.
     pub settle: Duration,
     /// Write validation results into the Istio resources' status (leader only).
@@ -307,8 +307,8 @@ pub async fn run(
         pods: reflect.watch(Api::all(client.clone()), cfg(), "Pod"),
         namespaces: reflect.watch(Api::all(client.clone()), cfg(), "Namespace"),
         config_maps: reflect.watch(
-            Api::namespaced(client.clone(), &opts.system_namespace),
-            cfg().fields("metadata.name=istio"),
+            Api::namespaced(client.clone(), &opts.mesh_map.namespace),
+            cfg().fields(&format!("metadata.name={}", opts.mesh_map.name)),
             "ConfigMap",
         ),
         // Only TLS-shaped Secrets can be gateway credentials; service-account tokens and

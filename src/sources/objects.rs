@@ -52,6 +52,28 @@ pub const ISTIO_API_VERSIONS: [&str; 3] = [
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
 
+/// Where the mesh config lives: the `istio` ConfigMap of the system namespace, or
+/// `istio-<revision>` for a revisioned control plane (istiod's naming).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshConfigMap {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl MeshConfigMap {
+    pub fn for_revision(namespace: &str, revision: &str) -> MeshConfigMap {
+        let name = if revision.is_empty() || revision == "default" {
+            "istio".to_string()
+        } else {
+            format!("istio-{revision}")
+        };
+        MeshConfigMap {
+            namespace: namespace.to_string(),
+            name,
+        }
+    }
+}
+
 /// The objects read from one source, before they become a `ConfigStore`. Kubernetes objects
 /// are shared (`Arc`): the cluster source hands over its watchers' objects without copying
 /// them, and merging or keeping a source's latest set costs a reference each.
@@ -262,15 +284,29 @@ impl ObjectSet {
     /// Builds the ConfigStore: registry from Services + endpoints, namespaces, mesh config.
     /// `mesh_override` (from `--mesh-config`) wins over an `istio` ConfigMap.
     pub fn into_store(
-        mut self,
+        self,
         system_namespace: &str,
         mesh_override: Option<&MeshConfig>,
     ) -> ConfigStore {
+        self.into_store_with(
+            &MeshConfigMap::for_revision(system_namespace, ""),
+            mesh_override,
+        )
+    }
+
+    /// [`ObjectSet::into_store`] reading the mesh config from `mesh_map` (a revisioned
+    /// control plane reads `istio-<revision>`).
+    pub fn into_store_with(
+        mut self,
+        mesh_map: &MeshConfigMap,
+        mesh_override: Option<&MeshConfig>,
+    ) -> ConfigStore {
+        let system_namespace = mesh_map.namespace.as_str();
         let mut store = std::mem::take(&mut self.store);
         if let Some(mesh) = mesh_override {
             store.mesh = mesh.clone();
         } else if let Some(cm) = self.config_maps.iter().find(|cm| {
-            cm.metadata.name.as_deref() == Some("istio")
+            cm.metadata.name.as_deref() == Some(mesh_map.name.as_str())
                 && cm.metadata.namespace.as_deref().unwrap_or("default") == system_namespace
         }) {
             let text = cm
@@ -286,7 +322,7 @@ impl ObjectSet {
                     document: None,
                     kind: Some("ConfigMap".into()),
                     namespace: Some(system_namespace.into()),
-                    name: Some("istio".into()),
+                    name: Some(mesh_map.name.clone()),
                     field: Some("data.mesh".into()),
                     message: format!("{e}; keeping the default mesh config"),
                 }),
