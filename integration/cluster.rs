@@ -68,12 +68,19 @@ impl Cluster {
 
     /// [`Cluster::start`] without the CRDs: what an install starts from.
     pub async fn start_without_crds(net: u8) -> Cluster {
+        Cluster::start_with_service_cidr(net, navarch::localkube::DEFAULT_SERVICE_CIDR).await
+    }
+
+    /// [`Cluster::start_without_crds`] with Services' cluster IPs from `cidr` (a loopback
+    /// range when the test plays kube-proxy by binding a cluster IP itself).
+    pub async fn start_with_service_cidr(net: u8, cidr: &str) -> Cluster {
         // NAVARCH_KEEP_CLUSTER_LOGS=1 keeps certificates, kubeconfig and logs for debugging.
         let keep_files = std::env::var_os("NAVARCH_KEEP_CLUSTER_LOGS").is_some();
         let inner = LocalCluster::start(&LocalClusterOptions {
             ip: format!("127.{net}.0.250"),
             controller_manager: true,
             keep_files,
+            service_cidr: cidr.into(),
         })
         .await
         .unwrap_or_else(|e| panic!("starting the test cluster: {e}"));

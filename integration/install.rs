@@ -526,10 +526,14 @@ async fn a_canary_revision_runs_beside_the_default_and_the_default_tag_moves_to_
 
     // Both control planes serve, each with its own revision's mesh config.
     let default_cp =
-        crate::support::ControlPlane::start_cluster_revision(&kc, "istiod-a", "").await;
-    let canary_cp =
-        crate::support::ControlPlane::start_cluster_revision(&kc, "istiod-canary-a", "canary")
-            .await;
+        crate::support::ControlPlane::start_cluster_revision(&kc, "istiod-a", "", None).await;
+    let canary_cp = crate::support::ControlPlane::start_cluster_revision(
+        &kc,
+        "istiod-canary-a",
+        "canary",
+        None,
+    )
+    .await;
     let mode = |cp: &crate::support::ControlPlane| {
         let url = format!("{}/debug/mesh", cp.http);
         async move {
@@ -617,6 +621,33 @@ async fn a_canary_revision_runs_beside_the_default_and_the_default_tag_moves_to_
     assert!(text(&refused).contains("--overwrite"), "{}", text(&refused));
     navarch_ok(&kc, &["tag", "remove", "default"]);
     assert!(!navarch_ok(&kc, &["tag", "list"]).contains("default"));
+
+    // An in-place upgrade of the default revision: the same objects, the new image.
+    navarch_ok(
+        &kc,
+        &[
+            "install",
+            "-y",
+            "--no-wait",
+            "--set",
+            "profile=minimal",
+            "--set",
+            "tag=9.9.9",
+        ],
+    );
+    let image = cluster.kubectl(
+        &[
+            "get",
+            "deployment",
+            "-n",
+            "istio-system",
+            "istiod",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+        None,
+    );
+    assert_eq!(image, "navarch/navarch:9.9.9");
 
     // Uninstalling the canary leaves the default control plane alone.
     navarch_ok(&kc, &["uninstall", "--revision", "canary", "-y"]);

@@ -13,6 +13,7 @@ mod faults;
 mod gateway;
 mod golden;
 mod hostile_files;
+mod injection;
 mod install;
 mod kubernetes;
 mod observability;

@@ -201,6 +201,7 @@ impl ControlPlane {
             instance_id: "navarch-test".into(),
             lease_ttl: Duration::from_secs(30),
             ads_limits,
+            webhook_addr: None,
         })
         .await
         .expect("control plane starts");
@@ -223,14 +224,16 @@ impl ControlPlane {
     /// [`ControlPlane::start_cluster`] as replica `instance_id`, with a 2 s Lease so that a
     /// test sees leadership move quickly.
     pub async fn start_cluster_as(kubeconfig: &Path, instance_id: &str) -> ControlPlane {
-        Self::start_cluster_revision(kubeconfig, instance_id, "").await
+        Self::start_cluster_revision(kubeconfig, instance_id, "", None).await
     }
 
-    /// [`ControlPlane::start_cluster_as`] for control plane revision `revision`.
+    /// [`ControlPlane::start_cluster_as`] for control plane revision `revision`, serving the
+    /// admission webhooks on `webhook_addr` when given.
     pub async fn start_cluster_revision(
         kubeconfig: &Path,
         instance_id: &str,
         revision: &str,
+        webhook_addr: Option<SocketAddr>,
     ) -> ControlPlane {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
@@ -251,6 +254,7 @@ impl ControlPlane {
             instance_id: instance_id.into(),
             lease_ttl: Duration::from_secs(2),
             ads_limits: Default::default(),
+            webhook_addr,
         })
         .await
         .expect("control plane starts");

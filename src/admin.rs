@@ -27,11 +27,16 @@ use crate::xds::DiscoveryServer;
 struct AppState {
     server: Arc<DiscoveryServer>,
     health: Arc<Health>,
+    webhook: Arc<crate::webhook::WebhookMetrics>,
 }
 
 /// The debug router, served on `--http-addr` and `--monitoring-addr`; `/ready` and `/metrics`
 /// include what `health` knows of the supervised tasks.
-pub fn router(server: Arc<DiscoveryServer>, health: Arc<Health>) -> Router {
+pub fn router(
+    server: Arc<DiscoveryServer>,
+    health: Arc<Health>,
+    webhook: Arc<crate::webhook::WebhookMetrics>,
+) -> Router {
     Router::new()
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -43,7 +48,11 @@ pub fn router(server: Arc<DiscoveryServer>, health: Arc<Health>) -> Router {
         .route("/debug/mesh", get(mesh))
         .route("/debug/endpointz", get(endpointz))
         .route("/debug/push_status", get(push_status))
-        .with_state(AppState { server, health })
+        .with_state(AppState {
+            server,
+            health,
+            webhook,
+        })
 }
 
 /// 200 while proxies are served and every part works; else 503 with one line per reason.
@@ -315,6 +324,9 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ];
     for (name, kind, value, help) in plain {
         metric(name, kind, help, value);
+    }
+    for (name, help, value) in s.webhook.counters() {
+        metric(name, "counter", help, value);
     }
     // istiod's per-type reject metrics (`pilot_xds_cds_reject`, ...).
     for kind in [

@@ -49,6 +49,9 @@ pub struct DiscoveryConfig {
     pub lease_ttl: Duration,
     /// Limits of the ADS port (send timeout, streams per peer, request rate).
     pub ads_limits: crate::xds::grpc::AdsLimits,
+    /// Where the admission webhooks (`/inject`, `/validate`) listen; served when a cluster is
+    /// watched (they read the injector ConfigMap and set the webhooks' `caBundle`).
+    pub webhook_addr: Option<SocketAddr>,
 }
 
 /// Addresses actually bound (useful when a port was 0).
@@ -113,6 +116,7 @@ pub mod task {
     pub const ADS_SERVER: &str = "ads-server";
     pub const HTTP_SERVER: &str = "http-server";
     pub const MONITORING_SERVER: &str = "monitoring-server";
+    pub const WEBHOOK_SERVER: &str = "webhook-server";
 }
 
 /// A listener shared by every incarnation of a supervised server, so that a restart serves the
@@ -273,7 +277,22 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         ));
     }
     let (errors_tx, errors_rx) = watch::channel(Vec::new());
+    let webhook_metrics = Arc::new(crate::webhook::WebhookMetrics::default());
     if let Some(client) = kube_client {
+        if let Some(addr) = cfg.webhook_addr {
+            let opts = crate::webhook::WebhookOptions {
+                addr,
+                system_namespace: cfg.system_namespace.clone(),
+                revision: cfg.revision.clone(),
+            };
+            let (c, m) = (client.clone(), webhook_metrics.clone());
+            keep(supervise(
+                health.clone(),
+                task::WEBHOOK_SERVER,
+                policy,
+                move || crate::webhook::serve(opts.clone(), c.clone(), m.clone()),
+            ));
+        }
         let leading = Arc::new(watch::Sender::new(false));
         let opts = sources::kube::KubeSourceOptions {
             mesh_map: MeshConfigMap::for_revision(&cfg.system_namespace, &cfg.revision),
@@ -374,7 +393,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
             },
         ));
     }
-    let router = crate::admin::router(server.clone(), health.clone());
+    let router = crate::admin::router(server.clone(), health.clone(), webhook_metrics);
     let mut serve_http = |name: &'static str, listener: TcpListener| {
         let (listener, router) = (SharedListener(Arc::new(listener)), router.clone());
         keep(supervise(health.clone(), name, policy, move || {
@@ -650,6 +669,7 @@ mod tests {
             instance_id: "navarch-test".into(),
             lease_ttl: Duration::from_secs(30),
             ads_limits: Default::default(),
+            webhook_addr: None,
         }
     }
 

@@ -49,6 +49,8 @@ pub enum Command {
     VerifyInstall(install::VerifyArgs),
     /// Remove a control plane revision, or everything (--purge).
     Uninstall(install::UninstallArgs),
+    /// Add the sidecar to the pod templates of a file, as the injection webhook would.
+    KubeInject(install::KubeInjectArgs),
     /// Revision tags: `tag set|list|remove`.
     #[command(subcommand)]
     Tag(install::TagCommand),
@@ -86,7 +88,7 @@ pub struct DiscoveryArgs {
     /// /metrics and /debug/*.
     #[arg(long, env = "NAVARCH_MONITORING_ADDR", default_value = "0.0.0.0:15014")]
     pub monitoring_addr: SocketAddr,
-    /// HTTPS /inject (sidecar injection webhook; not served yet).
+    /// HTTPS /inject and /validate (the admission webhooks; served when a cluster is watched).
     #[arg(long, env = "NAVARCH_WEBHOOK_ADDR", default_value = "0.0.0.0:15017")]
     pub webhook_addr: SocketAddr,
     /// The introspection page (not served yet).
@@ -180,6 +182,7 @@ impl DiscoveryArgs {
                 request_burst: self.xds_request_burst,
                 max_request_bytes: self.xds_max_request_bytes,
             },
+            webhook_addr: Some(self.webhook_addr),
         }
     }
 }
@@ -280,6 +283,7 @@ pub fn main() -> ExitCode {
         Command::VerifyInstall(args) => cli_runtime(install::run_verify(args)),
         Command::Uninstall(args) => cli_runtime(install::run_uninstall(args)),
         Command::Tag(cmd) => cli_runtime(install::run_tag(cmd)),
+        Command::KubeInject(args) => install::run_kube_inject(args),
         Command::Operator(args) => {
             init_tracing("info,kube_client=warn");
             runtime().and_then(|rt| rt.block_on(install::run_operator(args)))

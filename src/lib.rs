@@ -12,6 +12,7 @@ pub mod app;
 pub mod bootstrap;
 pub mod cli;
 pub mod envoy;
+pub mod inject;
 pub mod install;
 pub mod localkube;
 pub mod model;
@@ -21,6 +22,7 @@ pub mod sources;
 pub mod status;
 pub mod supervise;
 pub mod translate;
+pub mod webhook;
 pub mod xds;
 
 /// Messages compiled from `proto/` by build.rs.

@@ -177,7 +177,14 @@ pub struct LocalClusterOptions {
     pub controller_manager: bool,
     /// Keep the directory with certificates, kubeconfig and logs when dropped.
     pub keep_files: bool,
+    /// Where Services' cluster IPs come from ([`DEFAULT_SERVICE_CIDR`] unless a test needs
+    /// them on loopback: there is no kube-proxy, so a test that wants the API server to reach a
+    /// Service, as it does a webhook's, binds its cluster IP itself).
+    pub service_cidr: String,
 }
+
+/// The usual cluster IP range.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
 
 /// A second API server on the same etcd; killed when dropped.
 pub struct OtherApiServer {
@@ -204,6 +211,7 @@ pub struct LocalCluster {
     pub ip: String,
     pub kubeconfig: PathBuf,
     pub bin: PathBuf,
+    service_cidr: String,
     etcd: Option<Child>,
     apiserver: Option<Child>,
     controller_manager: Option<Child>,
@@ -278,6 +286,7 @@ impl LocalCluster {
             ip,
             kubeconfig,
             bin,
+            service_cidr: options.service_cidr.clone(),
             etcd: None,
             apiserver: None,
             controller_manager: None,
@@ -356,7 +365,7 @@ impl LocalCluster {
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(file("cert-dir", "apiserver-certs"))
             .args(["--authorization-mode", "RBAC"])
-            .args(["--service-cluster-ip-range", "10.96.0.0/16"])
+            .args(["--service-cluster-ip-range", &self.service_cidr])
             .args(["--endpoint-reconciler-type", "none"])
             .args(["--enable-priority-and-fairness=false", "--v=1"])
             // A load test creates thousands of objects quickly; the defaults (400/200) would

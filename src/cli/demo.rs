@@ -208,6 +208,7 @@ async fn demo(args: &DemoArgs, work: &Path, started: &mut Started) -> anyhow::Re
         instance_id: crate::cli::instance_id(),
         lease_ttl: Duration::from_secs(30),
         ads_limits: Default::default(),
+        webhook_addr: None,
     })
     .await
     .context("starting the control plane (pass free addresses with --grpc-addr/--http-addr/--monitoring-addr)")?;

@@ -502,3 +502,92 @@ fn read_manifest(path: &Path) -> anyhow::Result<Vec<Value>> {
         .with_context(|| format!("{}: not YAML", path.display()))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
+
+#[derive(Debug, Args, Clone)]
+pub struct KubeInjectArgs {
+    /// The Kubernetes YAML to inject (`-` for stdin).
+    #[arg(short = 'f', long = "filename")]
+    pub filename: PathBuf,
+    /// Write here instead of stdout.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    /// The injector `config` to use (the `config` key of istio-sidecar-injector) instead of
+    /// the install's.
+    #[arg(long = "injectConfigFile", alias = "inject-config-file")]
+    pub inject_config_file: Option<PathBuf>,
+    /// The injector `values` (JSON) instead of the install's.
+    #[arg(long = "valuesFile", alias = "values-file")]
+    pub values_file: Option<PathBuf>,
+    /// The install the injector config comes from (profile, `--set`, `-r`); `-f` here is the
+    /// input, so IstioOperator files are not taken.
+    #[arg(short = 's', long = "set")]
+    pub sets: Vec<String>,
+    #[arg(short = 'r', long)]
+    pub revision: Option<String>,
+}
+
+/// `navarch kube-inject`: the webhook's injection, offline, with the injector config the
+/// install (or the given files) has.
+pub fn run_kube_inject(args: KubeInjectArgs) -> anyhow::Result<()> {
+    let spec = SpecArgs {
+        filenames: Vec::new(),
+        sets: args.sets.clone(),
+        revision: args.revision.clone(),
+    }
+    .build()?;
+    let rendered = manifest::render(&spec);
+    let config_map = rendered
+        .objects()
+        .find(|o| {
+            o["kind"] == "ConfigMap"
+                && o["metadata"]["name"] == spec.revisioned("istio-sidecar-injector").as_str()
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    let read = |path: &Option<PathBuf>, key: &str| -> anyhow::Result<String> {
+        match path {
+            Some(p) => {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            }
+            None => Ok(config_map["data"][key]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()),
+        }
+    };
+    let injector = crate::inject::Injector::from_config_map(
+        &read(&args.inject_config_file, "config")?,
+        &read(&args.values_file, "values")?,
+        &spec.revision,
+        &format!("{}.{}.svc:15010", spec.revisioned("istiod"), spec.namespace),
+    )?;
+    let text = if args.filename.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+    } else {
+        std::fs::read_to_string(&args.filename)
+            .with_context(|| format!("reading {}", args.filename.display()))?
+    };
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .with_context(|| format!("{}: not YAML", args.filename.display()))?;
+    let mut out = Vec::new();
+    for (i, doc) in docs.iter().filter(|d| !d.is_null()).enumerate() {
+        let (injected, _) = crate::inject::inject_document(&injector, doc).with_context(|| {
+            format!(
+                "{} (document {}): {} {}",
+                args.filename.display(),
+                i + 1,
+                doc["kind"].as_str().unwrap_or("?"),
+                doc["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })?;
+        out.push(serde_saphyr::to_string(&injected)?);
+    }
+    let yaml = out.join("---\n");
+    match &args.output {
+        Some(p) => std::fs::write(p, yaml).with_context(|| format!("writing {}", p.display())),
+        None => {
+            print!("{yaml}");
+            Ok(())
+        }
+    }
+}

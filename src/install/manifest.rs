@@ -293,7 +293,18 @@ fn injector_config_map(spec: &InstallSpec) -> Value {
         "injectedAnnotations": webhook("injectedAnnotations", json!({})),
         "defaultTemplates": default_templates,
     });
-    let values = serde_json::to_string_pretty(&spec.values).unwrap_or_else(|_| "{}".into());
+    // The injected containers' image comes from `global.hub`/`global.tag`, as in istiod's
+    // chart; the spec's hub and tag fill them when the values do not say.
+    let mut values = spec.values.clone();
+    if !values.is_object() {
+        values = json!({});
+    }
+    for (key, value) in [("hub", &spec.hub), ("tag", &spec.tag)] {
+        if values["global"][key].is_null() {
+            values["global"][key] = value.clone().into();
+        }
+    }
+    let values = serde_json::to_string_pretty(&values).unwrap_or_else(|_| "{}".into());
     json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": spec.revisioned("istio-sidecar-injector"),

@@ -115,6 +115,14 @@ impl Origin {
     }
 }
 
+/// What is wrong with one document on its own (schema and validation, not references to
+/// other objects): what the validation webhook refuses.
+pub fn document_errors(origin: &Origin, doc: Value) -> Vec<ConfigError> {
+    let mut set = ObjectSet::default();
+    set.add_document(origin, doc);
+    set.store.errors
+}
+
 impl ObjectSet {
     /// Adds one Kubernetes-style document (already parsed into JSON). `kind: List` is expanded.
     pub fn add_document(&mut self, origin: &Origin, doc: Value) {

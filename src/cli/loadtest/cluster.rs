@@ -174,6 +174,7 @@ impl KubeMesh {
             ip: ip.to_string(),
             controller_manager: false,
             keep_files,
+            service_cidr: crate::localkube::DEFAULT_SERVICE_CIDR.into(),
         })
         .await?;
         progress(format!(
