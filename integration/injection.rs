@@ -9,22 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cluster::Cluster;
-use crate::support::{ControlPlane, eventually, navarch_bin};
-
-fn navarch_ok(cluster: &Cluster, args: &[&str]) {
-    let out = std::process::Command::new(navarch_bin())
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "navarch {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::install::{navarch_ok, words};
+use crate::support::{ControlPlane, eventually};
 
 fn pod_yaml(ns: &str, name: &str, labels: &str) -> String {
     format!(
@@ -38,11 +24,8 @@ async fn create(cluster: &Cluster, ns: &str, name: &str, labels: &str) -> Value 
     let yaml = pod_yaml(ns, name, labels);
     let mut last = String::new();
     let created = eventually(Duration::from_secs(30), || {
-        let r = navarch::localkube::LocalCluster::kubectl(
-            cluster,
-            &["create", "-f", "-"],
-            Some(&yaml),
-        );
+        let r =
+            navarch::localkube::LocalCluster::kubectl(cluster, &["create", "-f", "-"], Some(&yaml));
         let ok = r.is_ok();
         if let Err(e) = r {
             last = e.to_string();
@@ -69,21 +52,10 @@ async fn the_api_server_injects_through_navarchs_webhook_by_istios_rules_and_val
     let net = 243;
     let cluster = Cluster::start_with_service_cidr(net, &format!("127.{net}.128.0/20")).await;
     let kc = cluster.kubeconfig.clone();
+    navarch_ok(&kc, &words("install -y --no-wait --set profile=minimal"));
     navarch_ok(
-        &cluster,
-        &["install", "-y", "--no-wait", "--set", "profile=minimal"],
-    );
-    navarch_ok(
-        &cluster,
-        &[
-            "install",
-            "-y",
-            "--no-wait",
-            "--set",
-            "profile=minimal",
-            "--revision",
-            "canary",
-        ],
+        &kc,
+        &words("install -y --no-wait --set profile=minimal --revision canary"),
     );
     // The test plays kube-proxy: each webhook listens on its Service's cluster IP, port 443.
     let cluster_ip = |service: &str| {

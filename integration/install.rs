@@ -36,6 +36,11 @@ fn navarch(kubeconfig: &Path, args: &[&str]) -> Output {
         .expect("run the navarch binary")
 }
 
+/// The words of a command line (`"install -y --no-wait"`), for arguments without spaces.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -44,7 +49,7 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn navarch_ok(kubeconfig: &Path, args: &[&str]) -> String {
+pub fn navarch_ok(kubeconfig: &Path, args: &[&str]) -> String {
     let out = navarch(kubeconfig, args);
     assert!(
         out.status.success(),
@@ -237,12 +242,7 @@ async fn the_operator_reconciles_an_istio_operator_and_prunes_what_it_drops() {
     let kc = cluster.kubeconfig.clone();
     let out = navarch_ok(
         &kc,
-        &[
-            "operator",
-            "init",
-            "--watchedNamespaces",
-            "istio-system,testns1",
-        ],
+        &words("operator init --watchedNamespaces istio-system,testns1"),
     );
     assert!(
         out.contains("Operator controller will watch namespaces: istio-system, testns1"),
@@ -483,17 +483,9 @@ async fn a_canary_revision_runs_beside_the_default_and_the_default_tag_moves_to_
 
     let out = navarch_ok(
         &kc,
-        &[
-            "install",
-            "-y",
-            "--no-wait",
-            "--set",
-            "profile=minimal",
-            "--revision",
-            "canary",
-            "--set",
-            "meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY",
-        ],
+        &words(
+            "install -y --no-wait --set profile=minimal --revision canary --set meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY",
+        ),
     );
     assert!(
         out.contains("applied Deployment istio-system/istiod-canary"),
@@ -625,15 +617,7 @@ async fn a_canary_revision_runs_beside_the_default_and_the_default_tag_moves_to_
     // An in-place upgrade of the default revision: the same objects, the new image.
     navarch_ok(
         &kc,
-        &[
-            "install",
-            "-y",
-            "--no-wait",
-            "--set",
-            "profile=minimal",
-            "--set",
-            "tag=9.9.9",
-        ],
+        &words("install -y --no-wait --set profile=minimal --set tag=9.9.9"),
     );
     let image = cluster.kubectl(
         &[

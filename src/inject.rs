@@ -162,24 +162,11 @@ pub fn decide(injector: &Injector, namespace: &str, metadata: &Value, spec: &Val
         Some("y" | "yes" | "true" | "on") => (false, true),
         Some(_) => (false, false),
     };
-    if use_default {
-        if injector
-            .config
-            .never_inject_selector
-            .iter()
-            .any(|s| s.matches(&labels))
-        {
-            use_default = false;
-            inject = false;
-        } else if injector
-            .config
-            .always_inject_selector
-            .iter()
-            .any(|s| s.matches(&labels))
-        {
-            use_default = false;
-            inject = true;
-        }
+    let any_matches = |selectors: &[LabelSelector]| selectors.iter().any(|s| s.matches(&labels));
+    if use_default && any_matches(&injector.config.never_inject_selector) {
+        (use_default, inject) = (false, false);
+    } else if use_default && any_matches(&injector.config.always_inject_selector) {
+        (use_default, inject) = (false, true);
     }
     let required = match injector.config.policy.as_str() {
         "disabled" => !use_default && inject,
@@ -632,22 +619,18 @@ mod tests {
         .unwrap();
         assert_eq!(status["containers"], json!(["istio-proxy"]));
         assert_eq!(status["revision"], "default");
-        assert_eq!(
-            out["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"],
-            "web"
-        );
-        assert_eq!(
-            out["metadata"]["labels"]["service.istio.io/canonical-name"],
-            "web"
-        );
-        assert_eq!(
-            out["metadata"]["labels"]["service.istio.io/canonical-revision"],
-            "v1"
-        );
-        assert_eq!(
-            out["metadata"]["labels"]["security.istio.io/tlsMode"],
-            "istio"
-        );
+        for (section, key, want) in [
+            (
+                "annotations",
+                "kubectl.kubernetes.io/default-container",
+                "web",
+            ),
+            ("labels", "service.istio.io/canonical-name", "web"),
+            ("labels", "service.istio.io/canonical-revision", "v1"),
+            ("labels", "security.istio.io/tlsMode", "istio"),
+        ] {
+            assert_eq!(out["metadata"][section][key], want, "{section} {key}");
+        }
         assert!(inject(&injector(""), &out).is_err(), "never twice");
     }
 

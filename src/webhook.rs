@@ -19,8 +19,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, response::IntoResponse};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
@@ -70,38 +71,16 @@ impl WebhookMetrics {
     /// (name, help, value) of each counter, with istiod's names.
     pub fn counters(&self) -> [(&'static str, &'static str, u64); 6] {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        [
-            (
-                "sidecar_injection_requests_total",
-                "Total number of sidecar injection requests.",
-                v(&self.injection_requests),
-            ),
-            (
-                "sidecar_injection_success_total",
-                "Total number of successful sidecar injection requests.",
-                v(&self.injection_success),
-            ),
-            (
-                "sidecar_injection_failure_total",
-                "Total number of failed sidecar injection requests.",
-                v(&self.injection_failure),
-            ),
-            (
-                "sidecar_injection_skip_total",
-                "Total number of skipped sidecar injection requests.",
-                v(&self.injection_skip),
-            ),
-            (
-                "galley_validation_passed",
-                "Resource is valid.",
-                v(&self.validation_passed),
-            ),
-            (
-                "galley_validation_failed",
-                "Resource validation failed.",
-                v(&self.validation_failed),
-            ),
-        ]
+        #[rustfmt::skip]
+        let counters = [
+            ("sidecar_injection_requests_total", "Total number of sidecar injection requests.", v(&self.injection_requests)),
+            ("sidecar_injection_success_total", "Total number of successful sidecar injection requests.", v(&self.injection_success)),
+            ("sidecar_injection_failure_total", "Total number of failed sidecar injection requests.", v(&self.injection_failure)),
+            ("sidecar_injection_skip_total", "Total number of skipped sidecar injection requests.", v(&self.injection_skip)),
+            ("galley_validation_passed", "Resource is valid.", v(&self.validation_passed)),
+            ("galley_validation_failed", "Resource validation failed.", v(&self.validation_failed)),
+        ];
+        counters
     }
 }
 
@@ -363,47 +342,58 @@ async fn keep_ca_bundles(
     let ns = opts.system_namespace.clone();
     loop {
         let bundle = ca.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let bundle = k8s_openapi::ByteString(bundle.into_bytes());
-        let ours = |c: &k8s_openapi::api::admissionregistration::v1::WebhookClientConfig| {
+        let bundle = ByteString(bundle.into_bytes());
+        let ours = |c: &WebhookClientConfig| {
             c.service
                 .as_ref()
                 .is_some_and(|s| s.name == service && s.namespace == ns)
         };
         let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        if let Ok(list) = mutating.list(&Default::default()).await {
-            for mut config in list.items {
-                let mut changed = false;
-                for hook in config.webhooks.iter_mut().flatten() {
-                    if ours(&hook.client_config)
-                        && hook.client_config.ca_bundle.as_ref() != Some(&bundle)
-                    {
-                        hook.client_config.ca_bundle = Some(bundle.clone());
-                        changed = true;
-                    }
-                }
-                if changed {
-                    replace(&mutating, config).await;
-                }
-            }
-        }
+        set_ca_bundles(&mutating, &bundle, &ours, |c| {
+            c.webhooks
+                .iter_mut()
+                .flatten()
+                .map(|h| &mut h.client_config)
+                .collect()
+        })
+        .await;
         let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        if let Ok(list) = validating.list(&Default::default()).await {
-            for mut config in list.items {
-                let mut changed = false;
-                for hook in config.webhooks.iter_mut().flatten() {
-                    if ours(&hook.client_config)
-                        && hook.client_config.ca_bundle.as_ref() != Some(&bundle)
-                    {
-                        hook.client_config.ca_bundle = Some(bundle.clone());
-                        changed = true;
-                    }
-                }
-                if changed {
-                    replace(&validating, config).await;
-                }
+        set_ca_bundles(&validating, &bundle, &ours, |c| {
+            c.webhooks
+                .iter_mut()
+                .flatten()
+                .map(|h| &mut h.client_config)
+                .collect()
+        })
+        .await;
+        tokio::time::sleep(CA_BUNDLE_INTERVAL).await;
+    }
+}
+
+/// Sets `bundle` in each client config of each configuration (`client_configs` picks them)
+/// that `ours` says calls our Service, and writes back the configurations that changed.
+async fn set_ca_bundles<K>(
+    api: &Api<K>,
+    bundle: &ByteString,
+    ours: &(dyn Fn(&WebhookClientConfig) -> bool + Sync),
+    client_configs: fn(&mut K) -> Vec<&mut WebhookClientConfig>,
+) where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Ok(list) = api.list(&Default::default()).await else {
+        return;
+    };
+    for mut config in list.items {
+        let mut changed = false;
+        for c in client_configs(&mut config) {
+            if ours(c) && c.ca_bundle.as_ref() != Some(bundle) {
+                c.ca_bundle = Some(bundle.clone());
+                changed = true;
             }
         }
-        tokio::time::sleep(CA_BUNDLE_INTERVAL).await;
+        if changed {
+            replace(api, config).await;
+        }
     }
 }
 
