@@ -13,6 +13,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod envoy;
 pub mod install;
+pub mod iptables;
 pub mod localkube;
 pub mod model;
 pub mod protojson;
