@@ -14,6 +14,7 @@ mod gateway;
 mod golden;
 mod hostile_files;
 mod install;
+mod iptables;
 mod kubernetes;
 mod observability;
 mod properties;
