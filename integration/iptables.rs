@@ -8,7 +8,8 @@
 //! `route_localnet`):
 //! - `pod` namespace (`eth0` 127.180.0.21; lo also has 127.0.0.6, the inbound passthrough
 //!   source): the rules, the control plane on 127.0.0.1, the sidecar Envoy as uid 1337, the
-//!   app (`sleep-app` on :9080 and :9081, 9081 excluded from capture) and the outbound client;
+//!   app (`sleep-app` on :9080, the `sleep` Service's port, and :9081, excluded from capture)
+//!   and the outbound client;
 //! - `out` namespace (`eth0` 127.180.0.11, .12, .2): the httpbin upstreams `v1` (.11:8080)
 //!   and `v2` (.12:8080) and the inbound client (from .2).
 //!
@@ -27,6 +28,21 @@ const POD_IP: &str = "127.180.0.21";
 const SERVICE_ADDR: &str = "127.180.0.100:8000";
 const HOST: &str = "httpbin.testns1.svc.cluster.local";
 const CLIENT_IP: &str = "127.180.0.2";
+/// The sleep Pod's own Service (its app port), at an address no one has.
+const SLEEP_ADDR: &str = "127.180.0.101:9080";
+const SLEEP_HOST: &str = "sleep.testns1.svc.cluster.local";
+const SLEEP_SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: sleep
+  namespace: testns1
+spec:
+  ports:
+  - name: http
+    port: 9080
+  selector:
+    app: sleep
+"#;
 
 /// An HTTP server answering every GET with its name, the peer address it saw and the request
 /// headers (JSON), on each `host:port` given.
@@ -343,6 +359,7 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
     let config = lab.path("config");
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(config.join("sandbox.yaml"), sandbox(NET)).unwrap();
+    std::fs::write(config.join("sleep.yaml"), SLEEP_SERVICE).unwrap();
     let config = config.to_str().unwrap().to_string();
     lab.spawn(
         &pod,
@@ -527,6 +544,30 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
         .expect("the excluded port answers");
     assert_eq!(json(&body)["peer"], CLIENT_IP, "{body}");
     assert_eq!(admin.counter(INBOUND_CX), 1, "9081 bypasses 15006");
+
+    // The app calling a Service whose endpoint is its own pod: Envoy's outbound connection
+    // to the pod's address goes out on lo as uid 1337 and is sent to 15006 too, so the app is
+    // reached through the inbound side (from 127.0.0.6), not by Envoy directly.
+    let body = lab
+        .curl(
+            &pod,
+            None,
+            &[
+                "-H",
+                &format!("host: {SLEEP_HOST}"),
+                &format!("http://{SLEEP_ADDR}/self"),
+            ],
+        )
+        .unwrap_or_else(|| panic!("no answer from the pod's own Service:\n{}", envoy_log()));
+    let reply = json(&body);
+    assert_eq!(reply["upstream"], "sleep-app", "{body}");
+    assert!(reply["headers"]["x-request-id"].is_string(), "{body}");
+    assert_eq!(reply["peer"], "127.0.0.6", "back in through 15006: {body}");
+    assert_eq!(
+        admin.counter("listener.0.0.0.0_9080.downstream_cx_total"),
+        1
+    );
+    assert_eq!(admin.counter(INBOUND_CX), 2);
 
     // --clean removes everything it installed; the app then reaches v1 directly.
     run(in_ns(&pod, &[&navarch, "iptables", "--clean"]));
