@@ -8,8 +8,9 @@
 //! (REDIRECT to 15001), in istio-iptables' order and with its flag names and defaults.
 //! Only REDIRECT inbound interception: TPROXY is refused.
 //!
-//! Everything here is pure except [`run`], the one function that executes anything
-//! (`iptables-save` to see what is installed, `iptables-restore --noflush` to change it).
+//! Everything here is pure except [`run`], the one function that executes anything (through
+//! its helper `exec`: `iptables-save` to see what is installed, `iptables-restore --noflush`
+//! to change it).
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -98,7 +99,8 @@ pub struct IptablesArgs {
         default_value = "15090,15021,15020"
     )]
     pub istio_local_exclude_ports: String,
-    /// Outbound ports (comma-separated) always redirected, whatever the destination.
+    /// Outbound ports (comma-separated) redirected even outside `--istio-service-cidr` (not
+    /// for the proxy's ids, 127.0.0.1 or the excluded ranges).
     #[arg(
         short = 'q',
         long,
