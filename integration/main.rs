@@ -15,6 +15,7 @@ mod golden;
 mod hostile_files;
 mod injection;
 mod install;
+mod iptables;
 mod kubernetes;
 mod observability;
 mod properties;

@@ -58,6 +58,8 @@ pub enum Command {
     Operator(install::OperatorArgs),
     /// Run the seed's sandbox on this machine end to end.
     Demo(demo::DemoArgs),
+    /// Install Istio's REDIRECT rules in this network namespace (the `istio-init` container).
+    Iptables(crate::iptables::IptablesArgs),
     /// Load-test a control plane with simulated proxies on a synthetic mesh.
     Loadtest(loadtest::LoadtestArgs),
     /// Print the version.
@@ -292,6 +294,7 @@ pub fn main() -> ExitCode {
             init_tracing("warn");
             runtime().and_then(|rt| rt.block_on(demo::run(args)))
         }
+        Command::Iptables(args) => crate::iptables::run(&args).map_err(Into::into),
         Command::Loadtest(args) => {
             // kube_client logs every refused connection while the API server starts.
             init_tracing("warn,kube_client=off");

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod envoy;
 pub mod inject;
 pub mod install;
+pub mod iptables;
 pub mod localkube;
 pub mod model;
 pub mod protojson;
