@@ -1,7 +1,7 @@
 //! What `navarch operator init` installs: the IstioOperator CRD and the operator itself
 //! (navarch running `navarch operator`) in its own namespace, watching IstioOperator
 //! resources in the namespaces it is given. The reconcile loop is [`super::cluster`]'s
-//! [`reconcile`](super::cluster::reconcile_operator); this only renders objects.
+//! [`run_operator`](super::cluster::run_operator); this only renders objects.
 
 use serde_json::{Value, json};
 
