@@ -635,6 +635,37 @@ mod tests {
     }
 
     #[test]
+    fn the_init_containers_arguments_are_ones_navarch_iptables_takes() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: crate::iptables::IptablesArgs,
+        }
+        let p = pod(
+            json!({"app": "web"}),
+            json!({"traffic.sidecar.istio.io/excludeOutboundPorts": "5432,6379",
+                "traffic.sidecar.istio.io/includeInboundPorts": "8080"}),
+        );
+        let out = inject(&injector(""), &p).unwrap();
+        let argv: Vec<String> = out["spec"]["initContainers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(argv[0], "iptables");
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let rules = crate::iptables::render(&cli.args).unwrap();
+        assert!(rules.contains("--dport 5432 -j RETURN"), "{rules}");
+        assert!(
+            rules.contains("--dport 8080 -j ISTIO_IN_REDIRECT"),
+            "{rules}"
+        );
+        assert!(rules.contains("REDIRECT --to-ports 15001"), "{rules}");
+    }
+
+    #[test]
     fn golden_kube_inject_of_the_seeds_deployments() {
         let yaml = include_str!("../testdata/inject/deployments.yaml");
         let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
