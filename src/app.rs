@@ -40,7 +40,7 @@ pub struct DiscoveryConfig {
     pub cluster: Option<Option<PathBuf>>,
     pub mesh_config: Option<PathBuf>,
     pub system_namespace: String,
-    /// The control plane revision (empty for the default one): names the mesh ConfigMap
+    /// The control plane revision (empty or `default` for the default one): names the mesh ConfigMap
     /// (`istio-<revision>`) and the Lease.
     pub revision: String,
     pub debounce: DebounceOptions,
@@ -305,11 +305,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         let lease = sources::kube::leader::LeaseOptions {
             namespace: cfg.system_namespace.clone(),
             // istiod's per-revision election: each revision writes status for its own objects.
-            name: if cfg.revision.is_empty() {
-                "istio-analyze-leader".into()
-            } else {
-                format!("istio-analyze-leader-{}", cfg.revision)
-            },
+            name: crate::model::config::revision::named("istio-analyze-leader", &cfg.revision),
             identity: cfg.instance_id.clone(),
             ttl: cfg.lease_ttl,
         };

@@ -165,11 +165,7 @@ impl DiscoveryArgs {
             },
             mesh_config: self.mesh_config.clone(),
             system_namespace: self.system_namespace.clone(),
-            revision: if self.revision == "default" {
-                String::new()
-            } else {
-                self.revision.clone()
-            },
+            revision: self.revision.clone(),
             debounce: DebounceOptions {
                 after: self.debounce_after,
                 max: self.debounce_max,

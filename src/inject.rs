@@ -88,11 +88,7 @@ impl Injector {
         Ok(Injector {
             config,
             values,
-            revision: if revision.is_empty() {
-                "default".into()
-            } else {
-                revision.into()
-            },
+            revision: crate::model::config::revision::label(revision).into(),
             xds_address: xds_address.into(),
         })
     }

@@ -31,7 +31,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::inject::{self, Decision, Injector};
-use crate::model::config::ConfigKind;
+use crate::model::config::{ConfigKind, revision};
 use crate::sources::objects::{Origin, document_errors};
 
 /// How long a serving certificate lives; it is replaced at two thirds of that.
@@ -96,19 +96,15 @@ pub struct WebhookOptions {
 impl WebhookOptions {
     /// The revision's control plane Service (what the webhook configurations call).
     pub fn service(&self) -> String {
-        crate::install::tag::revision_service(&self.revision)
+        revision::named("istiod", &self.revision)
     }
 
     fn injector_config_map(&self) -> String {
-        if self.revision.is_empty() {
-            "istio-sidecar-injector".into()
-        } else {
-            format!("istio-sidecar-injector-{}", self.revision)
-        }
+        revision::named("istio-sidecar-injector", &self.revision)
     }
 
     fn xds_address(&self) -> String {
-        format!("{}.{}.svc:15010", self.service(), self.system_namespace)
+        revision::xds_address(&self.system_namespace, &self.revision)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::install::cluster::{self, Installer, describe};
 use crate::install::manifest::{self, Manifest};
 use crate::install::spec::{self, InstallSpec, Source};
 use crate::install::{operator, tag};
+use crate::model::config::revision;
 
 /// The configuration flags `manifest generate`, `install` and `verify-install` share.
 #[derive(Debug, Args, Clone, Default)]
@@ -338,8 +339,7 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<()> {
 /// `navarch uninstall`.
 pub async fn run_uninstall(args: UninstallArgs) -> anyhow::Result<()> {
     let revision = match (&args.revision, args.purge) {
-        (Some(r), _) if r.is_empty() => "default".to_string(),
-        (Some(r), _) => r.clone(),
+        (Some(r), _) => revision::label(r).to_string(),
         (None, true) => String::new(),
         (None, false) => bail!(
             "at least one of --revision or --purge is needed: --revision R removes one \
@@ -375,11 +375,6 @@ pub async fn run_tag(cmd: TagCommand) -> anyhow::Result<()> {
             cluster: c,
         } => {
             let installer = Installer::new(cluster::client(c.kubeconfig.as_deref()).await?);
-            let revision = if revision == "default" {
-                String::new()
-            } else {
-                revision
-            };
             for what in installer
                 .set_tag(&name, &revision, &istio_namespace, overwrite)
                 .await?
@@ -390,11 +385,7 @@ pub async fn run_tag(cmd: TagCommand) -> anyhow::Result<()> {
                 "Revision tag {name:?} created, referencing control plane revision {:?}. To \
                  enable injection using this revision tag, use 'kubectl label namespace \
                  <NAMESPACE> istio.io/rev={name}'",
-                if revision.is_empty() {
-                    "default"
-                } else {
-                    &revision
-                }
+                revision::label(&revision)
             );
         }
         TagCommand::List { cluster: c } => {
@@ -559,7 +550,7 @@ pub fn run_kube_inject(args: KubeInjectArgs) -> anyhow::Result<()> {
         &read(&args.inject_config_file, "config")?,
         &read(&args.values_file, "values")?,
         &spec.revision,
-        &format!("{}.{}.svc:15010", spec.revisioned("istiod"), spec.namespace),
+        &spec.xds_address(),
     )?;
     let text = if args.filename.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading stdin")?

@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 use super::manifest::{ComponentName, Manifest};
 use super::spec::{InstallSpec, Source};
 use super::{FIELD_MANAGER, labels, manifest, spec, tag};
+use crate::model::config::revision;
 
 /// Errors talking to the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -455,7 +456,7 @@ impl Installer {
                 .and_then(|l| l.get(labels::REVISION))
                 .cloned()
                 .unwrap_or_default();
-            if current != revision {
+            if current != revision::label(revision) {
                 return Err(ClusterError::NotReady(format!(
                     "tag {tag_name:?} already points at revision {current:?}; pass --overwrite \
                      to move it to {revision:?}"

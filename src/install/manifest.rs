@@ -752,7 +752,7 @@ fn gateway(
             "name": format!("{name}-sds")},
         "subjects": [{"kind": "ServiceAccount", "name": sa}],
     });
-    let xds = format!("{}.{}.svc:15010", spec.revisioned("istiod"), spec.namespace);
+    let xds = spec.xds_address();
     let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
     let service_ports = gw
         .k8s

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::model::config::revision;
 use crate::model::mesh::MeshConfig;
 
 /// The profiles, as `istioctl profile list` shows them.
@@ -139,20 +140,17 @@ pub struct HpaSpec {
 impl InstallSpec {
     /// `default` for the unnamed revision, else the revision (what `istio.io/rev` says).
     pub fn revision_label(&self) -> &str {
-        if self.revision.is_empty() {
-            "default"
-        } else {
-            &self.revision
-        }
+        revision::label(&self.revision)
     }
 
     /// `base` for the default revision, `base-<revision>` otherwise (istiod's naming).
     pub fn revisioned(&self, base: &str) -> String {
-        if self.revision.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}-{}", self.revision)
-        }
+        revision::named(base, &self.revision)
+    }
+
+    /// Where this revision's proxies get their config.
+    pub fn xds_address(&self) -> String {
+        revision::xds_address(&self.namespace, &self.revision)
     }
 
     /// The mesh config as the YAML the `istio` ConfigMap carries.

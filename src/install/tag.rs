@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::labels;
 use super::manifest::{default_webhooks, revision_webhooks, validating_webhook};
+use crate::model::config::revision;
 
 /// The MutatingWebhookConfiguration of a tag.
 pub fn webhook_name(tag: &str) -> String {
@@ -20,25 +21,11 @@ pub fn webhook_name(tag: &str) -> String {
 /// The label that makes a deactivated webhook match nothing (istioctl's).
 pub const DEACTIVATED: (&str, &str) = ("istio.io/deactivated", "never-match");
 
-/// The control plane Service of a revision (`default` or empty: `istiod`).
-pub fn revision_service(revision: &str) -> String {
-    if revision.is_empty() || revision == "default" {
-        "istiod".to_string()
-    } else {
-        format!("istiod-{revision}")
-    }
-}
-
 /// The objects of tag `tag` pointing at `revision` in control plane namespace `namespace`.
 pub fn render(tag: &str, revision: &str, namespace: &str) -> Vec<Value> {
-    let service = revision_service(revision);
-    let rev_label = if revision.is_empty() {
-        "default"
-    } else {
-        revision
-    };
+    let service = revision::named("istiod", revision);
     let tag_labels = json!({
-        labels::TAG: tag, labels::REVISION: rev_label, "app": "sidecar-injector",
+        labels::TAG: tag, labels::REVISION: revision::label(revision), "app": "sidecar-injector",
     });
     let webhooks = if tag == "default" {
         default_webhooks(&service, namespace, "default", "Never")

@@ -9,6 +9,54 @@ use std::fmt;
 
 use serde::Serialize;
 
+/// istiod's naming of a control plane revision: `""` and `default` are the default one.
+pub mod revision {
+    fn is_default(revision: &str) -> bool {
+        revision.is_empty() || revision == "default"
+    }
+
+    /// What `istio.io/rev` says: `default`, or the revision.
+    pub fn label(revision: &str) -> &str {
+        if is_default(revision) {
+            "default"
+        } else {
+            revision
+        }
+    }
+
+    /// `base` for the default revision, `base-<revision>` otherwise (`istiod-canary`,
+    /// `istio-canary`, `istio-sidecar-injector-canary`, ...).
+    pub fn named(base: &str, revision: &str) -> String {
+        if is_default(revision) {
+            base.to_string()
+        } else {
+            format!("{base}-{revision}")
+        }
+    }
+
+    /// Where a revision's proxies get their config: its `istiod` Service's plaintext xDS port.
+    pub fn xds_address(namespace: &str, revision: &str) -> String {
+        format!("{}.{namespace}.svc:15010", named("istiod", revision))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_default_revision_is_unnamed_and_others_suffix_every_name() {
+            for default in ["", "default"] {
+                assert_eq!(super::named("istiod", default), "istiod");
+                assert_eq!(super::label(default), "default");
+            }
+            assert_eq!(super::named("istio", "canary"), "istio-canary");
+            assert_eq!(super::label("canary"), "canary");
+            assert_eq!(
+                super::xds_address("istio-system", "canary"),
+                "istiod-canary.istio-system.svc:15010"
+            );
+        }
+    }
+}
+
 /// The Istio kinds navarch reads (networking.istio.io, v1alpha3 / v1beta1 / v1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum ConfigKind {

@@ -62,14 +62,9 @@ pub struct MeshConfigMap {
 
 impl MeshConfigMap {
     pub fn for_revision(namespace: &str, revision: &str) -> MeshConfigMap {
-        let name = if revision.is_empty() || revision == "default" {
-            "istio".to_string()
-        } else {
-            format!("istio-{revision}")
-        };
         MeshConfigMap {
             namespace: namespace.to_string(),
-            name,
+            name: crate::model::config::revision::named("istio", revision),
         }
     }
 }
