@@ -161,6 +161,7 @@ impl axum::serve::Listener for SharedListener {
 /// served once its first complete list has arrived (`/ready` says so).
 pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
     let mesh = load_mesh(cfg.mesh_config.as_ref())?;
+    let mesh_map = MeshConfigMap::for_revision(&cfg.system_namespace, &cfg.revision);
     let bundled = cfg.config_dirs.is_empty() && cfg.cluster.is_none();
     let mut initial_sets = std::collections::BTreeMap::new();
     let mut file_seed = None;
@@ -184,11 +185,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
             initial_sets.insert(SourceId::Files, set);
             file_seed = Some(cache);
         }
-        build_store(
-            initial_sets.clone(),
-            &MeshConfigMap::for_revision(&cfg.system_namespace, &cfg.revision),
-            mesh.as_ref(),
-        )
+        build_store(initial_sets.clone(), &mesh_map, mesh.as_ref())
     };
     log_errors(&initial, &mut Default::default());
     tracing::info!(
@@ -295,7 +292,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         }
         let leading = Arc::new(watch::Sender::new(false));
         let opts = sources::kube::KubeSourceOptions {
-            mesh_map: MeshConfigMap::for_revision(&cfg.system_namespace, &cfg.revision),
+            mesh_map: mesh_map.clone(),
             settle: Duration::from_millis(20),
             status: Some(sources::kube::StatusOptions {
                 errors: errors_rx,
@@ -336,7 +333,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         health: health.clone(),
         sources: Mutex::new(PushSources {
             latest: initial_sets,
-            mesh_map: MeshConfigMap::for_revision(&cfg.system_namespace, &cfg.revision),
+            mesh_map,
             mesh_override: mesh.clone(),
             expected: usize::from(!cfg.config_dirs.is_empty()) + usize::from(cfg.cluster.is_some()),
         }),

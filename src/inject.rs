@@ -94,9 +94,7 @@ impl Injector {
     }
 
     fn value(&self, path: &str) -> Option<&Value> {
-        path.split('.')
-            .try_fold(&self.values, |v, key| v.get(key))
-            .filter(|v| !v.is_null())
+        crate::install::spec::value_at(&self.values, path)
     }
 
     fn value_str(&self, path: &str, default: &str) -> String {
@@ -287,7 +285,7 @@ pub fn inject(injector: &Injector, pod_template: &Value) -> Result<Value, Inject
         .unwrap_or_else(|| injector.value_str("global.proxy.logLevel", "warning"));
     let proxy = json!({
         "name": "istio-proxy",
-        "image": image,
+        "image": &image,
         "args": ["agent", "--type", "sidecar", "--xds-address", injector.xds_address,
             "--admin-port", "15000", "-o", "/etc/istio/proxy/envoy.yaml", "--",
             "--disable-hot-restart", "--log-level", log_level],
@@ -303,7 +301,7 @@ pub fn inject(injector: &Injector, pod_template: &Value) -> Result<Value, Inject
     });
     let init = json!({
         "name": "istio-init",
-        "image": injector.image(),
+        "image": image,
         "args": iptables_args(injector, &annotations),
         "resources": {"requests": {"cpu": "10m", "memory": "40Mi"},
             "limits": {"cpu": "2000m", "memory": "1024Mi"}},

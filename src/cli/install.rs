@@ -429,20 +429,8 @@ pub async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         }
         Some(OperatorCommand::Remove { cluster: c }) => {
             let installer = Installer::new(cluster::client(c.kubeconfig.as_deref()).await?);
-            let selector = format!("{}={}", operator::LABEL.0, operator::LABEL.1);
-            let mut targets: Vec<Value> = Vec::new();
-            for (v, k, o) in installer.list_installed(&selector).await? {
-                let mut obj = serde_json::to_value(&o)?;
-                obj["apiVersion"] = v.into();
-                obj["kind"] = k.into();
-                // The CRD stays: deleting it would delete every IstioOperator resource.
-                if k != "CustomResourceDefinition" {
-                    targets.push(obj);
-                }
-            }
-            targets.reverse();
             let mut removed = |w: &str| println!("  removed {w}");
-            installer.delete_all(&targets, &mut removed).await?;
+            installer.remove_operator(&mut removed).await?;
             println!("✔ Removal complete");
             Ok(())
         }

@@ -208,12 +208,9 @@ impl Installer {
         Ok(())
     }
 
-    /// Every installed object of `kinds` whose labels match `selector`, as (kind entry,
-    /// object) pairs, in the order of [`INSTALLED_KINDS`].
-    pub async fn list_installed(
-        &self,
-        selector: &str,
-    ) -> Result<Vec<(&'static str, &'static str, DynamicObject)>, ClusterError> {
+    /// Every installed object whose labels match `selector`, with its `apiVersion` and `kind`
+    /// (lists leave them out), in the order of [`INSTALLED_KINDS`].
+    pub async fn list_installed(&self, selector: &str) -> Result<Vec<Value>, ClusterError> {
         let mut found = Vec::new();
         for (api_version, kind) in INSTALLED_KINDS {
             let api = self.api(api_version, kind, None).await?;
@@ -226,7 +223,10 @@ impl Installer {
                     source,
                 })?;
             for item in list.items {
-                found.push((api_version, kind, item));
+                let mut v = serde_json::to_value(&item).unwrap_or(Value::Null);
+                v["apiVersion"] = api_version.into();
+                v["kind"] = kind.into();
+                found.push(v);
             }
         }
         Ok(found)
@@ -251,8 +251,7 @@ impl Installer {
         let mut gone = Vec::new();
         let mut installed = self.list_installed(&selector).await?;
         installed.reverse();
-        for (api_version, kind, obj) in installed {
-            let value = as_value(api_version, kind, &obj);
+        for value in installed {
             let what = describe(&value);
             if wanted.contains(&what) {
                 continue;
@@ -366,18 +365,11 @@ impl Installer {
         };
         let mut targets = Vec::new();
         for selector in &selectors {
-            for (api_version, kind, obj) in self.list_installed(selector).await? {
+            for value in self.list_installed(selector).await? {
                 // The operator's own objects are `operator remove`'s, not an install's.
-                if obj
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(labels::COMPONENT))
-                    == Some(&super::operator::LABEL.1.to_string())
-                {
+                if value["metadata"]["labels"][labels::COMPONENT] == super::operator::LABEL.1 {
                     continue;
                 }
-                let value = as_value(api_version, kind, &obj);
                 if !targets
                     .iter()
                     .any(|t: &Value| describe(t) == describe(&value))
@@ -520,15 +512,27 @@ impl Installer {
         Ok(rows)
     }
 
-    /// `tag remove`: deletes the tag's objects.
-    pub async fn remove_tag(&self, tag_name: &str) -> Result<Vec<String>, ClusterError> {
-        let selector = format!("{}={tag_name}", labels::TAG);
-        let targets: Vec<Value> = self
+    /// `operator remove`: deletes the operator's objects, last applied first. The CRD stays:
+    /// deleting it would delete every IstioOperator resource.
+    pub async fn remove_operator(
+        &self,
+        on_deleted: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Vec<String>, ClusterError> {
+        let selector = format!("{}={}", super::operator::LABEL.0, super::operator::LABEL.1);
+        let mut targets: Vec<Value> = self
             .list_installed(&selector)
             .await?
             .into_iter()
-            .map(|(v, k, o)| as_value(v, k, &o))
+            .filter(|o| o["kind"] != "CustomResourceDefinition")
             .collect();
+        targets.reverse();
+        self.delete_all(&targets, on_deleted).await
+    }
+
+    /// `tag remove`: deletes the tag's objects.
+    pub async fn remove_tag(&self, tag_name: &str) -> Result<Vec<String>, ClusterError> {
+        let selector = format!("{}={tag_name}", labels::TAG);
+        let targets = self.list_installed(&selector).await?;
         if targets.is_empty() {
             return Err(ClusterError::NotReady(format!(
                 "no revision tag {tag_name:?}; `navarch tag list` shows the tags"
@@ -536,14 +540,6 @@ impl Installer {
         }
         self.delete_all(&targets, &mut |_| {}).await
     }
-}
-
-/// A listed object as a JSON value with its apiVersion and kind (lists leave them out).
-fn as_value(api_version: &str, kind: &str, obj: &DynamicObject) -> Value {
-    let mut v = serde_json::to_value(obj).unwrap_or(Value::Null);
-    v["apiVersion"] = api_version.into();
-    v["kind"] = kind.into();
-    v
 }
 
 /// Drops what the API server owns from a read object, so it can be applied again.
@@ -688,10 +684,9 @@ pub async fn run_operator(
                     Ok(found) => {
                         let targets: Vec<Value> = found
                             .into_iter()
-                            .filter(|(_, k, _)| {
-                                *k != "CustomResourceDefinition" && *k != "Namespace"
+                            .filter(|o| {
+                                o["kind"] != "CustomResourceDefinition" && o["kind"] != "Namespace"
                             })
-                            .map(|(v, k, o)| as_value(v, k, &o))
                             .collect();
                         let mut log = |what: &str| tracing::info!(istiooperator = %format!("{ns}/{name}"), object = %what, "removed (its IstioOperator was deleted)");
                         if let Err(e) = installer.delete_all(&targets, &mut log).await {

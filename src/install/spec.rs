@@ -161,10 +161,16 @@ impl InstallSpec {
 
     /// The value at a dotted path of `values` (e.g. `global.logging.level`), if set.
     pub fn value(&self, path: &str) -> Option<&Value> {
-        path.split('.')
-            .try_fold(&self.values, |v, key| v.get(key))
-            .filter(|v| !v.is_null())
+        value_at(&self.values, path)
     }
+}
+
+/// The value at a dotted path of Helm-style `values` (`global.proxy.logLevel`), if set: what
+/// the manifest and the injector read from the install's values.
+pub fn value_at<'a>(values: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(values, |v, key| v.get(key))
+        .filter(|v| !v.is_null())
 }
 
 /// Where one piece of the configuration came from, for error messages.
