@@ -252,7 +252,7 @@ fn pilot(spec: &InstallSpec, component: &Component) -> Vec<Value> {
         deployment,
         service,
     ];
-    if spec.value("global.defaultPodDisruptionBudget.enabled") != Some(&Value::Bool(false)) {
+    if pdb_enabled(spec) {
         objects.push(pdb(&name, ns, &istiod_selector(spec), &component.k8s));
     }
     if autoscale(spec, "pilot", &component.k8s) {
@@ -393,8 +393,7 @@ fn istiod_deployment(
     let mut container = json!({
         "name": "discovery",
         "image": image(spec),
-        "imagePullPolicy": spec.value("global.imagePullPolicy").cloned()
-            .unwrap_or_else(|| "IfNotPresent".into()),
+        "imagePullPolicy": pull_policy(spec),
         "args": args,
         "ports": [
             {"name": "http-debug", "containerPort": 8080, "protocol": "TCP"},
@@ -417,28 +416,71 @@ fn istiod_deployment(
     if let Some(r) = spec.value("pilot.resources") {
         container["resources"] = r.clone();
     }
-    let mut pod = json!({
-        "metadata": {"labels": no_injection(pod_labels)},
-        "spec": {
-            "serviceAccountName": name,
-            "affinity": anti_affinity(&istiod_selector(spec)),
-        },
-    });
-    apply_k8s(&mut container, &mut pod, &component.k8s);
-    pod["spec"]["containers"] = json!([container]);
-    let mut deployment = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns, "labels": pod_labels},
-        "spec": {
-            "selector": {"matchLabels": istiod_selector(spec)},
-            "strategy": component.k8s.strategy.clone().unwrap_or_else(|| json!({
-                "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "25%"},
-            })),
-            "template": pod,
-        },
-    });
-    set_replicas(&mut deployment, spec, "pilot", &component.k8s);
-    deployment
+    let workload = Workload {
+        name,
+        labels: pod_labels,
+        selector: &istiod_selector(spec),
+        service_account: name,
+        values_key: "pilot",
+        k8s: &component.k8s,
+    };
+    workload.deployment(spec, ns, container)
+}
+
+/// What the control plane's and each gateway's Deployment have in common.
+struct Workload<'a> {
+    name: &'a str,
+    /// The Deployment's and its pods' labels.
+    labels: &'a Value,
+    /// What the Deployment (and the Service, PDB, anti-affinity) select.
+    selector: &'a Value,
+    service_account: &'a str,
+    /// Where its replica count and autoscaling live in `values` (`pilot`, `gateways.<name>`).
+    values_key: &'a str,
+    k8s: &'a K8sSettings,
+}
+
+impl Workload<'_> {
+    /// The Deployment running `container`: pods opted out of injection and spread across
+    /// nodes, the `k8s` settings applied, istiod's chart's rollout strategy, and `replicas`
+    /// unless an autoscaler owns the count.
+    fn deployment(&self, spec: &InstallSpec, ns: &str, mut container: Value) -> Value {
+        let mut pod = json!({
+            "metadata": {"labels": no_injection(self.labels)},
+            "spec": {
+                "serviceAccountName": self.service_account,
+                "affinity": anti_affinity(self.selector),
+            },
+        });
+        apply_k8s(&mut container, &mut pod, self.k8s);
+        pod["spec"]["containers"] = json!([container]);
+        let mut deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": self.name, "namespace": ns, "labels": self.labels},
+            "spec": {
+                "selector": {"matchLabels": self.selector},
+                "strategy": self.k8s.strategy.clone().unwrap_or_else(|| json!({
+                    "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "25%"},
+                })),
+                "template": pod,
+            },
+        });
+        set_replicas(&mut deployment, spec, self.values_key, self.k8s);
+        deployment
+    }
+}
+
+/// `global.imagePullPolicy`, else `IfNotPresent`.
+fn pull_policy(spec: &InstallSpec) -> Value {
+    spec.value("global.imagePullPolicy")
+        .cloned()
+        .unwrap_or_else(|| "IfNotPresent".into())
+}
+
+/// Whether PodDisruptionBudgets are rendered (`global.defaultPodDisruptionBudget.enabled`,
+/// on unless set false).
+fn pdb_enabled(spec: &InstallSpec) -> bool {
+    spec.value("global.defaultPodDisruptionBudget.enabled") != Some(&Value::Bool(false))
 }
 
 /// A control plane or gateway pod's labels: the given ones, and the opt-out of injection
@@ -770,11 +812,10 @@ fn gateway(
         })
         .chain([json!({"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"})])
         .collect();
-    let mut container = json!({
+    let container = json!({
         "name": "istio-proxy",
         "image": image(spec),
-        "imagePullPolicy": spec.value("global.imagePullPolicy").cloned()
-            .unwrap_or_else(|| "IfNotPresent".into()),
+        "imagePullPolicy": pull_policy(spec),
         "args": ["agent", "--type", "router", "--xds-address", xds, "--admin-port", "15000",
             "--interception-mode", "NONE", "--", "--disable-hot-restart",
             "--log-level", "warning"],
@@ -791,25 +832,16 @@ fn gateway(
             "capabilities": {"drop": ["ALL"]},
         },
     });
-    let mut pod = json!({
-        "metadata": {"labels": no_injection(&pod_labels)},
-        "spec": {"serviceAccountName": sa, "affinity": anti_affinity(&selector)},
-    });
-    apply_k8s(&mut container, &mut pod, &gw.k8s);
-    pod["spec"]["containers"] = json!([container]);
-    let mut deployment = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns, "labels": pod_labels},
-        "spec": {
-            "selector": {"matchLabels": selector},
-            "strategy": gw.k8s.strategy.clone().unwrap_or_else(|| json!({
-                "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "25%"},
-            })),
-            "template": pod,
-        },
-    });
     let values_key = format!("gateways.{name}");
-    set_replicas(&mut deployment, spec, &values_key, &gw.k8s);
+    let workload = Workload {
+        name,
+        labels: &pod_labels,
+        selector: &selector,
+        service_account: &sa,
+        values_key: &values_key,
+        k8s: &gw.k8s,
+    };
+    let deployment = workload.deployment(spec, ns, container);
     let service_type = gw
         .k8s
         .service
@@ -829,7 +861,7 @@ fn gateway(
         service["metadata"]["annotations"][k] = v.clone().into();
     }
     let mut objects = vec![service_account, role, binding, deployment, service];
-    if spec.value("global.defaultPodDisruptionBudget.enabled") != Some(&Value::Bool(false)) {
+    if pdb_enabled(spec) {
         objects.push(pdb(name, ns, &selector, &gw.k8s));
     }
     if autoscale(spec, &values_key, &gw.k8s) {
