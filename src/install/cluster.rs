@@ -403,20 +403,70 @@ impl Installer {
             on_deleted(&what);
             deleted.push(what);
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let deadline = tokio::time::Instant::now() + DELETION_TIMEOUT;
         for t in targets {
-            while self.not_ready(t).await?.as_deref() != Some("not found") {
+            let mut nudged = tokio::time::Instant::now();
+            while let Some(why) = self.still_present(t).await? {
+                if nudged.elapsed() >= NUDGE_AFTER {
+                    self.nudge(t).await?;
+                    nudged = tokio::time::Instant::now();
+                }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(ClusterError::NotReady(format!(
-                        "{} still present 120s after its deletion; see its finalizers \
-                         (kubectl get -o yaml)",
-                        describe(t)
+                        "{} still present {}s after its deletion ({why}); see \
+                         `kubectl get -o yaml` for what holds it, then re-run the uninstall",
+                        describe(t),
+                        DELETION_TIMEOUT.as_secs()
                     )));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
         Ok(deleted)
+    }
+
+    /// Touches a deleted object's annotations so that the controllers holding it (the API
+    /// server's CRD cleanup, the namespace controller) see an update and sync it again: the
+    /// CRD cleanup drops its turn on a write conflict and otherwise waits for the informer's
+    /// resync, minutes later.
+    async fn nudge(&self, obj: &Value) -> Result<(), ClusterError> {
+        let api = self.api_of(obj).await?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().to_string())
+            .unwrap_or_default();
+        let patch = json!({"metadata": {"annotations": {NUDGE_ANNOTATION: stamp}}});
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(source) => Err(ClusterError::Api {
+                action: "annotate",
+                object: describe(obj),
+                source,
+            }),
+        }
+    }
+
+    /// `None` once the API server no longer has `obj`; otherwise what keeps it (finalizers,
+    /// and a CRD's conditions from the API server's instance cleanup).
+    async fn still_present(&self, obj: &Value) -> Result<Option<String>, ClusterError> {
+        let api = self.api_of(obj).await?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        match api.get_opt(name).await {
+            Ok(Some(live)) => Ok(Some(deletion_holds(
+                &serde_json::to_value(&live).unwrap_or(Value::Null),
+            ))),
+            Ok(None) => Ok(None),
+            Err(source) => Err(ClusterError::Api {
+                action: "get",
+                object: describe(obj),
+                source,
+            }),
+        }
     }
 
     async fn mutating_webhooks(&self) -> Result<Api<DynamicObject>, ClusterError> {
@@ -558,6 +608,49 @@ fn strip_server_fields(obj: &mut Value) {
 }
 
 /// Why a live object is not ready, or `None` when it is.
+/// How long an uninstall waits for what it deleted to be gone. The API server removes a CRD
+/// only after its instance cleanup, which it retries with backoff when its storage for the
+/// CRD is not ready yet (a CRD deleted soon after it was created).
+const DELETION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a deleted object may linger before the uninstall touches it (see `nudge`).
+const NUDGE_AFTER: Duration = Duration::from_secs(10);
+
+/// The annotation the uninstall sets on an object whose deletion lingers.
+const NUDGE_ANNOTATION: &str = "install.operator.istio.io/uninstall-retried-at";
+
+/// What holds a deleted object: its finalizers and, for a CRD, the conditions the API
+/// server's cleanup reports (`Terminating`, `InstanceDeletion*`).
+fn deletion_holds(live: &Value) -> String {
+    let finalizers: Vec<&str> = live["metadata"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut holds = if finalizers.is_empty() {
+        vec!["no finalizers".to_string()]
+    } else {
+        vec![format!("finalizers {}", finalizers.join(", "))]
+    };
+    for c in live["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let kind = c["type"].as_str().unwrap_or_default();
+        if kind == "Terminating" || kind.starts_with("InstanceDeletion") {
+            holds.push(format!(
+                "{kind}={} {}: {}",
+                c["status"].as_str().unwrap_or_default(),
+                c["reason"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    holds.join("; ")
+}
+
 fn readiness(live: &Value) -> Option<String> {
     match live["kind"].as_str() {
         Some("Deployment") => {
@@ -816,5 +909,27 @@ mod tests {
         assert_eq!(readiness(&crd("False")).as_deref(), Some("not Established"));
         assert_eq!(readiness(&crd("True")), None);
         assert_eq!(readiness(&json!({"kind": "ConfigMap"})), None);
+    }
+
+    #[test]
+    fn a_stuck_deletion_names_its_finalizers_and_the_cleanup_conditions() {
+        let crd = json!({"kind": "CustomResourceDefinition",
+            "metadata": {"finalizers": ["customresourcecleanup.apiextensions.k8s.io"]},
+            "status": {"conditions": [
+                {"type": "Established", "status": "True"},
+                {"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress",
+                    "message": "CustomResource deletion is in progress"},
+                {"type": "InstanceDeletionFailed", "status": "True", "reason": "InstanceDeletionFailed",
+                    "message": "could not list instances"}]}});
+        assert_eq!(
+            deletion_holds(&crd),
+            "finalizers customresourcecleanup.apiextensions.k8s.io; \
+             Terminating=True InstanceDeletionInProgress: CustomResource deletion is in progress; \
+             InstanceDeletionFailed=True InstanceDeletionFailed: could not list instances"
+        );
+        assert_eq!(
+            deletion_holds(&json!({"kind": "Namespace", "metadata": {}})),
+            "no finalizers"
+        );
     }
 }
