@@ -266,11 +266,18 @@ impl Installer {
     async fn delete(&self, obj: &Value) -> Result<(), ClusterError> {
         let api = self.api_of(obj).await?;
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        let deleted = api.delete(name, &DeleteParams::background()).await;
+        gone_is_fine(deleted, "delete", obj)
+    }
+
+    /// `obj` as the API server has it now, `None` when it has none.
+    async fn live(&self, obj: &Value) -> Result<Option<Value>, ClusterError> {
+        let api = self.api_of(obj).await?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        match api.get_opt(name).await {
+            Ok(live) => Ok(live.map(|live| serde_json::to_value(&live).unwrap_or(Value::Null))),
             Err(source) => Err(ClusterError::Api {
-                action: "delete",
+                action: "get",
                 object: describe(obj),
                 source,
             }),
@@ -280,20 +287,10 @@ impl Installer {
     /// Why `obj` is not ready yet, or `None` when it is (Deployments: rolled out and
     /// available; CRDs: Established; anything else: present).
     pub async fn not_ready(&self, obj: &Value) -> Result<Option<String>, ClusterError> {
-        let api = self.api_of(obj).await?;
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        let live = match api.get_opt(name).await {
-            Ok(Some(live)) => serde_json::to_value(&live).unwrap_or(Value::Null),
-            Ok(None) => return Ok(Some("not found".into())),
-            Err(source) => {
-                return Err(ClusterError::Api {
-                    action: "get",
-                    object: describe(obj),
-                    source,
-                });
-            }
-        };
-        Ok(readiness(&live))
+        Ok(match self.live(obj).await? {
+            Some(live) => readiness(&live),
+            None => Some("not found".into()),
+        })
     }
 
     /// Waits until every object of `objects` is ready, calling `progress` with what is still
@@ -437,36 +434,16 @@ impl Installer {
             .map(|d| d.as_secs().to_string())
             .unwrap_or_default();
         let patch = json!({"metadata": {"annotations": {NUDGE_ANNOTATION: stamp}}});
-        match api
+        let patched = api
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(source) => Err(ClusterError::Api {
-                action: "annotate",
-                object: describe(obj),
-                source,
-            }),
-        }
+            .await;
+        gone_is_fine(patched, "annotate", obj)
     }
 
     /// `None` once the API server no longer has `obj`; otherwise what keeps it (finalizers,
     /// and a CRD's conditions from the API server's instance cleanup).
     async fn still_present(&self, obj: &Value) -> Result<Option<String>, ClusterError> {
-        let api = self.api_of(obj).await?;
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        match api.get_opt(name).await {
-            Ok(Some(live)) => Ok(Some(deletion_holds(
-                &serde_json::to_value(&live).unwrap_or(Value::Null),
-            ))),
-            Ok(None) => Ok(None),
-            Err(source) => Err(ClusterError::Api {
-                action: "get",
-                object: describe(obj),
-                source,
-            }),
-        }
+        Ok(self.live(obj).await?.as_ref().map(deletion_holds))
     }
 
     async fn mutating_webhooks(&self) -> Result<Api<DynamicObject>, ClusterError> {
@@ -607,7 +584,6 @@ fn strip_server_fields(obj: &mut Value) {
     }
 }
 
-/// Why a live object is not ready, or `None` when it is.
 /// How long an uninstall waits for what it deleted to be gone. The API server removes a CRD
 /// only after its instance cleanup, which it retries with backoff when its storage for the
 /// CRD is not ready yet (a CRD deleted soon after it was created).
@@ -651,6 +627,24 @@ fn deletion_holds(live: &Value) -> String {
     holds.join("; ")
 }
 
+/// `Ok` for a write that succeeded or found `obj` already gone; the API error otherwise.
+fn gone_is_fine<T>(
+    result: Result<T, kube::Error>,
+    action: &'static str,
+    obj: &Value,
+) -> Result<(), ClusterError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(ClusterError::Api {
+            action,
+            object: describe(obj),
+            source,
+        }),
+    }
+}
+
+/// Why a live object is not ready, or `None` when it is.
 fn readiness(live: &Value) -> Option<String> {
     match live["kind"].as_str() {
         Some("Deployment") => {
