@@ -24,6 +24,7 @@ const ENVOY_ROOTS: &[&str] = &[
     "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",
     "envoy/extensions/retry/priority/previous_priorities/v3/previous_priorities_config.proto",
     "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
+    "envoy/extensions/filters/listener/original_src/v3/original_src.proto",
     "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
     "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",

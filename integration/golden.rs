@@ -230,6 +230,52 @@ fn every_routing_field_same_namespace() {
     golden("everything-bookinfo", &p, &push);
 }
 
+/// The inbound side of a workload that services select: `virtualInbound` with the blackhole
+/// and catch-all chains, then an HTTP chain (9080, shared by two services), a chain for the
+/// named gRPC target port its pod resolves (9443), a TCP chain (9100) and, for the port of
+/// unknown protocol, an HTTP chain for sniffed plaintext HTTP before a TCP one (9201); the
+/// `inbound|<port>||` clusters to the original destination from 127.0.0.6.
+#[test]
+fn inbound_service_ports_under_redirect() {
+    let push = load(
+        "testdata/golden/inbound",
+        Some("accessLogFile: /dev/stdout\n"),
+    );
+    let p = proxy(
+        "sidecar~10.1.0.11~reviews-v1.bookinfo~bookinfo.svc.cluster.local",
+        "REDIRECT",
+        json!({"app": "reviews", "version": "v1"}),
+    );
+    golden("inbound-reviews", &p, &push);
+}
+
+/// Under TPROXY `virtualInbound` is transparent and restores the original source.
+#[test]
+fn inbound_service_ports_under_tproxy() {
+    let push = load("testdata/golden/inbound", None);
+    let p = proxy(
+        "sidecar~10.1.0.11~reviews-v1.bookinfo~bookinfo.svc.cluster.local",
+        "TPROXY",
+        json!({"app": "reviews", "version": "v1"}),
+    );
+    golden("inbound-reviews-tproxy", &p, &push);
+}
+
+/// A Sidecar's `ingress` replaces the service ports: chains on `virtualInbound` named by the
+/// workload's address (a global unicast one), STATIC clusters to `defaultEndpoint`s (no
+/// 127.0.0.6 bind towards 127.0.0.1), the original destination where there is none, and
+/// `captureMode: NONE` as a listener of its own that binds.
+#[test]
+fn inbound_sidecar_ingress_under_redirect() {
+    let push = load("testdata/golden/inbound", None);
+    let p = proxy(
+        "sidecar~10.1.0.40~legacy-1.bookinfo~bookinfo.svc.cluster.local",
+        "REDIRECT",
+        json!({"app": "legacy"}),
+    );
+    golden("inbound-sidecar-ingress", &p, &push);
+}
+
 #[test]
 fn every_routing_field_other_namespace_registry_only() {
     let push = load(

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod filters;
 pub mod gateway;
 pub mod http_policy;
+pub mod inbound;
 pub mod listener;
 pub mod route;
 #[cfg(any(test, feature = "testing"))]
@@ -36,6 +37,9 @@ pub use crate::resource_type::{
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+/// Istio binds inbound connections to the workload from this address, which iptables lets
+/// through (no loop back into the sidecar).
+pub(crate) const INBOUND_PASSTHROUGH_BIND_IP: &str = "127.0.0.6";
 
 /// What of a proxy one type's output depends on (istiod's `XdsCacheEntry` key). Proxies with
 /// equal keys get the same bytes, so the xds layer encodes once per key and every stream of
@@ -57,6 +61,8 @@ pub struct ScopeKey {
     dns_domain: Option<String>,
     /// Every address IPv6 (DNS lookup family of clusters).
     ipv6_only: bool,
+    /// The ports the proxy's own workload serves (inbound listeners and clusters).
+    inbound: Vec<inbound::InboundPort>,
 }
 
 impl ScopeKey {
@@ -71,6 +77,7 @@ impl ScopeKey {
             labels: Vec::new(),
             dns_domain: None,
             ipv6_only: false,
+            inbound: Vec::new(),
         }
     }
 }
@@ -86,6 +93,7 @@ pub fn scope_key(kind: ResourceType, proxy: &Proxy, push: &PushContext) -> Scope
         labels: Vec::new(),
         dns_domain: None,
         ipv6_only: false,
+        inbound: Vec::new(),
     };
     let no_interception = proxy.interception_mode == InterceptionMode::None;
     if proxy.node_type == NodeType::Router {
@@ -127,6 +135,7 @@ pub fn scope_key(kind: ResourceType, proxy: &Proxy, push: &PushContext) -> Scope
             }
             key.ipv6_only =
                 !proxy.ip_addresses.is_empty() && proxy.ip_addresses.iter().all(IpAddr::is_ipv6);
+            key.inbound = inbound::inbound_ports(proxy, push);
         }
         // Subset labels come from the DestinationRule this namespace sees.
         ResourceType::Endpoint => {}
@@ -137,6 +146,7 @@ pub fn scope_key(kind: ResourceType, proxy: &Proxy, push: &PushContext) -> Scope
                 key.ip = proxy.ip_addresses.first().copied();
             }
             key.labels = source_labels();
+            key.inbound = inbound::inbound_ports(proxy, push);
         }
         // Short domains, VirtualService visibility and sourceLabels matches.
         ResourceType::Route => {

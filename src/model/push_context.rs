@@ -19,7 +19,19 @@ use crate::model::istio::{
 };
 use crate::model::mesh::{MeshConfig, OutboundTrafficMode};
 use crate::model::proxy::{NodeType, Proxy};
-use crate::model::registry::{DEFAULT_DOMAIN_SUFFIX, Service, ServiceRegistry};
+use crate::model::registry::{
+    DEFAULT_DOMAIN_SUFFIX, Protocol, Service, ServicePort, ServiceRegistry, TargetPort,
+    labels_match,
+};
+
+/// One port of a service that a proxy's own workload serves (istiod's `ServiceTarget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceTarget<'a> {
+    pub service: &'a Service,
+    pub port: &'a ServicePort,
+    /// The port on the workload (the resolved `targetPort`).
+    pub target_port: u16,
+}
 
 /// Everything the sources know, in source-neutral form. Sources replace or edit it; the push
 /// loop freezes a copy into a [`PushContext`].
@@ -336,6 +348,48 @@ impl PushContext {
                     })
             })
             .collect()
+    }
+
+    /// The service ports `proxy`'s own workload serves (istiod's `ServiceTargets`): every port
+    /// (UDP aside) of each service in the proxy's namespace whose selector its labels satisfy, in
+    /// hostname order, with the port on the workload it targets. A named `targetPort` resolves
+    /// through the service's endpoint at one of the proxy's addresses (the pod's own port
+    /// name); unresolved, the port is left out. Routers serve no inbound traffic: none.
+    pub fn service_targets<'a>(&'a self, proxy: &Proxy) -> Vec<ServiceTarget<'a>> {
+        if proxy.node_type != NodeType::Sidecar {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for service in self.store.registry.services.values() {
+            let selects = service.namespace == proxy.namespace
+                && service
+                    .selector
+                    .as_ref()
+                    .is_some_and(|s| !s.is_empty() && labels_match(s, &proxy.labels));
+            if !selects {
+                continue;
+            }
+            for port in service.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
+                let target_port = match &port.target_port {
+                    TargetPort::Number(0) => Some(port.port),
+                    TargetPort::Number(n) => Some(*n),
+                    TargetPort::Named(_) => self
+                        .store
+                        .registry
+                        .endpoints_for(&service.hostname, &port.name)
+                        .find(|e| proxy.ip_addresses.contains(&e.address))
+                        .map(|e| e.port),
+                };
+                if let Some(target_port) = target_port {
+                    out.push(ServiceTarget {
+                        service,
+                        port,
+                        target_port,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// VirtualServices bound to the mesh (sidecars) and visible to `proxy`: exported to its

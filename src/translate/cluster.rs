@@ -10,17 +10,11 @@ use crate::model::istio::DestinationRule;
 use crate::model::istio::destination_rule::TrafficPolicy;
 use crate::model::proxy::{InterceptionMode, NodeType, Proxy};
 use crate::model::push_context::PushContext;
-use crate::model::registry::{Protocol, Resolution, Service, ServicePort};
-use crate::translate::common::sidecar_ingress;
+use crate::model::registry::{Resolution, Service, ServicePort};
 use crate::translate::common::{
-    downstream_protocol, inbound_cluster_name, istio_metadata, pb_value, socket_address,
-    upstream_protocol_options,
+    downstream_protocol, istio_metadata, pb_value, upstream_protocol_options,
 };
-use envoy_types::pb::envoy::config::core::v3::Pipe;
-use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
-};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::google::protobuf::{ListValue, Struct, value::Kind};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,8 +27,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, BindConfig, Http1ProtocolOptions, HttpProtocolOptions as CommonHttpProtocolOptions,
-    Metadata, SocketAddress, address, socket_address::PortSpecifier,
+    BindConfig, Http1ProtocolOptions, HttpProtocolOptions as CommonHttpProtocolOptions, Metadata,
+    SocketAddress, socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
@@ -44,15 +38,14 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 
 use crate::translate::{
-    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, ads_config_source, any,
-    endpoint, outbound_cluster_name, pb_duration, traffic_policy,
+    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_BIND_IP, INBOUND_PASSTHROUGH_CLUSTER,
+    PASSTHROUGH_CLUSTER, ads_config_source, any, endpoint, inbound, outbound_cluster_name,
+    pb_duration, traffic_policy,
 };
 
 /// istiod's default `dnsRefreshRate` (MeshConfig).
 const DNS_REFRESH_RATE: std::time::Duration = std::time::Duration::from_secs(60);
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-/// Istio binds inbound passthrough connections from this address so they skip iptables.
-const INBOUND_PASSTHROUGH_BIND_IP: &str = "127.0.0.6";
 
 /// Every cluster `proxy` gets, in a stable order.
 pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
@@ -118,7 +111,7 @@ pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
             Some(INBOUND_PASSTHROUGH_BIND_IP),
         ));
     }
-    out.extend(sidecar_ingress_clusters(proxy, push));
+    out.extend(inbound::build_inbound_clusters(proxy, push));
     out
 }
 
@@ -325,76 +318,6 @@ fn blackhole_cluster(push: &PushContext) -> Cluster {
         connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
         ..Default::default()
     }
-}
-
-/// The STATIC `inbound|<port>||` clusters behind the Sidecar's ingress listeners (built in
-/// `listener`): one endpoint,
-/// the `defaultEndpoint` (`0.0.0.0:<port>` means the proxy's own IP, `unix://` a socket).
-pub fn sidecar_ingress_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
-    let mut out = Vec::new();
-    for (ingress, port) in sidecar_ingress(proxy, push) {
-        let address = if let Some(path) = ingress.default_endpoint.strip_prefix("unix://") {
-            Address {
-                address: Some(address::Address::Pipe(Pipe {
-                    path: path.to_string(),
-                    mode: 0,
-                })),
-            }
-        } else {
-            let Some((host, ep_port)) = ingress.default_endpoint.rsplit_once(':') else {
-                continue;
-            };
-            let Ok(ep_port) = ep_port.parse::<u32>() else {
-                continue;
-            };
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let host = match host {
-                "0.0.0.0" | "::" | "" => proxy.primary_ip().to_string(),
-                h => h.to_string(),
-            };
-            socket_address(&host, ep_port)
-        };
-        let name = inbound_cluster_name(port.number);
-        let protocol = Protocol::parse(&port.protocol).unwrap_or(Protocol::Unsupported);
-        let mut cluster = Cluster {
-            name: name.clone(),
-            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-            connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
-            common_lb_config: Some(CommonLbConfig::default()),
-            load_assignment: Some(ClusterLoadAssignment {
-                cluster_name: name,
-                endpoints: vec![LocalityLbEndpoints {
-                    lb_endpoints: vec![LbEndpoint {
-                        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
-                            address: Some(address),
-                            ..Default::default()
-                        })),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        if matches!(protocol, Protocol::Http2 | Protocol::Grpc) {
-            cluster.typed_extension_protocol_options.insert(
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
-                any(&HttpProtocolOptions {
-                    upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-                        ExplicitHttpConfig {
-                            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
-                                Default::default(),
-                            )),
-                        },
-                    )),
-                    ..Default::default()
-                }),
-            );
-        }
-        out.push(cluster);
-    }
-    out
 }
 
 #[cfg(test)]

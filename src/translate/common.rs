@@ -23,9 +23,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use crate::model::config::Config;
 use crate::model::istio::VirtualService;
 use crate::model::istio::common::StringMatch;
-use crate::model::istio::sidecar::{IstioIngressListener, SidecarPort};
 use crate::model::istio::virtual_service::Destination;
-use crate::model::proxy::InterceptionMode;
 use crate::model::proxy::Proxy;
 use crate::model::push_context::{PushContext, resolve_short_name};
 use crate::model::registry::{Protocol, Service};
@@ -187,26 +185,4 @@ pub fn outbound_ports(proxy: &Proxy, push: &PushContext) -> BTreeMap<u16, Outbou
 /// Istio's cluster name for a Sidecar ingress port: `inbound|<port>||`.
 pub fn inbound_cluster_name(port: u32) -> String {
     format!("inbound|{port}||")
-}
-
-/// The Sidecar `ingress` entries that have a port, for a proxy without interception (the only
-/// mode they are served in); none otherwise. Both the listeners and their clusters come from
-/// these.
-pub(crate) fn sidecar_ingress<'a>(
-    proxy: &Proxy,
-    push: &'a PushContext,
-) -> Vec<(&'a IstioIngressListener, &'a SidecarPort)> {
-    if proxy.interception_mode != InterceptionMode::None {
-        return Vec::new();
-    }
-    push.sidecar_for(proxy)
-        .map(|sidecar| {
-            sidecar
-                .spec
-                .ingress
-                .iter()
-                .filter_map(|i| Some((i, i.port.as_ref()?)))
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -1,9 +1,11 @@
 //! LDS: outbound listeners per service port (an HTTP connection manager fed by RDS for HTTP
 //! ports, a TCP proxy otherwise, routed by VirtualService `tcp` routes, or `tls` routes by SNI
 //! on TLS/HTTPS ports), in both interception layouts:
-//! - `REDIRECT` / `TPROXY`: Istio's `virtualOutbound` (15001) and `virtualInbound` (15006) plus
-//!   per-port `0.0.0.0_<port>` listeners with `bind_to_port: false`;
+//! - `REDIRECT` / `TPROXY`: Istio's `virtualOutbound` (15001, with its loop-protection
+//!   blackhole chain) plus per-port `0.0.0.0_<port>` listeners with `bind_to_port: false`;
 //! - `NONE`: per-port listeners that really bind on the proxy's first instance IP.
+//!
+//! The inbound listeners (`virtualInbound` 15006 and those that bind) are `inbound`'s.
 
 use crate::model::config::Config;
 use crate::model::istio::virtual_service::{L4MatchAttributes, VirtualService};
@@ -11,42 +13,34 @@ use crate::model::mesh::OutboundTrafficMode;
 use crate::model::proxy::{InterceptionMode, Proxy};
 use crate::model::push_context::PushContext;
 use crate::model::registry::Protocol;
-use crate::translate::common::sidecar_ingress;
-use crate::translate::common::{
-    OutboundPort, inbound_cluster_name, outbound_ports, socket_address,
-};
+use crate::translate::common::{OutboundPort, outbound_ports, socket_address};
 use crate::translate::filters::{
     cidr_range, http_connection_manager, listener_access_logs, network_filter, tcp_proxy_filter,
     tcp_route_filter, tls_inspector,
 };
+use crate::translate::inbound;
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
-use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
-use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::listener::v3::{
     FilterChain, FilterChainMatch, Listener, ListenerFilter,
     listener_filter::ConfigType as ListenerFilterConfigType,
 };
-use envoy_types::pb::envoy::config::route::v3::{
-    Decorator, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
-    route_action::ClusterSpecifier as RouteClusterSpecifier, route_action::MaxStreamDuration,
-    route_match::PathSpecifier,
-};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     Rds, http_connection_manager::RouteSpecifier,
 };
 
 use crate::translate::{
-    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, ads_config_source, any,
-    outbound_cluster_name, pb_duration,
+    BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, ads_config_source, any, outbound_cluster_name,
+    pb_duration,
 };
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
-pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 pub const VIRTUAL_OUTBOUND_PORT: u32 = 15001;
-pub const VIRTUAL_INBOUND_PORT: u32 = 15006;
+/// The chain of `virtualOutbound` that drops traffic addressed to 15001 itself (a loop).
+pub const VIRTUAL_OUTBOUND_BLACKHOLE: &str = "virtualOutbound-blackhole";
 
 /// Every listener `proxy` gets.
 pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
@@ -159,9 +153,8 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
     }
     if !bind_for_real {
         out.push(virtual_outbound(proxy, push));
-        out.push(virtual_inbound(push));
     }
-    out.extend(sidecar_ingress_listeners(proxy, push));
+    out.extend(inbound::build_inbound_listeners(proxy, push));
     for listener in &mut out {
         listener.access_log = listener_access_logs(push.mesh());
     }
@@ -256,35 +249,25 @@ fn virtual_outbound(proxy: &Proxy, push: &PushContext) -> Listener {
         address: Some(socket_address("0.0.0.0", VIRTUAL_OUTBOUND_PORT)),
         use_original_dst: Some(BoolValue { value: true }),
         traffic_direction: TrafficDirection::Outbound as i32,
-        filter_chains: vec![FilterChain {
-            name: "virtualOutbound-catchall-tcp".into(),
-            filters: vec![tcp_proxy_filter(push, cluster, cluster)],
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
-/// 15006: receives redirected inbound traffic and passes it to the original destination.
-fn virtual_inbound(push: &PushContext) -> Listener {
-    Listener {
-        name: VIRTUAL_INBOUND.into(),
-        address: Some(socket_address("0.0.0.0", VIRTUAL_INBOUND_PORT)),
-        traffic_direction: TrafficDirection::Inbound as i32,
-        listener_filters: vec![ListenerFilter {
-            name: "envoy.filters.listener.original_dst".into(),
-            config_type: Some(ListenerFilterConfigType::TypedConfig(any(&OriginalDst {}))),
-            ..Default::default()
-        }],
-        filter_chains: vec![FilterChain {
-            name: "virtualInbound-catchall-tcp".into(),
-            filters: vec![tcp_proxy_filter(
-                push,
-                INBOUND_PASSTHROUGH_CLUSTER,
-                INBOUND_PASSTHROUGH_CLUSTER,
-            )],
-            ..Default::default()
-        }],
+        // As istiod: traffic addressed to 15001 itself would loop; it goes to the black hole.
+        filter_chains: vec![
+            FilterChain {
+                name: VIRTUAL_OUTBOUND_BLACKHOLE.into(),
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(UInt32Value {
+                        value: VIRTUAL_OUTBOUND_PORT,
+                    }),
+                    ..Default::default()
+                }),
+                filters: vec![inbound::blackhole_tcp_proxy()],
+                ..Default::default()
+            },
+            FilterChain {
+                name: "virtualOutbound-catchall-tcp".into(),
+                filters: vec![tcp_proxy_filter(push, cluster, cluster)],
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     }
 }
@@ -455,85 +438,6 @@ fn source_applies(
         && labels.iter().all(|(k, v)| proxy.labels.get(k) == Some(v))
         && (match_port == 0 || match_port == u32::from(port))
         && (namespace.is_empty() || namespace == proxy.namespace)
-}
-
-/// The Sidecar `ingress` listeners of a proxy without interception: each binds `bind` (else
-/// the proxy's IP) at its port and forwards to its `defaultEndpoint` through the
-/// `inbound|<port>||` cluster; HTTP ports get an HCM with an inline route, others a TCP proxy.
-fn sidecar_ingress_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
-    let mut out = Vec::new();
-    for (ingress, port) in sidecar_ingress(proxy, push) {
-        if ingress.default_endpoint.is_empty() {
-            continue;
-        }
-        let bind = if ingress.bind.is_empty() {
-            proxy.primary_ip().to_string()
-        } else {
-            ingress.bind.clone()
-        };
-        let name = format!("{bind}_{}", port.number);
-        let cluster = inbound_cluster_name(port.number);
-        let protocol = Protocol::parse(&port.protocol).unwrap_or(Protocol::Unsupported);
-        let filter = if protocol.is_http() {
-            let route = RouteConfiguration {
-                name: cluster.clone(),
-                validate_clusters: Some(BoolValue { value: false }),
-                virtual_hosts: vec![VirtualHost {
-                    name: format!("inbound|http|{}", port.number),
-                    domains: vec!["*".into()],
-                    routes: vec![Route {
-                        name: "default".into(),
-                        r#match: Some(RouteMatch {
-                            path_specifier: Some(PathSpecifier::Prefix("/".into())),
-                            ..Default::default()
-                        }),
-                        decorator: Some(Decorator {
-                            operation: format!("{}/*", cluster),
-                            ..Default::default()
-                        }),
-                        action: Some(Action::Route(RouteAction {
-                            cluster_specifier: Some(RouteClusterSpecifier::Cluster(
-                                cluster.clone(),
-                            )),
-                            timeout: Some(pb_duration(std::time::Duration::ZERO)),
-                            max_stream_duration: Some(MaxStreamDuration {
-                                max_stream_duration: Some(pb_duration(std::time::Duration::ZERO)),
-                                grpc_timeout_header_max: Some(pb_duration(
-                                    std::time::Duration::ZERO,
-                                )),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        })),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            };
-            network_filter(
-                "envoy.filters.network.http_connection_manager",
-                any(&http_connection_manager(
-                    push,
-                    format!("inbound_{bind}_{}", port.number),
-                    RouteSpecifier::RouteConfig(route),
-                )),
-            )
-        } else {
-            tcp_proxy_filter(push, &cluster, &cluster)
-        };
-        out.push(Listener {
-            name,
-            address: Some(socket_address(&bind, port.number)),
-            filter_chains: vec![FilterChain {
-                filters: vec![filter],
-                ..Default::default()
-            }],
-            traffic_direction: TrafficDirection::Inbound as i32,
-            ..Default::default()
-        });
-    }
-    out
 }
 
 #[cfg(test)]

@@ -140,10 +140,15 @@ fn route_configuration(name: String, virtual_hosts: Vec<VirtualHost>) -> RouteCo
     }
 }
 
-/// The names a client may use for `service`: the FQDN, the short forms the proxy's namespace
+/// The names a client may use for `service`: the FQDN (also absolute, with a trailing dot),
+/// the short forms the proxy's namespace
 /// allows (`httpbin` only from the same namespace), the ClusterIP; each also with `:port`.
 pub fn domains_for(proxy: &Proxy, service: &Service, port: u16) -> Vec<String> {
+    // istiod 1.31 (ENABLE_ABSOLUTE_FQDN_VHOST_DOMAIN) also matches the absolute FQDN.
     let mut hosts = vec![service.hostname.clone()];
+    if service.hostname.parse::<std::net::IpAddr>().is_err() {
+        hosts.push(format!("{}.", service.hostname));
+    }
     let suffix = format!(".svc.{DEFAULT_DOMAIN_SUFFIX}");
     // istiod's GenerateAltVirtualHosts works on the hostname alone, so a ServiceEntry host
     // shaped like a Kubernetes one gets the short forms too; other names get only their own.

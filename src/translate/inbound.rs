@@ -1,0 +1,684 @@
+//! The sidecar's inbound side, as istiod's `listener_inbound.go` and its inbound clusters build
+//! it: which ports of the proxy's own workload take traffic ([`inbound_ports`]: the service
+//! ports that select the workload, or the Sidecar's `ingress` listeners), the `virtualInbound`
+//! listener on 15006 (the blackhole chain against loops, the catch-all chains, then per port an
+//! HTTP chain with an HTTP connection manager or a TCP chain, matched by destination port,
+//! transport protocol and ALPN), the listeners that really bind (interception off, or a
+//! Sidecar ingress with `captureMode: NONE`), and the `inbound|<port>||` clusters behind them.
+//!
+//! mTLS is not served yet (no certificates), so every chain is the plaintext variant istiod
+//! builds under PeerAuthentication `DISABLE`. Uses `common` and `filters`; it must not import
+//! a sibling builder (the listener and cluster builders call it).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, CommonLbConfig, DiscoveryType, LbPolicy,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, BindConfig, Pipe, SocketAddress, TrafficDirection, address,
+    socket_address::PortSpecifier,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType as ListenerFilterConfigType;
+use envoy_types::pb::envoy::config::listener::v3::listener_filter_chain_match_predicate::{
+    MatchSet, Rule,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, Listener, ListenerFilter, ListenerFilterChainMatchPredicate,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    Decorator, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    route_action::ClusterSpecifier as RouteClusterSpecifier, route_action::MaxStreamDuration,
+    route_match::PathSpecifier,
+};
+use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::listener::original_src::v3::OriginalSrc;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
+    ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
+use envoy_types::pb::envoy::r#type::v3::Int32Range;
+use envoy_types::pb::google::protobuf::{
+    BoolValue, Duration as PbDuration, ListValue, Struct, UInt32Value, value::Kind,
+};
+
+use crate::model::istio::sidecar::CaptureMode;
+use crate::model::proxy::{InterceptionMode, NodeType, Proxy};
+use crate::model::push_context::PushContext;
+use crate::model::registry::Protocol;
+use crate::translate::common::{
+    inbound_cluster_name, istio_metadata, pb_value, socket_address, upstream_protocol_options,
+};
+use crate::translate::filters::{
+    http_connection_manager, network_filter, tcp_proxy_filter, tls_inspector,
+};
+use crate::translate::{
+    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_BIND_IP, INBOUND_PASSTHROUGH_CLUSTER, any, pb_duration,
+    traffic_policy,
+};
+
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+pub const VIRTUAL_INBOUND_PORT: u32 = 15006;
+/// The chain of `virtualInbound` that drops traffic addressed to 15006 itself (a loop).
+pub const VIRTUAL_INBOUND_BLACKHOLE: &str = "virtualInbound-blackhole";
+/// The catch-all HTTP chain of `virtualInbound` (plaintext HTTP to a port no service declares).
+pub const VIRTUAL_INBOUND_CATCHALL_HTTP: &str = "virtualInbound-catchall-http";
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+const PLAINTEXT_HTTP_ALPNS: [&str; 2] = ["http/1.1", "h2c"];
+/// istiod's "never" for the cleanup of inbound ORIGINAL_DST hosts: the most whole seconds a Go
+/// `time.Duration` holds (about 292 years; Envoy rejects longer ones).
+const MAX_DURATION_SECONDS: i64 = 9_223_372_035;
+
+/// One port the proxy's own workload takes traffic on (istiod's `inboundChainConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InboundPort {
+    /// The port on the workload: what the chains match and the cluster is named by.
+    pub target_port: u16,
+    /// The service (or Sidecar ingress) port: the virtual host's name and the trace operation.
+    pub service_port: u16,
+    pub protocol: Protocol,
+    /// The first service's hostname, or `<sidecar>.<namespace>` for a Sidecar ingress port.
+    pub hostname: String,
+    /// Every service behind the port as (hostname, name, namespace): the cluster's metadata.
+    pub services: Vec<(String, String, String)>,
+    /// The address in the chain's name, and the address a bound listener binds.
+    pub bind: String,
+    /// A listener of its own that binds `bind:target_port`, instead of a chain of
+    /// `virtualInbound`.
+    pub bind_to_port: bool,
+    /// The Sidecar ingress `defaultEndpoint`; empty: the original destination.
+    pub default_endpoint: String,
+}
+
+impl InboundPort {
+    fn cluster(&self) -> String {
+        inbound_cluster_name(u32::from(self.target_port))
+    }
+
+    fn chain_name(&self) -> String {
+        format!("{}_{}", self.bind, self.target_port)
+    }
+}
+
+/// The ports `proxy` serves inbound, by target port (the first service or ingress entry of a
+/// port wins it, as istiod resolves conflicts), as istiod's `buildInboundChainConfigs`: with a
+/// Sidecar that has `ingress` listeners, those; otherwise, under interception, the service
+/// ports that select the workload; without interception and ingress, none (the application
+/// owns its ports).
+pub fn inbound_ports(proxy: &Proxy, push: &PushContext) -> Vec<InboundPort> {
+    if proxy.node_type != NodeType::Sidecar {
+        return Vec::new();
+    }
+    let targets = push.service_targets(proxy);
+    let mut out: Vec<InboundPort> = Vec::new();
+    let sidecar = push.sidecar_for(proxy);
+    let ingress: Vec<_> = sidecar
+        .map(|s| s.spec.ingress.iter().filter(|i| i.port.is_some()).collect())
+        .unwrap_or_default();
+    if let Some(sidecar) = sidecar.filter(|_| !ingress.is_empty()) {
+        for i in ingress {
+            let Some(port) = i.port.as_ref() else {
+                continue;
+            };
+            let Ok(number) = u16::try_from(port.number) else {
+                continue;
+            };
+            let bind_to_port = match i.capture_mode {
+                CaptureMode::Default => proxy.interception_mode == InterceptionMode::None,
+                CaptureMode::None => true,
+                CaptureMode::Iptables => false,
+            };
+            // A bound listener forwarding to its original destination would be a loop.
+            if bind_to_port && i.default_endpoint.is_empty() {
+                continue;
+            }
+            if out.iter().any(|p| p.target_port == number) {
+                continue;
+            }
+            let bind = match (i.bind.as_str(), bind_to_port) {
+                ("", true) => proxy.primary_ip().to_string(),
+                ("", false) => inbound_bind_ip(proxy),
+                (b, _) => b.to_string(),
+            };
+            let services = match targets.iter().find(|t| t.target_port == number) {
+                Some(t) => vec![service_triple(t.service)],
+                None => vec![(
+                    format!("{}.{}", sidecar.meta.name, sidecar.meta.namespace),
+                    sidecar.meta.name.clone(),
+                    sidecar.meta.namespace.clone(),
+                )],
+            };
+            out.push(InboundPort {
+                target_port: number,
+                service_port: number,
+                protocol: Protocol::parse(&port.protocol).unwrap_or(Protocol::Unsupported),
+                hostname: format!("{}.{}", sidecar.meta.name, sidecar.meta.namespace),
+                services,
+                bind,
+                bind_to_port,
+                default_endpoint: i.default_endpoint.clone(),
+            });
+        }
+    } else if proxy.interception_mode != InterceptionMode::None {
+        for t in &targets {
+            if let Some(p) = out.iter_mut().find(|p| p.target_port == t.target_port) {
+                let triple = service_triple(t.service);
+                if !p.services.contains(&triple) {
+                    p.services.push(triple);
+                }
+                continue;
+            }
+            out.push(InboundPort {
+                target_port: t.target_port,
+                service_port: t.port.port,
+                protocol: t.port.protocol,
+                hostname: t.service.hostname.clone(),
+                services: vec![service_triple(t.service)],
+                bind: "0.0.0.0".into(),
+                bind_to_port: false,
+                default_endpoint: String::new(),
+            });
+        }
+    }
+    out.sort_by_key(|p| p.target_port);
+    out
+}
+
+fn service_triple(s: &crate::model::registry::Service) -> (String, String, String) {
+    (s.hostname.clone(), s.name.clone(), s.namespace.clone())
+}
+
+/// istiod's `getSidecarInboundBindIPs`: the proxy's address when it is a global unicast one
+/// (Go's `IsGlobalUnicast`: not loopback, link-local, multicast or unspecified), else the
+/// wildcard.
+fn inbound_bind_ip(proxy: &Proxy) -> String {
+    let global = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_unspecified()
+                || v4.is_broadcast())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_multicast()
+                || v6.is_unspecified()
+                || v6.is_unicast_link_local())
+        }
+    };
+    proxy
+        .ip_addresses
+        .iter()
+        .find(|ip| global(ip))
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "0.0.0.0".into())
+}
+
+/// How a port's chains handle traffic (istiod's `ListenerProtocol`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChainProtocol {
+    Http,
+    Tcp,
+    /// Unknown protocol: an HTTP chain for sniffed plaintext HTTP, a TCP chain for the rest.
+    Auto,
+}
+
+impl From<Protocol> for ChainProtocol {
+    fn from(p: Protocol) -> Self {
+        if p.is_http() {
+            ChainProtocol::Http
+        } else if p == Protocol::Unsupported {
+            ChainProtocol::Auto
+        } else {
+            ChainProtocol::Tcp
+        }
+    }
+}
+
+/// The inbound listeners of `proxy`: `virtualInbound` under interception, and one listener
+/// per port that binds for real.
+pub fn build_inbound_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
+    let ports = inbound_ports(proxy, push);
+    let mut out = Vec::new();
+    if proxy.interception_mode != InterceptionMode::None {
+        let mut chains = passthrough_chains(push);
+        for port in ports.iter().filter(|p| !p.bind_to_port) {
+            chains.extend(port_chains(push, port));
+        }
+        out.push(inbound_listener(
+            proxy,
+            push,
+            VIRTUAL_INBOUND.into(),
+            socket_address("0.0.0.0", VIRTUAL_INBOUND_PORT),
+            false,
+            chains,
+        ));
+    }
+    for port in ports.iter().filter(|p| p.bind_to_port) {
+        out.push(inbound_listener(
+            proxy,
+            push,
+            port.chain_name(),
+            socket_address(&port.bind, u32::from(port.target_port)),
+            true,
+            port_chains(push, port),
+        ));
+    }
+    out
+}
+
+/// istiod's `buildInboundListener`.
+fn inbound_listener(
+    proxy: &Proxy,
+    push: &PushContext,
+    name: String,
+    address: Address,
+    bind_to_port: bool,
+    filter_chains: Vec<FilterChain>,
+) -> Listener {
+    let tproxy = !bind_to_port && proxy.interception_mode == InterceptionMode::Tproxy;
+    Listener {
+        name,
+        address: Some(address),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        continue_on_listener_filters_timeout: true,
+        transparent: tproxy.then_some(BoolValue { value: true }),
+        listener_filters: listener_filters(&filter_chains, bind_to_port, tproxy),
+        listener_filters_timeout: Some(pb_duration(
+            push.mesh().protocol_detection_timeout.as_std(),
+        )),
+        filter_chains,
+        ..Default::default()
+    }
+}
+
+/// istiod's `populateListenerFilters`: the original destination (and source, under TPROXY)
+/// for a listener that does not bind; the TLS and HTTP inspectors where a chain matches on the
+/// transport protocol `tls` or on a plaintext HTTP ALPN, switched off on the destination ports
+/// whose chains do not need them.
+fn listener_filters(
+    chains: &[FilterChain],
+    bind_to_port: bool,
+    tproxy: bool,
+) -> Vec<ListenerFilter> {
+    let mut out = Vec::new();
+    if !bind_to_port {
+        out.push(typed_listener_filter(
+            "envoy.filters.listener.original_dst",
+            any(&OriginalDst {}),
+        ));
+    }
+    if tproxy {
+        out.push(typed_listener_filter(
+            "envoy.filters.listener.original_src",
+            any(&OriginalSrc::default()),
+        ));
+    }
+    // Per destination port (0: chains without one), whether any chain needs each inspector.
+    let mut ports: std::collections::BTreeMap<u32, (bool, bool)> = Default::default();
+    for chain in chains {
+        let m = chain.filter_chain_match.as_ref();
+        let port = m
+            .and_then(|m| m.destination_port.as_ref())
+            .map_or(0, |p| p.value);
+        let tls = m.is_some_and(|m| m.transport_protocol == "tls");
+        let http = m.is_some_and(|m| {
+            m.application_protocols
+                .iter()
+                .any(|a| PLAINTEXT_HTTP_ALPNS.contains(&a.as_str()))
+        });
+        let entry = ports.entry(port).or_default();
+        entry.0 |= tls;
+        entry.1 |= http;
+    }
+    if ports.values().any(|(tls, _)| *tls) {
+        out.push(tls_inspector());
+    }
+    if ports.values().any(|(_, http)| *http) {
+        let disabled: Vec<u32> = ports
+            .iter()
+            .filter(|(_, (_, http))| !http)
+            .map(|(p, _)| *p)
+            .collect();
+        out.push(ListenerFilter {
+            name: HTTP_INSPECTOR.into(),
+            config_type: Some(ListenerFilterConfigType::TypedConfig(any(
+                &HttpInspector::default(),
+            ))),
+            filter_disabled: exclude_ports(&disabled),
+        });
+    }
+    out
+}
+
+fn typed_listener_filter(
+    name: &str,
+    typed: envoy_types::pb::google::protobuf::Any,
+) -> ListenerFilter {
+    ListenerFilter {
+        name: name.into(),
+        config_type: Some(ListenerFilterConfigType::TypedConfig(typed)),
+        ..Default::default()
+    }
+}
+
+/// istiod's `listenerPredicateExcludePorts`: a predicate matching connections to any of
+/// `ports`; `None` for no port.
+fn exclude_ports(ports: &[u32]) -> Option<ListenerFilterChainMatchPredicate> {
+    let mut rules: Vec<ListenerFilterChainMatchPredicate> = ports
+        .iter()
+        .map(|p| ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::DestinationPortRange(Int32Range {
+                start: i32::try_from(*p).unwrap_or(i32::MAX),
+                end: i32::try_from(*p + 1).unwrap_or(i32::MAX),
+            })),
+        })
+        .collect();
+    match rules.len() {
+        0 => None,
+        1 => rules.pop(),
+        _ => Some(ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::OrMatch(MatchSet { rules })),
+        }),
+    }
+}
+
+/// The chains every `virtualInbound` starts with (istiod's `buildInboundPassthroughChains`,
+/// plaintext): the blackhole for traffic to 15006 itself, plaintext HTTP and then any other
+/// traffic to a port no service declares, both to the original destination.
+fn passthrough_chains(push: &PushContext) -> Vec<FilterChain> {
+    let raw = |alpns: &[&str]| FilterChainMatch {
+        transport_protocol: "raw_buffer".into(),
+        application_protocols: alpns.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    };
+    vec![
+        FilterChain {
+            name: VIRTUAL_INBOUND_BLACKHOLE.into(),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(UInt32Value {
+                    value: VIRTUAL_INBOUND_PORT,
+                }),
+                ..Default::default()
+            }),
+            filters: vec![blackhole_tcp_proxy()],
+            ..Default::default()
+        },
+        FilterChain {
+            name: VIRTUAL_INBOUND_CATCHALL_HTTP.into(),
+            filter_chain_match: Some(raw(&PLAINTEXT_HTTP_ALPNS)),
+            filters: vec![inbound_hcm(
+                push,
+                INBOUND_PASSTHROUGH_CLUSTER.into(),
+                INBOUND_PASSTHROUGH_CLUSTER,
+                0,
+                // istiod's passthrough chains have no service: the operation is `:0/*`.
+                "",
+                Protocol::Unsupported,
+            )],
+            ..Default::default()
+        },
+        FilterChain {
+            name: VIRTUAL_INBOUND.into(),
+            filter_chain_match: Some(raw(&[])),
+            filters: vec![tcp_proxy_filter(
+                push,
+                INBOUND_PASSTHROUGH_CLUSTER,
+                INBOUND_PASSTHROUGH_CLUSTER,
+            )],
+            ..Default::default()
+        },
+    ]
+}
+
+/// A TCP proxy to the black hole, as istiod writes the loop-protection chains (no access log).
+pub(crate) fn blackhole_tcp_proxy() -> envoy_types::pb::envoy::config::listener::v3::Filter {
+    network_filter(
+        "envoy.filters.network.tcp_proxy",
+        any(&TcpProxy {
+            stat_prefix: BLACKHOLE_CLUSTER.into(),
+            cluster_specifier: Some(ClusterSpecifier::Cluster(BLACKHOLE_CLUSTER.into())),
+            ..Default::default()
+        }),
+    )
+}
+
+/// The plaintext chains of one port (istiod's `inboundPlainText*FilterChainMatchOptions`):
+/// HTTP → an HCM, TCP → a TCP proxy, unknown → both (HTTP for sniffed plaintext HTTP first).
+fn port_chains(push: &PushContext, port: &InboundPort) -> Vec<FilterChain> {
+    let cluster = port.cluster();
+    let chain_match = |alpns: &[&str]| FilterChainMatch {
+        destination_port: Some(UInt32Value {
+            value: u32::from(port.target_port),
+        }),
+        transport_protocol: "raw_buffer".into(),
+        application_protocols: alpns.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    };
+    let http = |alpns: &[&str]| FilterChain {
+        name: port.chain_name(),
+        filter_chain_match: Some(chain_match(alpns)),
+        filters: vec![inbound_hcm(
+            push,
+            format!("inbound_{}", port.chain_name()),
+            &cluster,
+            port.service_port,
+            &port.hostname,
+            port.protocol,
+        )],
+        ..Default::default()
+    };
+    let tcp = || FilterChain {
+        name: port.chain_name(),
+        filter_chain_match: Some(chain_match(&[])),
+        filters: vec![tcp_proxy_filter(push, &cluster, &cluster)],
+        ..Default::default()
+    };
+    match ChainProtocol::from(port.protocol) {
+        ChainProtocol::Http => vec![http(&[])],
+        ChainProtocol::Tcp => vec![tcp()],
+        ChainProtocol::Auto => vec![http(&PLAINTEXT_HTTP_ALPNS), tcp()],
+    }
+}
+
+/// The inbound HTTP connection manager (istiod's `buildSidecarInboundHTTPOpts`): the sidecar's
+/// HCM with the client certificate forwarded (`APPEND_FORWARD`, subject, URI and DNS SANs) and
+/// an inline route configuration with one route to `cluster`.
+fn inbound_hcm(
+    push: &PushContext,
+    stat_prefix: String,
+    cluster: &str,
+    service_port: u16,
+    hostname: &str,
+    protocol: Protocol,
+) -> envoy_types::pb::envoy::config::listener::v3::Filter {
+    let operation = format!("{hostname}:{service_port}/*");
+    let mut hcm = http_connection_manager(
+        push,
+        stat_prefix,
+        RouteSpecifier::RouteConfig(inbound_route_config(cluster, service_port, operation)),
+    );
+    hcm.forward_client_cert_details = ForwardClientCertDetails::AppendForward as i32;
+    hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+        subject: Some(BoolValue { value: true }),
+        uri: true,
+        dns: true,
+        ..Default::default()
+    });
+    if protocol.is_http2() {
+        hcm.http2_protocol_options = Some(Http2ProtocolOptions::default());
+    }
+    network_filter("envoy.filters.network.http_connection_manager", any(&hcm))
+}
+
+/// istiod's `buildSidecarInboundHTTPRouteConfig`: `inbound|http|<port>` with one route to
+/// `cluster`, no timeout.
+fn inbound_route_config(cluster: &str, service_port: u16, operation: String) -> RouteConfiguration {
+    let no_timeout = || pb_duration(Duration::ZERO);
+    RouteConfiguration {
+        name: cluster.to_string(),
+        validate_clusters: Some(BoolValue { value: false }),
+        virtual_hosts: vec![VirtualHost {
+            name: format!("inbound|http|{service_port}"),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                name: "default".into(),
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                    ..Default::default()
+                }),
+                decorator: Some(Decorator {
+                    operation,
+                    ..Default::default()
+                }),
+                action: Some(Action::Route(RouteAction {
+                    cluster_specifier: Some(RouteClusterSpecifier::Cluster(cluster.to_string())),
+                    timeout: Some(no_timeout()),
+                    max_stream_duration: Some(MaxStreamDuration {
+                        max_stream_duration: Some(no_timeout()),
+                        grpc_timeout_header_max: Some(no_timeout()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The `inbound|<port>||` clusters (istiod's `buildInboundCluster`): to the original
+/// destination with connections from 127.0.0.6 (which iptables lets through) when the port has
+/// no `defaultEndpoint`, else STATIC to it (`0.0.0.0:<port>` is the proxy's own address,
+/// `unix://` a socket; only a non-loopback endpoint binds 127.0.0.6).
+pub fn build_inbound_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
+    let mut out = Vec::new();
+    for port in inbound_ports(proxy, push) {
+        let name = port.cluster();
+        let mut cluster = Cluster {
+            name: name.clone(),
+            connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
+            common_lb_config: Some(CommonLbConfig::default()),
+            circuit_breakers: Some(
+                envoy_types::pb::envoy::config::cluster::v3::CircuitBreakers {
+                    thresholds: vec![traffic_policy::default_thresholds()],
+                    ..Default::default()
+                },
+            ),
+            metadata: Some(services_metadata(&port.services)),
+            ..Default::default()
+        };
+        let bind_from_passthrough_ip = if port.default_endpoint.is_empty() {
+            cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32,
+            ));
+            cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+            cluster.cleanup_interval = Some(PbDuration {
+                seconds: MAX_DURATION_SECONDS,
+                nanos: 0,
+            });
+            true
+        } else {
+            let Some((address, loopback)) = default_endpoint_address(proxy, &port.default_endpoint)
+            else {
+                continue;
+            };
+            cluster.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+            cluster.load_assignment = Some(ClusterLoadAssignment {
+                cluster_name: name,
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints: vec![LbEndpoint {
+                        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                            address: Some(address),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            !loopback
+        };
+        if bind_from_passthrough_ip {
+            cluster.upstream_bind_config = Some(BindConfig {
+                source_address: Some(SocketAddress {
+                    address: INBOUND_PASSTHROUGH_BIND_IP.into(),
+                    port_specifier: Some(PortSpecifier::PortValue(0)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        if let Some(options) = upstream_protocol_options(port.protocol) {
+            cluster.typed_extension_protocol_options = std::collections::HashMap::from([(
+                HTTP_PROTOCOL_OPTIONS.to_string(),
+                any(&options),
+            )]);
+        }
+        out.push(cluster);
+    }
+    out
+}
+
+/// A Sidecar ingress `defaultEndpoint` as an address, and whether it is a loopback one (or a
+/// socket); `None` when it does not parse (validation rejects those).
+fn default_endpoint_address(proxy: &Proxy, endpoint: &str) -> Option<(Address, bool)> {
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        let pipe = Address {
+            address: Some(address::Address::Pipe(Pipe {
+                path: path.to_string(),
+                mode: 0,
+            })),
+        };
+        return Some((pipe, true));
+    }
+    let (host, port) = endpoint.rsplit_once(':')?;
+    let port = port.parse::<u32>().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host {
+        "0.0.0.0" | "::" | "" => proxy.primary_ip().to_string(),
+        h => h.to_string(),
+    };
+    // istiod compares with the literal localhost addresses: the proxy's own address (even a
+    // loopback one) still binds 127.0.0.6.
+    let localhost = host == "127.0.0.1" || host == "::1";
+    Some((socket_address(&host, port), localhost))
+}
+
+/// `filter_metadata.istio.services`: the services behind an inbound cluster.
+fn services_metadata(
+    services: &[(String, String, String)],
+) -> envoy_types::pb::envoy::config::core::v3::Metadata {
+    let s = |v: &str| pb_value(Kind::StringValue(v.to_string()));
+    let values = services
+        .iter()
+        .map(|(host, name, namespace)| {
+            let mut svc = Struct::default();
+            svc.fields.insert("host".into(), s(host));
+            svc.fields.insert("name".into(), s(name));
+            svc.fields.insert("namespace".into(), s(namespace));
+            pb_value(Kind::StructValue(svc))
+        })
+        .collect();
+    let mut istio = Struct::default();
+    istio.fields.insert(
+        "services".into(),
+        pb_value(Kind::ListValue(ListValue { values })),
+    );
+    istio_metadata(istio)
+}
