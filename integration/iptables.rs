@@ -372,6 +372,13 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
     std::fs::write(config.join("sandbox.yaml"), sandbox(NET)).unwrap();
     std::fs::write(config.join("sleep.yaml"), SLEEP_SERVICE).unwrap();
     let config = config.to_str().unwrap().to_string();
+    // The sidecar (uid 1337) writes Istio's access log into its own work directory.
+    let work = lab.path("envoy");
+    std::fs::create_dir_all(&work).unwrap();
+    chmod(&work, 0o777);
+    let access_log = work.join("access.log");
+    let mesh = lab.path("mesh.yaml");
+    std::fs::write(&mesh, format!("accessLogFile: {}\n", access_log.display())).unwrap();
     lab.spawn(
         &pod,
         "discovery.log",
@@ -380,6 +387,8 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
             "discovery",
             "--config-dir",
             &config,
+            "--mesh-config",
+            mesh.to_str().unwrap(),
             "--grpc-addr",
             "127.0.0.1:15010",
             "--secure-grpc-addr",
@@ -396,12 +405,13 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
     // Upstreams and the app.
     lab.echo(&out, "v1", &["127.180.0.11:8080"]);
     lab.echo(&out, "v2", &["127.180.0.12:8080"]);
-    lab.echo(&pod, "sleep-app", &["0.0.0.0:9080", "0.0.0.0:9081"]);
+    lab.echo(
+        &pod,
+        "sleep-app",
+        &["0.0.0.0:9080", "0.0.0.0:9081", "0.0.0.0:9082"],
+    );
 
     // The sidecar: a REDIRECT-mode bootstrap, Envoy as uid/gid 1337.
-    let work = lab.path("envoy");
-    std::fs::create_dir_all(&work).unwrap();
-    chmod(&work, 0o777);
     let bootstrap = work.join("bootstrap.yaml");
     run(Command::new(&navarch)
         .args([
@@ -520,8 +530,9 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
     assert_eq!(admin.counter(OUTBOUND_CX), 1, "uid 1337 bypasses 15001");
     assert_eq!(admin.counter(PASSTHROUGH_CX), 1);
 
-    // Inbound: a client outside calls the pod's app port; REDIRECT sends it to 15006, and
-    // Envoy's inbound passthrough reaches the app from 127.0.0.6.
+    // Inbound: a client outside calls the pod's app port (the `sleep` Service's port 9080);
+    // REDIRECT sends it to 15006, whose HTTP chain for 9080 routes it to `inbound|9080||`,
+    // which reaches the app from 127.0.0.6; Istio's access log names the inbound cluster.
     let body = lab
         .curl(
             &out,
@@ -537,9 +548,84 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
     assert_eq!(reply["upstream"], "sleep-app", "{body}");
     assert_eq!(
         reply["peer"], "127.0.0.6",
-        "the app saw Envoy's inbound passthrough: {body}"
+        "the app saw Envoy's inbound cluster connect from 127.0.0.6: {body}"
+    );
+    assert!(
+        reply["headers"]["x-request-id"].is_string(),
+        "the inbound HTTP connection manager handled it: {body}"
     );
     assert_eq!(admin.counter(INBOUND_CX), 1);
+    assert_eq!(
+        admin.counter("cluster.inbound|9080||.upstream_rq_total"),
+        1,
+        "{}",
+        envoy_log()
+    );
+    let line = wait(Duration::from_secs(10), "the inbound access log line", || {
+        std::fs::read_to_string(&access_log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("GET /in "))
+            .map(str::to_string)
+    });
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert!(
+        line.contains("\"GET /in HTTP/1.1\" 200 "),
+        "status 200 in the log: {line}"
+    );
+    assert!(fields.contains(&"inbound|9080||"), "upstream cluster: {line}");
+    assert!(
+        fields.contains(&format!("{POD_IP}:9080").as_str()),
+        "downstream local address: {line}"
+    );
+    assert!(
+        fields.iter().any(|f| f.starts_with("127.0.0.6:")),
+        "upstream local address 127.0.0.6: {line}"
+    );
+    assert!(fields.contains(&"default"), "route name: {line}");
+
+    // A port no Service declares: the catch-all HTTP chain, to the original destination.
+    let body = lab
+        .curl(
+            &out,
+            None,
+            &[
+                "--interface",
+                CLIENT_IP,
+                &format!("http://{POD_IP}:9082/undeclared"),
+            ],
+        )
+        .unwrap_or_else(|| panic!("no answer from the pod's :9082:\n{}", envoy_log()));
+    assert_eq!(json(&body)["peer"], "127.0.0.6", "{body}");
+    assert_eq!(admin.counter(INBOUND_CX), 2);
+    let line = wait(Duration::from_secs(10), "the passthrough access log line", || {
+        std::fs::read_to_string(&access_log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("GET /undeclared "))
+            .map(str::to_string)
+    });
+    assert!(
+        line.split_whitespace().any(|f| f == "InboundPassthroughCluster"),
+        "{line}"
+    );
+
+    // A connection to 15006 itself would loop through the inbound passthrough for ever: the
+    // blackhole chain closes it, and 15006 sees it once.
+    let looped = lab.curl(
+        &out,
+        None,
+        &[
+            "--interface",
+            CLIENT_IP,
+            &format!("http://{POD_IP}:15006/loop"),
+        ],
+    );
+    assert!(looped.is_none(), "15006 answered: {looped:?}");
+    wait(Duration::from_secs(10), "the blackhole chain's connection", || {
+        (admin.counter("cluster.BlackHoleCluster.upstream_cx_none_healthy") >= 1).then_some(())
+    });
+    assert_eq!(admin.counter(INBOUND_CX), 3, "one connection, no loop");
 
     // An excluded inbound port reaches the app directly, from the client itself.
     let body = lab
@@ -554,7 +640,7 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
         )
         .expect("the excluded port answers");
     assert_eq!(json(&body)["peer"], CLIENT_IP, "{body}");
-    assert_eq!(admin.counter(INBOUND_CX), 1, "9081 bypasses 15006");
+    assert_eq!(admin.counter(INBOUND_CX), 3, "9081 bypasses 15006");
 
     // The app calling a Service whose endpoint is its own pod: Envoy's outbound connection
     // to the pod's address goes out on lo as uid 1337 and is sent to 15006 too, so the app is
@@ -578,7 +664,8 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
         admin.counter("listener.0.0.0.0_9080.downstream_cx_total"),
         1
     );
-    assert_eq!(admin.counter(INBOUND_CX), 2);
+    assert_eq!(admin.counter(INBOUND_CX), 4);
+    assert_eq!(admin.counter("cluster.inbound|9080||.upstream_rq_total"), 2);
 
     // --clean removes everything it installed; the app then reaches v1 directly.
     run(in_ns(&pod, &[&navarch, "iptables", "--clean"]));
