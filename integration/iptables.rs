@@ -561,19 +561,26 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
         "{}",
         envoy_log()
     );
-    let line = wait(Duration::from_secs(10), "the inbound access log line", || {
-        std::fs::read_to_string(&access_log)
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.contains("GET /in "))
-            .map(str::to_string)
-    });
+    let line = wait(
+        Duration::from_secs(10),
+        "the inbound access log line",
+        || {
+            std::fs::read_to_string(&access_log)
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.contains("GET /in "))
+                .map(str::to_string)
+        },
+    );
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert!(
         line.contains("\"GET /in HTTP/1.1\" 200 "),
         "status 200 in the log: {line}"
     );
-    assert!(fields.contains(&"inbound|9080||"), "upstream cluster: {line}");
+    assert!(
+        fields.contains(&"inbound|9080||"),
+        "upstream cluster: {line}"
+    );
     assert!(
         fields.contains(&format!("{POD_IP}:9080").as_str()),
         "downstream local address: {line}"
@@ -598,15 +605,20 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
         .unwrap_or_else(|| panic!("no answer from the pod's :9082:\n{}", envoy_log()));
     assert_eq!(json(&body)["peer"], "127.0.0.6", "{body}");
     assert_eq!(admin.counter(INBOUND_CX), 2);
-    let line = wait(Duration::from_secs(10), "the passthrough access log line", || {
-        std::fs::read_to_string(&access_log)
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.contains("GET /undeclared "))
-            .map(str::to_string)
-    });
+    let line = wait(
+        Duration::from_secs(10),
+        "the passthrough access log line",
+        || {
+            std::fs::read_to_string(&access_log)
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.contains("GET /undeclared "))
+                .map(str::to_string)
+        },
+    );
     assert!(
-        line.split_whitespace().any(|f| f == "InboundPassthroughCluster"),
+        line.split_whitespace()
+            .any(|f| f == "InboundPassthroughCluster"),
         "{line}"
     );
 
@@ -622,9 +634,11 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
         ],
     );
     assert!(looped.is_none(), "15006 answered: {looped:?}");
-    wait(Duration::from_secs(10), "the blackhole chain's connection", || {
-        (admin.counter("cluster.BlackHoleCluster.upstream_cx_none_healthy") >= 1).then_some(())
-    });
+    wait(
+        Duration::from_secs(10),
+        "the blackhole chain's connection",
+        || (admin.counter("cluster.BlackHoleCluster.upstream_cx_none_healthy") >= 1).then_some(()),
+    );
     assert_eq!(admin.counter(INBOUND_CX), 3, "one connection, no loop");
 
     // An excluded inbound port reaches the app directly, from the client itself.

@@ -18,6 +18,7 @@ mod install;
 mod iptables;
 mod kubernetes;
 mod observability;
+mod parity;
 mod properties;
 mod routing;
 mod scoping;

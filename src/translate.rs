@@ -63,6 +63,8 @@ pub struct ScopeKey {
     ipv6_only: bool,
     /// The ports the proxy's own workload serves (inbound listeners and clusters).
     inbound: Vec<inbound::InboundPort>,
+    /// The literal tags of the HTTP connection managers' tracing (listeners).
+    trace_literals: Vec<String>,
 }
 
 impl ScopeKey {
@@ -78,6 +80,7 @@ impl ScopeKey {
             dns_domain: None,
             ipv6_only: false,
             inbound: Vec::new(),
+            trace_literals: Vec::new(),
         }
     }
 }
@@ -94,7 +97,14 @@ pub fn scope_key(kind: ResourceType, proxy: &Proxy, push: &PushContext) -> Scope
         dns_domain: None,
         ipv6_only: false,
         inbound: Vec::new(),
+        trace_literals: Vec::new(),
     };
+    if kind == ResourceType::Listener {
+        key.trace_literals = filters::trace_literals(proxy, push.mesh())
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+    }
     let no_interception = proxy.interception_mode == InterceptionMode::None;
     if proxy.node_type == NodeType::Router {
         // Gateways: which Gateways select the proxy (labels), port translation through its

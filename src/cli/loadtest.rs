@@ -18,7 +18,7 @@
 //! measured the same way; navarch's `/debug/push_status` only adds push counts to its rows.
 
 mod cluster;
-mod control_plane;
+pub mod control_plane;
 mod mesh;
 pub(crate) mod proxies;
 

@@ -15,6 +15,7 @@ use crate::translate::common::{
     downstream_protocol, istio_metadata, pb_value, upstream_protocol_options,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{ListValue, Struct, value::Kind};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -157,8 +158,12 @@ fn outbound_cluster(
     let mut cluster = Cluster {
         name,
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(discovery as i32)),
-        common_lb_config: Some(CommonLbConfig::default()),
-        metadata: Some(service_metadata(service, port, subset)),
+        // istiod 1.31 turns Envoy's panic mode off (0%) unless an outlier policy says otherwise.
+        common_lb_config: Some(CommonLbConfig {
+            healthy_panic_threshold: Some(Percent { value: 0.0 }),
+            ..Default::default()
+        }),
+        metadata: Some(service_metadata(service, subset)),
         ..Default::default()
     };
     if matches!(
@@ -247,7 +252,7 @@ fn default_circuit_breakers() -> CircuitBreakers {
 }
 
 /// `filter_metadata.istio`: the service the cluster belongs to, as istiod records it.
-fn service_metadata(service: &Service, port: &ServicePort, subset: &str) -> Metadata {
+fn service_metadata(service: &Service, subset: &str) -> Metadata {
     let s = |v: &str| pb_value(Kind::StringValue(v.to_string()));
     let mut svc = Struct::default();
     svc.fields.insert("host".into(), s(&service.hostname));
@@ -258,10 +263,6 @@ fn service_metadata(service: &Service, port: &ServicePort, subset: &str) -> Meta
     istio.fields.insert(
         "services".into(),
         pb_value(Kind::ListValue(ListValue { values: services })),
-    );
-    istio.fields.insert(
-        "default_original_port".into(),
-        pb_value(Kind::NumberValue(f64::from(port.port))),
     );
     if !subset.is_empty() {
         istio.fields.insert("subset".into(), s(subset));

@@ -16,6 +16,20 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType as FilterConfigType;
 use envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType as ListenerFilterConfigType;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, ListenerFilter};
+use envoy_types::pb::envoy::config::listener::v3::listener_filter_chain_match_predicate::{
+    MatchSet, Rule,
+};
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, ListenerFilterChainMatchPredicate};
+use envoy_types::pb::envoy::extensions::filters::http::grpc_stats::v3::FilterConfig as GrpcStatsConfig;
+use envoy_types::pb::envoy::extensions::filters::http::grpc_stats::v3::filter_config::PerMethodStatSpecifier;
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::RequestIdExtension;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::Tracing;
+use envoy_types::pb::envoy::extensions::request_id::uuid::v3::UuidRequestIdConfig;
+use envoy_types::pb::envoy::r#type::metadata::v3::{MetadataKey, MetadataKind, metadata_key, metadata_kind};
+use envoy_types::pb::envoy::r#type::tracing::v3::{CustomTag, custom_tag};
+use envoy_types::pb::envoy::r#type::v3::{Int32Range, Percent};
+use crate::model::proxy::Proxy;
 use envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog;
 use envoy_types::pb::envoy::extensions::access_loggers::file::v3::file_access_log::AccessLogFormat;
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
@@ -47,7 +61,7 @@ use crate::translate::{any, pb_duration};
 
 pub(crate) fn tls_inspector() -> ListenerFilter {
     ListenerFilter {
-        name: "envoy.filters.listener.tls_inspector".into(),
+        name: TLS_INSPECTOR.into(),
         config_type: Some(ListenerFilterConfigType::TypedConfig(any(
             &TlsInspector::default(),
         ))),
@@ -146,8 +160,11 @@ pub(crate) fn http_filter(name: &str, typed: envoy_types::pb::google::protobuf::
     }
 }
 
-/// The outbound HCM as istiod writes it for sidecars, minus Istio-proxy-only filters.
+/// The HCM as istiod 1.31 writes it for sidecars and gateways, minus Istio-proxy-only filters:
+/// gRPC stats, fault, CORS and the router; UUID request ids that drive trace sampling; the
+/// tracing block with Istio's custom tags.
 pub(crate) fn http_connection_manager(
+    proxy: &Proxy,
     push: &PushContext,
     stat_prefix: String,
     routes: RouteSpecifier,
@@ -158,10 +175,27 @@ pub(crate) fn http_connection_manager(
         route_specifier: Some(routes),
         access_log: file_access_logs(push.mesh(), None),
         http_filters: vec![
+            http_filter(
+                "envoy.filters.http.grpc_stats",
+                any(&GrpcStatsConfig {
+                    emit_filter_state: true,
+                    per_method_stat_specifier: Some(PerMethodStatSpecifier::StatsForAllMethods(
+                        BoolValue { value: false },
+                    )),
+                    ..Default::default()
+                }),
+            ),
             http_filter("envoy.filters.http.fault", any(&HttpFault::default())),
             http_filter("envoy.filters.http.cors", any(&Cors::default())),
             http_filter("envoy.filters.http.router", any(&Router::default())),
         ],
+        request_id_extension: Some(RequestIdExtension {
+            typed_config: Some(any(&UuidRequestIdConfig {
+                use_request_id_for_trace_sampling: Some(BoolValue { value: true }),
+                ..Default::default()
+            })),
+        }),
+        tracing: Some(tracing(proxy, push.mesh())),
         use_remote_address: Some(BoolValue { value: false }),
         normalize_path: Some(BoolValue { value: true }),
         path_with_escaped_slashes_action: PathWithEscapedSlashesAction::KeepUnchanged as i32,
@@ -174,6 +208,184 @@ pub(crate) fn http_connection_manager(
         ..Default::default()
     }
 }
+
+/// istiod's default sampling (`meshConfig.defaultConfig.tracing.sampling`): 1%.
+const TRACE_SAMPLING_PERCENT: f64 = 1.0;
+
+/// The values of the literal tags istiod puts on every span of `proxy` (canonical service and
+/// revision from the workload's labels, cluster, mesh and namespace): what the tracing block
+/// depends on.
+pub fn trace_literals(proxy: &Proxy, mesh: &MeshConfig) -> [(&'static str, String); 5] {
+    let label = |k: &str, default: &str| {
+        proxy
+            .labels
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    };
+    let mesh_id = if proxy.mesh_id.is_empty() {
+        mesh.trust_domain.clone()
+    } else {
+        proxy.mesh_id.clone()
+    };
+    [
+        (
+            "istio.canonical_revision",
+            label("service.istio.io/canonical-revision", "latest"),
+        ),
+        (
+            "istio.canonical_service",
+            label("service.istio.io/canonical-name", "unknown"),
+        ),
+        ("istio.cluster_id", proxy.cluster_id.clone()),
+        ("istio.mesh_id", mesh_id),
+        ("istio.namespace", proxy.namespace.clone()),
+    ]
+}
+
+/// istiod's HCM `tracing`: 100% client and overall sampling, the mesh's random sampling, the
+/// authorization dry-run tags from the RBAC filter's metadata and the literal tags. No
+/// provider: spans go to the bootstrap's tracer, if any.
+fn tracing(proxy: &Proxy, mesh: &MeshConfig) -> Tracing {
+    let percent = |value: f64| Some(Percent { value });
+    let mut custom_tags: Vec<CustomTag> = [
+        ("allow", "effective_policy_id", "name"),
+        ("allow", "engine_result", "result"),
+        ("deny", "effective_policy_id", "name"),
+        ("deny", "engine_result", "result"),
+    ]
+    .into_iter()
+    .map(|(decision, key, tag)| CustomTag {
+        tag: format!("istio.authorization.dry_run.{decision}_policy.{tag}"),
+        r#type: Some(custom_tag::Type::Metadata(custom_tag::Metadata {
+            kind: Some(MetadataKind {
+                kind: Some(metadata_kind::Kind::Request(metadata_kind::Request {})),
+            }),
+            metadata_key: Some(MetadataKey {
+                key: "envoy.filters.http.rbac".into(),
+                path: vec![metadata_key::PathSegment {
+                    segment: Some(metadata_key::path_segment::Segment::Key(format!(
+                        "istio_dry_run_{decision}_shadow_{key}"
+                    ))),
+                }],
+            }),
+            ..Default::default()
+        })),
+    })
+    .collect();
+    custom_tags.extend(
+        trace_literals(proxy, mesh)
+            .into_iter()
+            .map(|(tag, value)| CustomTag {
+                tag: tag.into(),
+                r#type: Some(custom_tag::Type::Literal(custom_tag::Literal { value })),
+            }),
+    );
+    Tracing {
+        client_sampling: percent(100.0),
+        random_sampling: percent(TRACE_SAMPLING_PERCENT),
+        overall_sampling: percent(100.0),
+        custom_tags,
+        ..Default::default()
+    }
+}
+
+/// istiod 1.31 gives every outbound service chain 15 s to finish its transport handshake.
+pub(crate) const TRANSPORT_SOCKET_CONNECT_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(15);
+
+/// istiod's `populateListenerFilters` inspectors: the TLS inspector where a chain matches on
+/// the transport protocol `tls`, the HTTP inspector where one matches on a plaintext HTTP ALPN,
+/// each switched off on the destination ports whose chains do not need it.
+pub(crate) fn inspector_filters<'a>(
+    chains: impl IntoIterator<Item = &'a FilterChain>,
+) -> Vec<ListenerFilter> {
+    // Per destination port (0: chains without one), whether any chain needs each inspector.
+    let mut ports: std::collections::BTreeMap<u32, (bool, bool)> = Default::default();
+    for chain in chains {
+        let m = chain.filter_chain_match.as_ref();
+        let port = m
+            .and_then(|m| m.destination_port.as_ref())
+            .map_or(0, |p| p.value);
+        let tls = m.is_some_and(|m| m.transport_protocol == "tls");
+        let http = m.is_some_and(|m| {
+            m.application_protocols
+                .iter()
+                .any(|a| PLAINTEXT_HTTP_ALPNS.contains(&a.as_str()))
+        });
+        let entry = ports.entry(port).or_default();
+        entry.0 |= tls;
+        entry.1 |= http;
+    }
+    let mut out = Vec::new();
+    if ports.values().any(|i| i.0) {
+        // On by default (a chain without a port needs it): off where no chain needs it;
+        // otherwise on only where one does.
+        let filter_disabled = if ports.get(&0).is_some_and(|i| i.0) {
+            let off: Vec<u32> = ports
+                .iter()
+                .filter(|(p, i)| **p != 0 && !i.0)
+                .map(|(p, _)| *p)
+                .collect();
+            exclude_ports(&off)
+        } else {
+            let on: Vec<u32> = ports
+                .iter()
+                .filter(|(p, i)| **p != 0 && i.0)
+                .map(|(p, _)| *p)
+                .collect();
+            exclude_ports(&on).map(|rule| ListenerFilterChainMatchPredicate {
+                rule: Some(Rule::NotMatch(Box::new(rule))),
+            })
+        };
+        out.push(ListenerFilter {
+            filter_disabled,
+            ..tls_inspector()
+        });
+    }
+    // After the TLS inspector: a connection it marks `tls` is not inspected for HTTP.
+    if ports.values().any(|i| i.1) {
+        let off: Vec<u32> = ports
+            .iter()
+            .filter(|(_, i)| !i.1)
+            .map(|(p, _)| *p)
+            .collect();
+        out.push(ListenerFilter {
+            name: HTTP_INSPECTOR.into(),
+            config_type: Some(ListenerFilterConfigType::TypedConfig(any(
+                &HttpInspector::default(),
+            ))),
+            filter_disabled: exclude_ports(&off),
+        });
+    }
+    out
+}
+
+/// istiod's `listenerPredicateExcludePorts`: a predicate matching connections to any of
+/// `ports`; `None` for no port.
+fn exclude_ports(ports: &[u32]) -> Option<ListenerFilterChainMatchPredicate> {
+    let mut rules: Vec<ListenerFilterChainMatchPredicate> = ports
+        .iter()
+        .map(|p| ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::DestinationPortRange(Int32Range {
+                start: i32::try_from(*p).unwrap_or(i32::MAX),
+                end: i32::try_from(*p + 1).unwrap_or(i32::MAX),
+            })),
+        })
+        .collect();
+    match rules.len() {
+        0 => None,
+        1 => rules.pop(),
+        _ => Some(ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::OrMatch(MatchSet { rules })),
+        }),
+    }
+}
+
+pub(crate) const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+pub(crate) const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+/// The ALPNs the HTTP inspector sets for plaintext HTTP/1.1 and h2c.
+pub(crate) const PLAINTEXT_HTTP_ALPNS: [&str; 2] = ["http/1.1", "h2c"];
 
 /// istiod 1.24's default TEXT access log format (`model.EnvoyTextLogFormat`).
 pub const ISTIO_TEXT_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";

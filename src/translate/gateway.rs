@@ -78,7 +78,12 @@ pub fn build_gateway_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listene
                 }
                 plain_http_done = true;
                 chains.push(FilterChain {
-                    filters: vec![hcm_filter(push, &format!("outbound_{name}"), &s.route_name)],
+                    filters: vec![hcm_filter(
+                        proxy,
+                        push,
+                        &format!("outbound_{name}"),
+                        &s.route_name,
+                    )],
                     ..Default::default()
                 });
             } else if s.is_http() {
@@ -91,7 +96,7 @@ pub fn build_gateway_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listene
                 chains.push(FilterChain {
                     filter_chain_match: sni_match(&s.sni_hosts),
                     transport_socket: downstream_tls(proxy, s, true),
-                    filters: vec![hcm_filter(push, &stat_prefix, &s.route_name)],
+                    filters: vec![hcm_filter(proxy, push, &stat_prefix, &s.route_name)],
                     ..Default::default()
                 });
             } else if s.is_passthrough() {
@@ -161,11 +166,13 @@ fn sni_match(sni_hosts: &[String]) -> Option<FilterChainMatch> {
 /// The gateway flavour of the HCM (istiod's `buildGatewayConnectionManager`): the client
 /// address is the remote address, and client certificate details are sanitized and set.
 fn hcm_filter(
+    proxy: &Proxy,
     push: &PushContext,
     stat_prefix: &str,
     route_name: &str,
 ) -> envoy_types::pb::envoy::config::listener::v3::Filter {
     let mut hcm: HttpConnectionManager = http_connection_manager(
+        proxy,
         push,
         stat_prefix.to_string(),
         RouteSpecifier::Rds(Rds {

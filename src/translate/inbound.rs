@@ -26,19 +26,16 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType as ListenerFilterConfigType;
-use envoy_types::pb::envoy::config::listener::v3::listener_filter_chain_match_predicate::{
-    MatchSet, Rule,
-};
 use envoy_types::pb::envoy::config::listener::v3::{
-    FilterChain, FilterChainMatch, Listener, ListenerFilter, ListenerFilterChainMatchPredicate,
+    FilterChain, FilterChainMatch, Listener, ListenerFilter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    Decorator, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    Decorator, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    route::Action,
     route_action::ClusterSpecifier as RouteClusterSpecifier, route_action::MaxStreamDuration,
     route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
-use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::listener::original_src::v3::OriginalSrc;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
@@ -46,7 +43,6 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
-use envoy_types::pb::envoy::r#type::v3::Int32Range;
 use envoy_types::pb::google::protobuf::{
     BoolValue, Duration as PbDuration, ListValue, Struct, UInt32Value, value::Kind,
 };
@@ -59,7 +55,8 @@ use crate::translate::common::{
     inbound_cluster_name, istio_metadata, pb_value, socket_address, upstream_protocol_options,
 };
 use crate::translate::filters::{
-    http_connection_manager, network_filter, tcp_proxy_filter, tls_inspector,
+    PLAINTEXT_HTTP_ALPNS, http_connection_manager, inspector_filters, network_filter,
+    tcp_proxy_filter,
 };
 use crate::translate::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_BIND_IP, INBOUND_PASSTHROUGH_CLUSTER, any, pb_duration,
@@ -73,8 +70,6 @@ pub const VIRTUAL_INBOUND_BLACKHOLE: &str = "virtualInbound-blackhole";
 /// The catch-all HTTP chain of `virtualInbound` (plaintext HTTP to a port no service declares).
 pub const VIRTUAL_INBOUND_CATCHALL_HTTP: &str = "virtualInbound-catchall-http";
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
-const PLAINTEXT_HTTP_ALPNS: [&str; 2] = ["http/1.1", "h2c"];
 /// istiod's "never" for the cleanup of inbound ORIGINAL_DST hosts: the most whole seconds a Go
 /// `time.Duration` holds (about 292 years; Envoy rejects longer ones).
 const MAX_DURATION_SECONDS: i64 = 9_223_372_035;
@@ -252,9 +247,9 @@ pub fn build_inbound_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listene
     let ports = inbound_ports(proxy, push);
     let mut out = Vec::new();
     if proxy.interception_mode != InterceptionMode::None {
-        let mut chains = passthrough_chains(push);
+        let mut chains = passthrough_chains(proxy, push);
         for port in ports.iter().filter(|p| !p.bind_to_port) {
-            chains.extend(port_chains(push, port));
+            chains.extend(port_chains(proxy, push, port));
         }
         out.push(inbound_listener(
             proxy,
@@ -272,7 +267,7 @@ pub fn build_inbound_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listene
             port.chain_name(),
             socket_address(&port.bind, u32::from(port.target_port)),
             true,
-            port_chains(push, port),
+            port_chains(proxy, push, port),
         ));
     }
     out
@@ -293,6 +288,7 @@ fn inbound_listener(
         address: Some(address),
         traffic_direction: TrafficDirection::Inbound as i32,
         continue_on_listener_filters_timeout: true,
+        max_connections_to_accept_per_socket_event: Some(UInt32Value { value: 1 }),
         transparent: tproxy.then_some(BoolValue { value: true }),
         listener_filters: listener_filters(&filter_chains, bind_to_port, tproxy),
         listener_filters_timeout: Some(pb_duration(
@@ -304,9 +300,7 @@ fn inbound_listener(
 }
 
 /// istiod's `populateListenerFilters`: the original destination (and source, under TPROXY)
-/// for a listener that does not bind; the TLS and HTTP inspectors where a chain matches on the
-/// transport protocol `tls` or on a plaintext HTTP ALPN, switched off on the destination ports
-/// whose chains do not need them.
+/// for a listener that does not bind, then the inspectors its chains need.
 fn listener_filters(
     chains: &[FilterChain],
     bind_to_port: bool,
@@ -325,40 +319,7 @@ fn listener_filters(
             any(&OriginalSrc::default()),
         ));
     }
-    // Per destination port (0: chains without one), whether any chain needs each inspector.
-    let mut ports: std::collections::BTreeMap<u32, (bool, bool)> = Default::default();
-    for chain in chains {
-        let m = chain.filter_chain_match.as_ref();
-        let port = m
-            .and_then(|m| m.destination_port.as_ref())
-            .map_or(0, |p| p.value);
-        let tls = m.is_some_and(|m| m.transport_protocol == "tls");
-        let http = m.is_some_and(|m| {
-            m.application_protocols
-                .iter()
-                .any(|a| PLAINTEXT_HTTP_ALPNS.contains(&a.as_str()))
-        });
-        let entry = ports.entry(port).or_default();
-        entry.0 |= tls;
-        entry.1 |= http;
-    }
-    if ports.values().any(|(tls, _)| *tls) {
-        out.push(tls_inspector());
-    }
-    if ports.values().any(|(_, http)| *http) {
-        let disabled: Vec<u32> = ports
-            .iter()
-            .filter(|(_, (_, http))| !http)
-            .map(|(p, _)| *p)
-            .collect();
-        out.push(ListenerFilter {
-            name: HTTP_INSPECTOR.into(),
-            config_type: Some(ListenerFilterConfigType::TypedConfig(any(
-                &HttpInspector::default(),
-            ))),
-            filter_disabled: exclude_ports(&disabled),
-        });
-    }
+    out.extend(inspector_filters(chains));
     out
 }
 
@@ -373,31 +334,10 @@ fn typed_listener_filter(
     }
 }
 
-/// istiod's `listenerPredicateExcludePorts`: a predicate matching connections to any of
-/// `ports`; `None` for no port.
-fn exclude_ports(ports: &[u32]) -> Option<ListenerFilterChainMatchPredicate> {
-    let mut rules: Vec<ListenerFilterChainMatchPredicate> = ports
-        .iter()
-        .map(|p| ListenerFilterChainMatchPredicate {
-            rule: Some(Rule::DestinationPortRange(Int32Range {
-                start: i32::try_from(*p).unwrap_or(i32::MAX),
-                end: i32::try_from(*p + 1).unwrap_or(i32::MAX),
-            })),
-        })
-        .collect();
-    match rules.len() {
-        0 => None,
-        1 => rules.pop(),
-        _ => Some(ListenerFilterChainMatchPredicate {
-            rule: Some(Rule::OrMatch(MatchSet { rules })),
-        }),
-    }
-}
-
 /// The chains every `virtualInbound` starts with (istiod's `buildInboundPassthroughChains`,
 /// plaintext): the blackhole for traffic to 15006 itself, plaintext HTTP and then any other
 /// traffic to a port no service declares, both to the original destination.
-fn passthrough_chains(push: &PushContext) -> Vec<FilterChain> {
+fn passthrough_chains(proxy: &Proxy, push: &PushContext) -> Vec<FilterChain> {
     let raw = |alpns: &[&str]| FilterChainMatch {
         transport_protocol: "raw_buffer".into(),
         application_protocols: alpns.iter().map(|a| a.to_string()).collect(),
@@ -419,6 +359,7 @@ fn passthrough_chains(push: &PushContext) -> Vec<FilterChain> {
             name: VIRTUAL_INBOUND_CATCHALL_HTTP.into(),
             filter_chain_match: Some(raw(&PLAINTEXT_HTTP_ALPNS)),
             filters: vec![inbound_hcm(
+                proxy,
                 push,
                 INBOUND_PASSTHROUGH_CLUSTER.into(),
                 INBOUND_PASSTHROUGH_CLUSTER,
@@ -456,7 +397,7 @@ pub(crate) fn blackhole_tcp_proxy() -> envoy_types::pb::envoy::config::listener:
 
 /// The plaintext chains of one port (istiod's `inboundPlainText*FilterChainMatchOptions`):
 /// HTTP → an HCM, TCP → a TCP proxy, unknown → both (HTTP for sniffed plaintext HTTP first).
-fn port_chains(push: &PushContext, port: &InboundPort) -> Vec<FilterChain> {
+fn port_chains(proxy: &Proxy, push: &PushContext, port: &InboundPort) -> Vec<FilterChain> {
     let cluster = port.cluster();
     let chain_match = |alpns: &[&str]| FilterChainMatch {
         destination_port: Some(UInt32Value {
@@ -470,6 +411,7 @@ fn port_chains(push: &PushContext, port: &InboundPort) -> Vec<FilterChain> {
         name: port.chain_name(),
         filter_chain_match: Some(chain_match(alpns)),
         filters: vec![inbound_hcm(
+            proxy,
             push,
             format!("inbound_{}", port.chain_name()),
             &cluster,
@@ -496,6 +438,7 @@ fn port_chains(push: &PushContext, port: &InboundPort) -> Vec<FilterChain> {
 /// HCM with the client certificate forwarded (`APPEND_FORWARD`, subject, URI and DNS SANs) and
 /// an inline route configuration with one route to `cluster`.
 fn inbound_hcm(
+    proxy: &Proxy,
     push: &PushContext,
     stat_prefix: String,
     cluster: &str,
@@ -505,10 +448,12 @@ fn inbound_hcm(
 ) -> envoy_types::pb::envoy::config::listener::v3::Filter {
     let operation = format!("{hostname}:{service_port}/*");
     let mut hcm = http_connection_manager(
+        proxy,
         push,
         stat_prefix,
         RouteSpecifier::RouteConfig(inbound_route_config(cluster, service_port, operation)),
     );
+    hcm.server_name = "istio-envoy".into();
     hcm.forward_client_cert_details = ForwardClientCertDetails::AppendForward as i32;
     hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
         subject: Some(BoolValue { value: true }),
@@ -545,6 +490,12 @@ fn inbound_route_config(cluster: &str, service_port: u16, operation: String) -> 
                 action: Some(Action::Route(RouteAction {
                     cluster_specifier: Some(RouteClusterSpecifier::Cluster(cluster.to_string())),
                     timeout: Some(no_timeout()),
+                    // istiod retries a request the workload reset before answering anything.
+                    retry_policy: Some(RetryPolicy {
+                        retry_on: "reset-before-request".into(),
+                        num_retries: Some(UInt32Value { value: 2 }),
+                        ..Default::default()
+                    }),
                     max_stream_duration: Some(MaxStreamDuration {
                         max_stream_duration: Some(no_timeout()),
                         grpc_timeout_header_max: Some(no_timeout()),

@@ -15,19 +15,15 @@ use crate::model::push_context::PushContext;
 use crate::model::registry::Protocol;
 use crate::translate::common::{OutboundPort, outbound_ports, socket_address};
 use crate::translate::filters::{
-    cidr_range, http_connection_manager, listener_access_logs, network_filter, tcp_proxy_filter,
-    tcp_route_filter, tls_inspector,
+    TRANSPORT_SOCKET_CONNECT_TIMEOUT, cidr_range, http_connection_manager, inspector_filters,
+    listener_access_logs, network_filter, tcp_proxy_filter, tcp_route_filter, tls_inspector,
 };
 use crate::translate::inbound;
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
-use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use std::collections::BTreeMap;
 
-use envoy_types::pb::envoy::config::listener::v3::{
-    FilterChain, FilterChainMatch, Listener, ListenerFilter,
-    listener_filter::ConfigType as ListenerFilterConfigType,
-};
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     Rds, http_connection_manager::RouteSpecifier,
 };
@@ -55,7 +51,7 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
         match kind {
             OutboundPort::Http if bind_for_real => {
                 let name = format!("{wildcard}_{port}");
-                let hcm = http_filter_chain(push, &name, port, false);
+                let hcm = http_filter_chain(proxy, push, &name, port, false);
                 out.push(outbound_listener(
                     name,
                     &wildcard,
@@ -70,10 +66,11 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
                 // istiod sniffs on the wildcard HTTP listener: non-HTTP traffic to the port
                 // falls through to the catch-all cluster.
                 let name = format!("{wildcard}_{port}");
-                let hcm = http_filter_chain(push, &name, port, true);
+                let hcm = http_filter_chain(proxy, push, &name, port, true);
                 let cluster = catch_all_cluster(proxy, push);
                 let passthrough = FilterChain {
                     name: "PassthroughFilterChain".into(),
+                    filter_chain_match: Some(FilterChainMatch::default()),
                     filters: vec![tcp_proxy_filter(push, cluster, cluster)],
                     ..Default::default()
                 };
@@ -89,7 +86,7 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
             }
             OutboundPort::Auto { tcp_host } => {
                 let name = format!("{wildcard}_{port}");
-                let hcm = http_filter_chain(push, &name, port, true);
+                let hcm = http_filter_chain(proxy, push, &name, port, true);
                 // The default chain cannot match on addresses: only a catch-all tcp route fits.
                 let service = TcpService::new(proxy, push, &tcp_host, port);
                 let tcp = service
@@ -161,7 +158,8 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
     out
 }
 
-/// An outbound listener; `bind_to_port: false` unless interception is off.
+/// An outbound listener; `bind_to_port: false` unless interception is off. With `sniff`, the
+/// inspectors its chains need (istiod's `populateListenerFilters`).
 fn outbound_listener(
     name: String,
     bind: &str,
@@ -171,16 +169,17 @@ fn outbound_listener(
     sniff: bool,
     bind_for_real: bool,
 ) -> Listener {
+    let listener_filters = if sniff {
+        inspector_filters(filter_chains.iter().chain(default_filter_chain.as_ref()))
+    } else {
+        Vec::new()
+    };
     Listener {
         name,
         address: Some(socket_address(bind, u32::from(port))),
         filter_chains,
         default_filter_chain,
-        listener_filters: if sniff {
-            sniffing_listener_filters()
-        } else {
-            Vec::new()
-        },
+        listener_filters,
         listener_filters_timeout: Some(pb_duration(std::time::Duration::ZERO)),
         continue_on_listener_filters_timeout: true,
         traffic_direction: TrafficDirection::Outbound as i32,
@@ -189,23 +188,9 @@ fn outbound_listener(
     }
 }
 
-/// `tls_inspector` + `http_inspector`, as istiod adds them whenever a chain matches on
-/// application protocols.
-fn sniffing_listener_filters() -> Vec<ListenerFilter> {
-    vec![
-        tls_inspector(),
-        ListenerFilter {
-            name: "envoy.filters.listener.http_inspector".into(),
-            config_type: Some(ListenerFilterConfigType::TypedConfig(any(
-                &HttpInspector::default(),
-            ))),
-            ..Default::default()
-        },
-    ]
-}
-
 /// The HCM chain of an outbound port; with `sniffed`, it only takes plaintext HTTP/1.1 and h2c.
 fn http_filter_chain(
+    proxy: &Proxy,
     push: &PushContext,
     listener_name: &str,
     port: u16,
@@ -220,6 +205,7 @@ fn http_filter_chain(
         filters: vec![network_filter(
             "envoy.filters.network.http_connection_manager",
             any(&http_connection_manager(
+                proxy,
                 push,
                 format!("outbound_{listener_name}"),
                 RouteSpecifier::Rds(Rds {
@@ -228,6 +214,7 @@ fn http_filter_chain(
                 }),
             )),
         )],
+        transport_socket_connect_timeout: Some(pb_duration(TRANSPORT_SOCKET_CONNECT_TIMEOUT)),
         ..Default::default()
     }
 }
@@ -247,6 +234,7 @@ fn virtual_outbound(proxy: &Proxy, push: &PushContext) -> Listener {
     Listener {
         name: VIRTUAL_OUTBOUND.into(),
         address: Some(socket_address("0.0.0.0", VIRTUAL_OUTBOUND_PORT)),
+        max_connections_to_accept_per_socket_event: Some(UInt32Value { value: 1 }),
         use_original_dst: Some(BoolValue { value: true }),
         traffic_direction: TrafficDirection::Outbound as i32,
         // As istiod: traffic addressed to 15001 itself would loop; it goes to the black hole.
@@ -300,6 +288,7 @@ impl<'a> TcpService<'a> {
         let cluster = outbound_cluster_name(target, "", self.hostname);
         FilterChain {
             filters: vec![tcp_proxy_filter(self.push, &cluster, &cluster)],
+            transport_socket_connect_timeout: Some(pb_duration(TRANSPORT_SOCKET_CONNECT_TIMEOUT)),
             ..Default::default()
         }
     }
@@ -335,6 +324,9 @@ impl<'a> TcpService<'a> {
                 {
                     out.push(FilterChain {
                         filters: vec![filter],
+                        transport_socket_connect_timeout: Some(pb_duration(
+                            TRANSPORT_SOCKET_CONNECT_TIMEOUT,
+                        )),
                         ..Default::default()
                     });
                     return out;
@@ -361,6 +353,9 @@ impl<'a> TcpService<'a> {
                 out.push(FilterChain {
                     filter_chain_match: Some(chain_match),
                     filters: vec![filter],
+                    transport_socket_connect_timeout: Some(pb_duration(
+                        TRANSPORT_SOCKET_CONNECT_TIMEOUT,
+                    )),
                     ..Default::default()
                 });
             }
@@ -406,6 +401,9 @@ impl<'a> TcpService<'a> {
                         filter_chain_match: (chain_match != FilterChainMatch::default())
                             .then_some(chain_match),
                         filters: vec![filter],
+                        transport_socket_connect_timeout: Some(pb_duration(
+                            TRANSPORT_SOCKET_CONNECT_TIMEOUT,
+                        )),
                         ..Default::default()
                     });
                 }

@@ -221,15 +221,14 @@ fn u32_value(value: u32) -> Option<UInt32Value> {
     Some(UInt32Value { value })
 }
 
-/// istiod's thresholds when nothing is set: effectively unlimited, with remaining-capacity
-/// tracking (Envoy's own defaults, e.g. 3 retries, are too low during pod churn).
+/// istiod's thresholds when nothing is set: effectively unlimited (Envoy's own defaults, e.g.
+/// 3 retries, are too low during pod churn).
 pub fn default_thresholds() -> Thresholds {
     Thresholds {
         max_connections: u32_value(u32::MAX),
         max_pending_requests: u32_value(u32::MAX),
         max_requests: u32_value(u32::MAX),
         max_retries: u32_value(u32::MAX),
-        track_remaining: true,
         ..Default::default()
     }
 }
@@ -805,7 +804,8 @@ mod tests {
     fn no_rule_gets_istiods_defaults() {
         let (c, http) = cluster(None, Protocol::Http);
         assert_eq!(thresholds(&c), [u32::MAX; 4]);
-        assert!(c.circuit_breakers.as_ref().unwrap().thresholds[0].track_remaining);
+        // istiod 1.31 no longer asks Envoy to track remaining capacity.
+        assert!(!c.circuit_breakers.as_ref().unwrap().thresholds[0].track_remaining);
         assert_eq!(c.connect_timeout, secs(10.0));
         assert_eq!(c.lb_policy, LbPolicy::LeastRequest as i32);
         assert!(c.lb_config.is_none() && c.outlier_detection.is_none());
