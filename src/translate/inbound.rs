@@ -633,3 +633,176 @@ fn services_metadata(
     );
     istio_metadata(istio)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::translate::testing::{
+        SHOP, chains, filter_names, hcm, proxy, push_from_yaml, shop_config, shop_sidecar,
+        tcp_targets, Generated,
+    };
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+    use envoy_types::pb::envoy::config::core::v3::address;
+    use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+
+    fn web_v1(mode: &str) -> crate::model::proxy::Proxy {
+        proxy(
+            "sidecar~10.0.0.1~web-v1.shop~shop.svc.cluster.local",
+            mode,
+            &[("app", "web"), ("version", "v1")],
+        )
+    }
+
+    fn chain_names(g: &Generated) -> Vec<String> {
+        chains(g.listener("virtualInbound").expect("virtualInbound"))
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_workload_a_service_selects_gets_a_chain_and_a_cluster_for_its_target_port() {
+        let g = shop_config(&web_v1("REDIRECT"));
+        // The loop guard first, the catch-all chains, then the service's target port.
+        assert_eq!(
+            chain_names(&g),
+            [
+                "virtualInbound-blackhole",
+                "virtualInbound-catchall-http",
+                "virtualInbound",
+                "0.0.0.0_8080"
+            ]
+        );
+        let listener = g.listener("virtualInbound").unwrap();
+        let web = chains(listener).find(|c| c.name == "0.0.0.0_8080").unwrap();
+        let m = web.filter_chain_match.as_ref().unwrap();
+        assert_eq!(m.destination_port.as_ref().map(|p| p.value), Some(8080));
+        assert_eq!(m.transport_protocol, "raw_buffer");
+        let Some(RouteSpecifier::RouteConfig(rc)) = hcm(web).and_then(|h| h.route_specifier) else {
+            panic!("an inline route configuration: {:?}", filter_names(web));
+        };
+        assert_eq!(rc.name, "inbound|8080||");
+        assert_eq!(rc.virtual_hosts[0].name, "inbound|http|80");
+        let cluster = g.cluster("inbound|8080||").expect("the inbound cluster");
+        assert_eq!(
+            cluster.cluster_discovery_type,
+            Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32
+            ))
+        );
+        let bind = cluster.upstream_bind_config.as_ref().unwrap();
+        assert_eq!(bind.source_address.as_ref().unwrap().address, "127.0.0.6");
+        // The blackhole takes 15006 itself; the HTTP inspector runs only for the catch-all.
+        let blackhole = chains(listener).next().unwrap();
+        assert_eq!(tcp_targets(blackhole), ["BlackHoleCluster"]);
+        let inspector = listener
+            .listener_filters
+            .iter()
+            .find(|f| f.name == "envoy.filters.listener.http_inspector")
+            .unwrap();
+        let disabled = format!("{:?}", inspector.filter_disabled);
+        assert!(
+            disabled.contains("start: 8080") && disabled.contains("start: 15006"),
+            "{disabled}"
+        );
+    }
+
+    #[test]
+    fn a_tcp_service_port_gets_a_tcp_chain_to_its_inbound_cluster() {
+        let db = proxy(
+            "sidecar~10.0.0.3~db-1.shop~shop.svc.cluster.local",
+            "REDIRECT",
+            &[("app", "db")],
+        );
+        let g = shop_config(&db);
+        let listener = g.listener("virtualInbound").unwrap();
+        let chain = chains(listener).find(|c| c.name == "0.0.0.0_5432").unwrap();
+        assert_eq!(tcp_targets(chain), ["inbound|5432||"]);
+    }
+
+    #[test]
+    fn a_proxy_no_service_selects_has_only_the_catch_all_chains() {
+        let g = shop_config(&shop_sidecar());
+        assert_eq!(
+            chain_names(&g),
+            [
+                "virtualInbound-blackhole",
+                "virtualInbound-catchall-http",
+                "virtualInbound"
+            ]
+        );
+        assert!(!g.cluster_names().iter().any(|c| c.starts_with("inbound|")));
+    }
+
+    #[test]
+    fn without_interception_service_ports_make_no_inbound_listener() {
+        let g = shop_config(&web_v1("NONE"));
+        assert!(g.listener("virtualInbound").is_none());
+        assert!(!g.cluster_names().iter().any(|c| c.starts_with("inbound|")));
+    }
+
+    #[test]
+    fn a_sidecar_ingress_replaces_the_service_ports_and_capture_none_binds() {
+        let yaml = format!(
+            "{SHOP}---\n{}",
+            r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: web, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: web}}
+  ingress:
+  - port: {number: 9000, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:9001
+  - port: {number: 9100, protocol: TCP, name: tcp}
+    defaultEndpoint: 127.0.0.1:9101
+    captureMode: NONE
+"#
+        );
+        let g = Generated::for_proxy(&web_v1("REDIRECT"), &push_from_yaml(&yaml, None));
+        assert_eq!(g.consistency_errors(), Vec::<String>::new());
+        // 10.0.0.1 is a global unicast address: it names the chain.
+        assert_eq!(
+            chain_names(&g),
+            [
+                "virtualInbound-blackhole",
+                "virtualInbound-catchall-http",
+                "virtualInbound",
+                "10.0.0.1_9000"
+            ]
+        );
+        let bound = g.listener("10.0.0.1_9100").expect("captureMode NONE binds");
+        assert!(
+            bound.listener_filters.is_empty(),
+            "{:?}",
+            bound.listener_filters
+        );
+        assert!(
+            g.cluster("inbound|8080||").is_none(),
+            "the service port gave way"
+        );
+        let cluster = g.cluster("inbound|9000||").unwrap();
+        assert!(
+            cluster.upstream_bind_config.is_none(),
+            "no 127.0.0.6 towards 127.0.0.1"
+        );
+        assert_eq!(
+            g.endpoint_addresses("inbound|9000||"),
+            Vec::<String>::new(),
+            "a STATIC cluster, not EDS"
+        );
+        let assignment = cluster.load_assignment.as_ref().unwrap();
+        let endpoint = &assignment.endpoints[0].lb_endpoints[0];
+        let Some(HostIdentifier::Endpoint(e)) = &endpoint.host_identifier else {
+            panic!("an endpoint: {endpoint:?}");
+        };
+        let Some(address::Address::SocketAddress(a)) =
+            e.address.as_ref().and_then(|a| a.address.as_ref())
+        else {
+            panic!("a socket address: {e:?}");
+        };
+        assert_eq!(
+            (a.address.as_str(), a.port_specifier.clone()),
+            ("127.0.0.1", Some(PortSpecifier::PortValue(9001)))
+        );
+    }
+}
