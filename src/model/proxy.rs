@@ -111,6 +111,9 @@ pub struct Proxy {
     pub workload_name: String,
     pub service_account: String,
     pub mesh_id: String,
+    /// The workload's named container ports (`POD_PORTS`, as istio-agent sends them, else the
+    /// Pod's), which resolve a Service's named `targetPort` for the inbound side.
+    pub container_ports: BTreeMap<String, u16>,
 }
 
 impl Proxy {
@@ -184,6 +187,7 @@ impl Proxy {
             workload_name: str_meta("WORKLOAD_NAME").to_string(),
             service_account: str_meta("SERVICE_ACCOUNT").to_string(),
             mesh_id: str_meta("MESH_ID").to_string(),
+            container_ports: pod_ports(metadata.get("POD_PORTS")),
         })
     }
 
@@ -198,6 +202,30 @@ impl Proxy {
     }
 }
 
+/// istio-agent's `POD_PORTS`: the containers' ports as a JSON array (in a string), e.g.
+/// `[{"name":"http","containerPort":8080,"protocol":"TCP"}]`; the named ones, by name.
+/// Anything else gives none (the Pod's ports are used then).
+fn pod_ports(value: Option<&serde_json::Value>) -> BTreeMap<String, u16> {
+    let parsed;
+    let list = match value {
+        Some(serde_json::Value::String(s)) => {
+            parsed = serde_json::from_str::<serde_json::Value>(s).unwrap_or_default();
+            &parsed
+        }
+        Some(v) => v,
+        None => return BTreeMap::new(),
+    };
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p.get("name")?.as_str().filter(|n| !n.is_empty())?;
+            let port = u16::try_from(p.get("containerPort")?.as_u64()?).ok()?;
+            Some((name.to_string(), port))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +233,27 @@ mod tests {
 
     fn meta(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
         v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn pod_ports_as_istio_agent_sends_them_name_the_container_ports() {
+        let ports = r#"[{"name":"http-web","containerPort":9080,"protocol":"TCP"},{"containerPort":15090},{"name":"grpc","containerPort":70000}]"#;
+        let p = Proxy::from_node(
+            "sidecar~10.0.0.1~reviews-v1.bookinfo~bookinfo.svc.cluster.local",
+            &meta(json!({"POD_PORTS": ports})),
+        )
+        .unwrap();
+        // Unnamed ports and ports out of range are left out.
+        assert_eq!(
+            p.container_ports,
+            BTreeMap::from([("http-web".to_string(), 9080)])
+        );
+        let none = Proxy::from_node(
+            "sidecar~10.0.0.1~reviews-v1.bookinfo~bookinfo.svc.cluster.local",
+            &meta(json!({"POD_PORTS": "not json"})),
+        )
+        .unwrap();
+        assert!(none.container_ports.is_empty());
     }
 
     #[test]

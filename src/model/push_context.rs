@@ -43,6 +43,9 @@ pub struct ConfigStore {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Pod labels by `name.namespace`, for proxies whose metadata carries no LABELS.
     pub pod_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Pods' named container ports by `name.namespace`, for proxies whose metadata carries no
+    /// POD_PORTS.
+    pub pod_ports: BTreeMap<String, BTreeMap<String, u16>>,
     pub virtual_services: Vec<Arc<Config<VirtualService>>>,
     pub destination_rules: Vec<Arc<Config<DestinationRule>>>,
     pub gateways: Vec<Arc<Config<Gateway>>>,
@@ -181,11 +184,13 @@ impl PushContext {
         store.normalize();
         let endpoints = std::mem::take(&mut store.registry.endpoints);
         let pod_labels = std::mem::take(&mut store.pod_labels);
+        let pod_ports = std::mem::take(&mut store.pod_ports);
         let mut h = Sha256::new();
         digest_of(&mut h, &store);
         let config_version = hex::encode(&h.finalize()[..8]);
         store.registry.endpoints = endpoints;
         store.pod_labels = pod_labels;
+        store.pod_ports = pod_ports;
         let version = Self::full_version(&config_version, &store);
         let index = Arc::new(HostIndex::build(&store));
         let source_label_keys = store
@@ -225,6 +230,7 @@ impl PushContext {
         h.update(config_version.as_bytes());
         digest_of(&mut h, &store.registry.endpoints);
         digest_of(&mut h, &store.pod_labels);
+        digest_of(&mut h, &store.pod_ports);
         hex::encode(&h.finalize()[..8])
     }
 
@@ -353,8 +359,8 @@ impl PushContext {
     /// The service ports `proxy`'s own workload serves (istiod's `ServiceTargets`): every port
     /// (UDP aside) of each service in the proxy's namespace whose selector its labels satisfy, in
     /// hostname order, with the port on the workload it targets. A named `targetPort` resolves
-    /// through the service's endpoint at one of the proxy's addresses (the pod's own port
-    /// name); unresolved, the port is left out. Routers serve no inbound traffic: none.
+    /// through the workload's container ports (known when its proxy connects), else through
+    /// the service's endpoint at one of the proxy's addresses; unresolved, the port is left out. Routers serve no inbound traffic: none.
     pub fn service_targets<'a>(&'a self, proxy: &Proxy) -> Vec<ServiceTarget<'a>> {
         if proxy.node_type != NodeType::Sidecar {
             return Vec::new();
@@ -373,12 +379,15 @@ impl PushContext {
                 let target_port = match &port.target_port {
                     TargetPort::Number(0) => Some(port.port),
                     TargetPort::Number(n) => Some(*n),
-                    TargetPort::Named(_) => self
-                        .store
-                        .registry
-                        .endpoints_for(&service.hostname, &port.name)
-                        .find(|e| proxy.ip_addresses.contains(&e.address))
-                        .map(|e| e.port),
+                    TargetPort::Named(name) => {
+                        proxy.container_ports.get(name).copied().or_else(|| {
+                            self.store
+                                .registry
+                                .endpoints_for(&service.hostname, &port.name)
+                                .find(|e| proxy.ip_addresses.contains(&e.address))
+                                .map(|e| e.port)
+                        })
+                    }
                 };
                 if let Some(target_port) = target_port {
                     out.push(ServiceTarget {

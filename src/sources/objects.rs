@@ -364,6 +364,7 @@ impl ObjectSet {
     pub fn endpoints_into(mut self, previous: &ConfigStore) -> ConfigStore {
         let mut store = previous.clone();
         store.pod_labels.clear();
+        store.pod_ports.clear();
         store.registry.endpoints.clear();
         // ServiceEntry hosts are added again below, with their (workload) endpoints.
         store
@@ -390,6 +391,16 @@ impl ObjectSet {
                 format!("{name}.{ns}"),
                 pod.metadata.labels.clone().unwrap_or_default(),
             );
+            let ports: BTreeMap<String, u16> = pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.ports.iter().flatten())
+                .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+                .collect();
+            if !ports.is_empty() {
+                store.pod_ports.insert(format!("{name}.{ns}"), ports);
+            }
         }
         for svc in &self.services {
             let Some(service) = convert_service(svc) else {

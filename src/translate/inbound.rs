@@ -707,6 +707,39 @@ mod tests {
         );
     }
 
+    /// A named `targetPort` resolves through the workload's own container ports, before its
+    /// pod is an endpoint (a pod is ready only after its sidecar got its config).
+    #[test]
+    fn a_named_target_port_resolves_through_the_container_ports() {
+        let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {app: api}
+  ports: [{name: grpc, port: 9090, targetPort: grpc-port}]
+"#;
+        let push = push_from_yaml(yaml, None);
+        let mut api = proxy(
+            "sidecar~10.0.0.7~api-1.shop~shop.svc.cluster.local",
+            "REDIRECT",
+            &[("app", "api")],
+        );
+        let g = Generated::for_proxy(&api, &push);
+        assert!(g.cluster("inbound|9443||").is_none(), "unresolved: no port");
+        api.container_ports.insert("grpc-port".into(), 9443);
+        let g = Generated::for_proxy(&api, &push);
+        let chain = chains(g.listener("virtualInbound").unwrap())
+            .find(|c| c.name == "0.0.0.0_9443")
+            .expect("the chain of the resolved port");
+        let h = hcm(chain).unwrap();
+        assert!(
+            h.http2_protocol_options.is_some(),
+            "gRPC is HTTP/2 inbound too"
+        );
+        assert!(g.cluster("inbound|9443||").is_some());
+    }
+
     #[test]
     fn a_tcp_service_port_gets_a_tcp_chain_to_its_inbound_cluster() {
         let db = proxy(

@@ -64,10 +64,16 @@ pub(crate) fn connecting_proxy(
         .unwrap_or_default();
     let mut proxy = Proxy::from_node(&node.id, &metadata)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let push = server.push_context();
     if proxy.labels.is_empty()
-        && let Some(labels) = server.push_context().store.pod_labels.get(&proxy.name())
+        && let Some(labels) = push.store.pod_labels.get(&proxy.name())
     {
         proxy.labels = labels.clone();
+    }
+    if proxy.container_ports.is_empty()
+        && let Some(ports) = push.store.pod_ports.get(&proxy.name())
+    {
+        proxy.container_ports = ports.clone();
     }
     Ok(proxy)
 }
