@@ -130,11 +130,23 @@ struct HostIndex {
     dr_wildcard: Vec<(String, usize)>,
     vs_exact: std::collections::HashMap<String, Vec<usize>>,
     vs_wildcard: Vec<(String, usize)>,
+    /// Hostnames of the services with a pod selector, by namespace (the candidates for a
+    /// proxy's service targets).
+    selecting: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl HostIndex {
     fn build(store: &ConfigStore) -> HostIndex {
         let mut index = HostIndex::default();
+        for s in store.registry.services.values() {
+            if s.selector.as_ref().is_some_and(|sel| !sel.is_empty()) {
+                index
+                    .selecting
+                    .entry(s.namespace.clone())
+                    .or_default()
+                    .push(s.hostname.clone());
+            }
+        }
         for (i, dr) in store.destination_rules.iter().enumerate() {
             let host = resolve_short_name(&dr.spec.host, &dr.meta.namespace);
             if host.starts_with('*') {
@@ -366,12 +378,16 @@ impl PushContext {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for service in self.store.registry.services.values() {
-            let selects = service.namespace == proxy.namespace
-                && service
-                    .selector
-                    .as_ref()
-                    .is_some_and(|s| !s.is_empty() && labels_match(s, &proxy.labels));
+        let candidates = self.index.selecting.get(&proxy.namespace);
+        for service in candidates
+            .into_iter()
+            .flatten()
+            .filter_map(|h| self.store.registry.services.get(h))
+        {
+            let selects = service
+                .selector
+                .as_ref()
+                .is_some_and(|s| labels_match(s, &proxy.labels));
             if !selects {
                 continue;
             }
