@@ -1,6 +1,6 @@
 //! CDS: outbound clusters per service port (`outbound|port||host`), subset clusters from
 //! DestinationRule subsets, and Istio's PassthroughCluster / BlackHoleCluster /
-//! InboundPassthroughCluster.
+//! InboundPassthroughCluster. The `inbound|<port>||` clusters are `inbound`'s.
 //!
 //! Each outbound cluster gets the DestinationRule traffic policy that applies to its port and
 //! subset (load balancing, connection pool, outlier detection, TLS): see `traffic_policy`.
@@ -40,8 +40,8 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 
 use crate::translate::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_BIND_IP, INBOUND_PASSTHROUGH_CLUSTER,
-    PASSTHROUGH_CLUSTER, ads_config_source, any, endpoint, inbound, outbound_cluster_name,
-    pb_duration, traffic_policy,
+    PASSTHROUGH_CLUSTER, ads_config_source, any, endpoint, outbound_cluster_name, pb_duration,
+    traffic_policy,
 };
 
 /// istiod's default `dnsRefreshRate` (MeshConfig).
@@ -112,7 +112,6 @@ pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
             Some(INBOUND_PASSTHROUGH_BIND_IP),
         ));
     }
-    out.extend(inbound::build_inbound_clusters(proxy, push));
     out
 }
 

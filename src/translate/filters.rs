@@ -57,7 +57,7 @@ use crate::model::istio::virtual_service::{Destination, RouteDestination};
 use crate::model::mesh::{AccessLogEncoding, MeshConfig};
 use crate::model::push_context::PushContext;
 use crate::translate::common::destination_cluster;
-use crate::translate::{any, pb_duration};
+use crate::translate::{BLACKHOLE_CLUSTER, any, pb_duration};
 
 pub(crate) fn tls_inspector() -> ListenerFilter {
     ListenerFilter {
@@ -91,6 +91,18 @@ pub(crate) fn tcp_proxy_with(
             stat_prefix: stat_prefix.into(),
             cluster_specifier: Some(specifier),
             access_log: file_access_logs(push.mesh(), None),
+            ..Default::default()
+        }),
+    )
+}
+
+/// A TCP proxy to the black hole, as istiod writes the loop-protection chains (no access log).
+pub(crate) fn blackhole_tcp_proxy() -> Filter {
+    network_filter(
+        "envoy.filters.network.tcp_proxy",
+        any(&TcpProxy {
+            stat_prefix: BLACKHOLE_CLUSTER.into(),
+            cluster_specifier: Some(ClusterSpecifier::Cluster(BLACKHOLE_CLUSTER.into())),
             ..Default::default()
         }),
     )

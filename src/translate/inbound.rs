@@ -7,8 +7,9 @@
 //! Sidecar ingress with `captureMode: NONE`), and the `inbound|<port>||` clusters behind them.
 //!
 //! mTLS is not served yet (no certificates), so every chain is the plaintext variant istiod
-//! builds under PeerAuthentication `DISABLE`. Uses `common` and `filters`; it must not import
-//! a sibling builder (the listener and cluster builders call it).
+//! builds under PeerAuthentication `DISABLE`. Uses `common`, `filters` and `traffic_policy`;
+//! it must not import a sibling builder (`translate::generate` serves its output with
+//! `listener`'s and `cluster`'s).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -41,8 +42,6 @@ use envoy_types::pb::envoy::extensions::filters::listener::original_src::v3::Ori
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
     ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
 };
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
 use envoy_types::pb::google::protobuf::{
     BoolValue, Duration as PbDuration, ListValue, Struct, UInt32Value, value::Kind,
 };
@@ -55,12 +54,11 @@ use crate::translate::common::{
     inbound_cluster_name, istio_metadata, pb_value, socket_address, upstream_protocol_options,
 };
 use crate::translate::filters::{
-    PLAINTEXT_HTTP_ALPNS, http_connection_manager, inspector_filters, network_filter,
-    tcp_proxy_filter,
+    PLAINTEXT_HTTP_ALPNS, blackhole_tcp_proxy, http_connection_manager, inspector_filters,
+    listener_access_logs, network_filter, tcp_proxy_filter,
 };
 use crate::translate::{
-    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_BIND_IP, INBOUND_PASSTHROUGH_CLUSTER, any, pb_duration,
-    traffic_policy,
+    INBOUND_PASSTHROUGH_BIND_IP, INBOUND_PASSTHROUGH_CLUSTER, any, pb_duration, traffic_policy,
 };
 
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
@@ -294,6 +292,7 @@ fn inbound_listener(
         listener_filters_timeout: Some(pb_duration(
             push.mesh().protocol_detection_timeout.as_std(),
         )),
+        access_log: listener_access_logs(push.mesh()),
         filter_chains,
         ..Default::default()
     }
@@ -381,18 +380,6 @@ fn passthrough_chains(proxy: &Proxy, push: &PushContext) -> Vec<FilterChain> {
             ..Default::default()
         },
     ]
-}
-
-/// A TCP proxy to the black hole, as istiod writes the loop-protection chains (no access log).
-pub(crate) fn blackhole_tcp_proxy() -> envoy_types::pb::envoy::config::listener::v3::Filter {
-    network_filter(
-        "envoy.filters.network.tcp_proxy",
-        any(&TcpProxy {
-            stat_prefix: BLACKHOLE_CLUSTER.into(),
-            cluster_specifier: Some(ClusterSpecifier::Cluster(BLACKHOLE_CLUSTER.into())),
-            ..Default::default()
-        }),
-    )
 }
 
 /// The plaintext chains of one port (istiod's `inboundPlainText*FilterChainMatchOptions`):

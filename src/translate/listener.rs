@@ -5,7 +5,8 @@
 //!   blackhole chain) plus per-port `0.0.0.0_<port>` listeners with `bind_to_port: false`;
 //! - `NONE`: per-port listeners that really bind on the proxy's first instance IP.
 //!
-//! The inbound listeners (`virtualInbound` 15006 and those that bind) are `inbound`'s.
+//! The inbound listeners (`virtualInbound` 15006 and those that bind) are `inbound`'s;
+//! `translate::generate` serves both.
 
 use crate::model::config::Config;
 use crate::model::istio::virtual_service::{L4MatchAttributes, VirtualService};
@@ -15,10 +16,10 @@ use crate::model::push_context::PushContext;
 use crate::model::registry::Protocol;
 use crate::translate::common::{OutboundPort, outbound_ports, socket_address};
 use crate::translate::filters::{
-    TRANSPORT_SOCKET_CONNECT_TIMEOUT, cidr_range, http_connection_manager, inspector_filters,
-    listener_access_logs, network_filter, tcp_proxy_filter, tcp_route_filter, tls_inspector,
+    TRANSPORT_SOCKET_CONNECT_TIMEOUT, blackhole_tcp_proxy, cidr_range, http_connection_manager,
+    inspector_filters, listener_access_logs, network_filter, tcp_proxy_filter, tcp_route_filter,
+    tls_inspector,
 };
-use crate::translate::inbound;
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use std::collections::BTreeMap;
@@ -151,7 +152,6 @@ pub fn build_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
     if !bind_for_real {
         out.push(virtual_outbound(proxy, push));
     }
-    out.extend(inbound::build_inbound_listeners(proxy, push));
     for listener in &mut out {
         listener.access_log = listener_access_logs(push.mesh());
     }
@@ -247,7 +247,7 @@ fn virtual_outbound(proxy: &Proxy, push: &PushContext) -> Listener {
                     }),
                     ..Default::default()
                 }),
-                filters: vec![inbound::blackhole_tcp_proxy()],
+                filters: vec![blackhole_tcp_proxy()],
                 ..Default::default()
             },
             FilterChain {
