@@ -50,19 +50,7 @@ impl Cluster {
     /// the Node pods are bound to, and installs navarch's Istio CRDs.
     pub async fn start(net: u8) -> Cluster {
         let cluster = Cluster::start_without_crds(net).await;
-        let crds = cluster.dir.path().join("crds.yaml");
-        std::fs::write(&crds, navarch::install::crds_yaml()).unwrap();
-        cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()], None);
-        cluster.kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            None,
-        );
+        cluster.install_crds(&navarch::install::crds_yaml());
         cluster
     }
 
@@ -138,6 +126,24 @@ impl Cluster {
         self.0
             .kubectl(args, stdin)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Applies the CustomResourceDefinitions in `yaml` and waits until every CRD is
+    /// established.
+    pub fn install_crds(&self, yaml: &str) {
+        let crds = self.dir.path().join("crds.yaml");
+        std::fs::write(&crds, yaml).unwrap();
+        self.kubectl(&["apply", "-f", crds.to_str().unwrap()], None);
+        self.kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=60s",
+            ],
+            None,
+        );
     }
 
     /// `kubectl apply -f -` of `yaml`.

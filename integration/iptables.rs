@@ -306,6 +306,17 @@ impl Admin<'_> {
     }
 }
 
+/// The access log line that contains `needle`, once Envoy has written it (10 s at most).
+fn access_log_line(log: &Path, needle: &str) -> String {
+    wait(Duration::from_secs(10), needle, || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_string)
+    })
+}
+
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -561,17 +572,7 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
         "{}",
         envoy_log()
     );
-    let line = wait(
-        Duration::from_secs(10),
-        "the inbound access log line",
-        || {
-            std::fs::read_to_string(&access_log)
-                .unwrap_or_default()
-                .lines()
-                .find(|l| l.contains("GET /in "))
-                .map(str::to_string)
-        },
-    );
+    let line = access_log_line(&access_log, "GET /in ");
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert!(
         line.contains("\"GET /in HTTP/1.1\" 200 "),
@@ -605,17 +606,7 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
         .unwrap_or_else(|| panic!("no answer from the pod's :9082:\n{}", envoy_log()));
     assert_eq!(json(&body)["peer"], "127.0.0.6", "{body}");
     assert_eq!(admin.counter(INBOUND_CX), 2);
-    let line = wait(
-        Duration::from_secs(10),
-        "the passthrough access log line",
-        || {
-            std::fs::read_to_string(&access_log)
-                .unwrap_or_default()
-                .lines()
-                .find(|l| l.contains("GET /undeclared "))
-                .map(str::to_string)
-        },
-    );
+    let line = access_log_line(&access_log, "GET /undeclared ");
     assert!(
         line.split_whitespace()
             .any(|f| f == "InboundPassthroughCluster"),

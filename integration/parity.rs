@@ -227,13 +227,7 @@ fn items(side: Side, resources: &Value) -> BTreeMap<String, Value> {
     }
     for l in resources["listeners"].as_array().into_iter().flatten() {
         let name = l["name"].as_str().unwrap().to_string();
-        let mut top = l.clone();
-        let chains = top
-            .as_object_mut()
-            .unwrap()
-            .remove("filter_chains")
-            .unwrap_or(json!([]));
-        let mut all = chains.as_array().cloned().unwrap_or_default();
+        let (mut top, mut all) = split_off(l, "filter_chains");
         if let Some(d) = top.as_object_mut().unwrap().remove("default_filter_chain") {
             all.push(d);
         }
@@ -255,26 +249,16 @@ fn items(side: Side, resources: &Value) -> BTreeMap<String, Value> {
     }
     for r in resources["routes"].as_array().into_iter().flatten() {
         let name = r["name"].as_str().unwrap().to_string();
-        let mut top = r.clone();
-        let vhosts = top
-            .as_object_mut()
-            .unwrap()
-            .remove("virtual_hosts")
-            .unwrap_or(json!([]));
+        let (top, vhosts) = split_off(r, "virtual_hosts");
         out.insert(format!("route_config {name}"), top);
-        for vh in vhosts.as_array().into_iter().flatten() {
+        for vh in &vhosts {
             let vh_name = vh["name"].as_str().unwrap_or_default().to_string();
-            let mut vtop = vh.clone();
-            let routes = vtop
-                .as_object_mut()
-                .unwrap()
-                .remove("routes")
-                .unwrap_or(json!([]));
+            let (mut vtop, routes) = split_off(vh, "routes");
             if let Some(Value::Array(domains)) = vtop.get_mut("domains") {
                 domains.sort_by_key(|d| d.to_string());
             }
             out.insert(format!("virtual_host {name}/{vh_name}"), vtop);
-            for (i, route) in routes.as_array().into_iter().flatten().enumerate() {
+            for (i, route) in routes.iter().enumerate() {
                 let route_name = route["name"].as_str().unwrap_or_default();
                 out.insert(
                     format!("route {name}/{vh_name}/{i}:{route_name}"),
@@ -284,6 +268,17 @@ fn items(side: Side, resources: &Value) -> BTreeMap<String, Value> {
         }
     }
     out
+}
+
+/// `v` without its list `key`, and that list.
+fn split_off(v: &Value, key: &str) -> (Value, Vec<Value>) {
+    let mut top = v.clone();
+    let list = top
+        .as_object_mut()
+        .and_then(|m| m.remove(key))
+        .and_then(|l| l.as_array().cloned())
+        .unwrap_or_default();
+    (top, list)
 }
 
 fn chain_match_key(chain: &Value) -> String {
@@ -391,7 +386,6 @@ fn run(cmd: &mut std::process::Command) -> String {
 #[ignore = "needs istiod (pilot-discovery); bench/istiod-parity.sh runs it"]
 async fn refresh_the_stored_istiod_config_dump() {
     use navarch::cli::loadtest::control_plane::{ControlPlane, Kind, Source, StartOptions};
-    use navarch::localkube::{DEFAULT_SERVICE_CIDR, LocalCluster, LocalClusterOptions};
 
     let istiod_bin = std::env::var_os("ISTIOD_BIN")
         .map(PathBuf::from)
@@ -405,34 +399,14 @@ async fn refresh_the_stored_istiod_config_dump() {
         istiod_bin.display()
     );
     let envoy = navarch::envoy::find_envoy().expect("Envoy is installed (.venv)");
-    let cluster = LocalCluster::start(&LocalClusterOptions {
-        ip: "127.77.0.250".into(),
-        controller_manager: true,
-        keep_files: false,
-        service_cidr: DEFAULT_SERVICE_CIDR.into(),
-    })
-    .await
-    .expect("the local cluster starts");
-    eprintln!("[parity] kube-apiserver up");
+    // etcd, kube-apiserver and the controller manager, with navarch's Istio CRDs.
+    let cluster = crate::cluster::Cluster::start(77).await;
+    // Every Istio kind istiod watches (security.istio.io and the rest too).
     let crds = json!({"apiVersion": "v1", "kind": "List", "items": navarch::install::istio_crds()});
-    cluster
-        .kubectl(&["apply", "-f", "-"], Some(&crds.to_string()))
-        .unwrap();
-    cluster
-        .kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            None,
-        )
-        .unwrap();
+    cluster.install_crds(&crds.to_string());
+    eprintln!("[parity] kube-apiserver up");
     for file in [ISTIOD_ONLY, INPUT] {
-        let text = std::fs::read_to_string(root().join(file)).unwrap();
-        cluster.kubectl(&["apply", "-f", "-"], Some(&text)).unwrap();
+        cluster.apply(&std::fs::read_to_string(root().join(file)).unwrap());
     }
     // No kubelet: the Pods' status (address, Ready) as the input states it.
     let input: Value =
@@ -440,22 +414,20 @@ async fn refresh_the_stored_istiod_config_dump() {
     for item in input["items"].as_array().unwrap() {
         if item["kind"] == "Pod" {
             let patch = json!({"status": item["status"]}).to_string();
-            cluster
-                .kubectl(
-                    &[
-                        "patch",
-                        "pod",
-                        item["metadata"]["name"].as_str().unwrap(),
-                        "-n",
-                        item["metadata"]["namespace"].as_str().unwrap(),
-                        "--subresource=status",
-                        "--type=merge",
-                        "-p",
-                        &patch,
-                    ],
-                    None,
-                )
-                .unwrap();
+            cluster.kubectl(
+                &[
+                    "patch",
+                    "pod",
+                    item["metadata"]["name"].as_str().unwrap(),
+                    "-n",
+                    item["metadata"]["namespace"].as_str().unwrap(),
+                    "--subresource=status",
+                    "--type=merge",
+                    "-p",
+                    &patch,
+                ],
+                None,
+            );
         }
     }
     eprintln!("[parity] Bookinfo applied; starting istiod");

@@ -19,7 +19,9 @@ use envoy_types::pb::envoy::config::listener::v3::{Filter, ListenerFilter};
 use envoy_types::pb::envoy::config::listener::v3::listener_filter_chain_match_predicate::{
     MatchSet, Rule,
 };
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, ListenerFilterChainMatchPredicate};
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, ListenerFilterChainMatchPredicate,
+};
 use envoy_types::pb::envoy::extensions::filters::http::grpc_stats::v3::FilterConfig as GrpcStatsConfig;
 use envoy_types::pb::envoy::extensions::filters::http::grpc_stats::v3::filter_config::PerMethodStatSpecifier;
 use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
@@ -106,6 +108,21 @@ pub(crate) fn blackhole_tcp_proxy() -> Filter {
             ..Default::default()
         }),
     )
+}
+
+/// The loop guard of a virtual listener (istiod's `virtualOutbound-blackhole` and
+/// `virtualInbound-blackhole`): traffic addressed to the listener's own `port` would come back
+/// to it for ever, so it goes to the black hole.
+pub(crate) fn blackhole_chain(name: &str, port: u32) -> FilterChain {
+    FilterChain {
+        name: name.into(),
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: Some(UInt32Value { value: port }),
+            ..Default::default()
+        }),
+        filters: vec![blackhole_tcp_proxy()],
+        ..Default::default()
+    }
 }
 
 /// `10.0.0.0/8` or a bare address → an Envoy CIDR range; `None` when it does not parse.

@@ -54,7 +54,7 @@ use crate::translate::common::{
     inbound_cluster_name, istio_metadata, pb_value, socket_address, upstream_protocol_options,
 };
 use crate::translate::filters::{
-    PLAINTEXT_HTTP_ALPNS, blackhole_tcp_proxy, http_connection_manager, inspector_filters,
+    PLAINTEXT_HTTP_ALPNS, blackhole_chain, http_connection_manager, inspector_filters,
     listener_access_logs, network_filter, tcp_proxy_filter,
 };
 use crate::translate::{
@@ -343,17 +343,7 @@ fn passthrough_chains(proxy: &Proxy, push: &PushContext) -> Vec<FilterChain> {
         ..Default::default()
     };
     vec![
-        FilterChain {
-            name: VIRTUAL_INBOUND_BLACKHOLE.into(),
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: Some(UInt32Value {
-                    value: VIRTUAL_INBOUND_PORT,
-                }),
-                ..Default::default()
-            }),
-            filters: vec![blackhole_tcp_proxy()],
-            ..Default::default()
-        },
+        blackhole_chain(VIRTUAL_INBOUND_BLACKHOLE, VIRTUAL_INBOUND_PORT),
         FilterChain {
             name: VIRTUAL_INBOUND_CATCHALL_HTTP.into(),
             filter_chain_match: Some(raw(&PLAINTEXT_HTTP_ALPNS)),

@@ -16,7 +16,7 @@ use crate::model::push_context::PushContext;
 use crate::model::registry::Protocol;
 use crate::translate::common::{OutboundPort, outbound_ports, socket_address};
 use crate::translate::filters::{
-    TRANSPORT_SOCKET_CONNECT_TIMEOUT, blackhole_tcp_proxy, cidr_range, http_connection_manager,
+    TRANSPORT_SOCKET_CONNECT_TIMEOUT, blackhole_chain, cidr_range, http_connection_manager,
     inspector_filters, listener_access_logs, network_filter, tcp_proxy_filter, tcp_route_filter,
     tls_inspector,
 };
@@ -239,17 +239,7 @@ fn virtual_outbound(proxy: &Proxy, push: &PushContext) -> Listener {
         traffic_direction: TrafficDirection::Outbound as i32,
         // As istiod: traffic addressed to 15001 itself would loop; it goes to the black hole.
         filter_chains: vec![
-            FilterChain {
-                name: VIRTUAL_OUTBOUND_BLACKHOLE.into(),
-                filter_chain_match: Some(FilterChainMatch {
-                    destination_port: Some(UInt32Value {
-                        value: VIRTUAL_OUTBOUND_PORT,
-                    }),
-                    ..Default::default()
-                }),
-                filters: vec![blackhole_tcp_proxy()],
-                ..Default::default()
-            },
+            blackhole_chain(VIRTUAL_OUTBOUND_BLACKHOLE, VIRTUAL_OUTBOUND_PORT),
             FilterChain {
                 name: "virtualOutbound-catchall-tcp".into(),
                 filters: vec![tcp_proxy_filter(push, cluster, cluster)],
