@@ -241,6 +241,11 @@ impl Lab {
     }
 
     /// `curl` inside `ns` (optionally as uid/gid `as_uid`); the body, None when it fails.
+    /// `curl url` from the inbound client's address in the `out` namespace.
+    fn curl_from_client(&self, url: &str) -> Option<String> {
+        self.curl(&self.out, None, &["--interface", CLIENT_IP, url])
+    }
+
     fn curl(&self, ns: &str, as_uid: Option<&str>, args: &[&str]) -> Option<String> {
         let mut cmd: Vec<&str> = Vec::new();
         let ids;
@@ -545,15 +550,7 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
     // REDIRECT sends it to 15006, whose HTTP chain for 9080 routes it to `inbound|9080||`,
     // which reaches the app from 127.0.0.6; Istio's access log names the inbound cluster.
     let body = lab
-        .curl(
-            &out,
-            None,
-            &[
-                "--interface",
-                CLIENT_IP,
-                &format!("http://{POD_IP}:9080/in"),
-            ],
-        )
+        .curl_from_client(&format!("http://{POD_IP}:9080/in"))
         .unwrap_or_else(|| panic!("no answer from the pod's :9080:\n{}", envoy_log()));
     let reply = json(&body);
     assert_eq!(reply["upstream"], "sleep-app", "{body}");
@@ -594,15 +591,7 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
 
     // A port no Service declares: the catch-all HTTP chain, to the original destination.
     let body = lab
-        .curl(
-            &out,
-            None,
-            &[
-                "--interface",
-                CLIENT_IP,
-                &format!("http://{POD_IP}:9082/undeclared"),
-            ],
-        )
+        .curl_from_client(&format!("http://{POD_IP}:9082/undeclared"))
         .unwrap_or_else(|| panic!("no answer from the pod's :9082:\n{}", envoy_log()));
     assert_eq!(json(&body)["peer"], "127.0.0.6", "{body}");
     assert_eq!(admin.counter(INBOUND_CX), 2);
@@ -615,15 +604,7 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
 
     // A connection to 15006 itself would loop through the inbound passthrough for ever: the
     // blackhole chain closes it, and 15006 sees it once.
-    let looped = lab.curl(
-        &out,
-        None,
-        &[
-            "--interface",
-            CLIENT_IP,
-            &format!("http://{POD_IP}:15006/loop"),
-        ],
-    );
+    let looped = lab.curl_from_client(&format!("http://{POD_IP}:15006/loop"));
     assert!(looped.is_none(), "15006 answered: {looped:?}");
     wait(
         Duration::from_secs(10),
@@ -634,15 +615,7 @@ fn redirect_rules_send_outbound_to_15001_and_inbound_to_15006() {
 
     // An excluded inbound port reaches the app directly, from the client itself.
     let body = lab
-        .curl(
-            &out,
-            None,
-            &[
-                "--interface",
-                CLIENT_IP,
-                &format!("http://{POD_IP}:9081/excluded"),
-            ],
-        )
+        .curl_from_client(&format!("http://{POD_IP}:9081/excluded"))
         .expect("the excluded port answers");
     assert_eq!(json(&body)["peer"], CLIENT_IP, "{body}");
     assert_eq!(admin.counter(INBOUND_CX), 3, "9081 bypasses 15006");
