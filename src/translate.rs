@@ -219,21 +219,29 @@ pub fn generate(
     let all = |_: &str| true;
     let router = proxy.node_type == NodeType::Router;
     match kind {
-        ResourceType::Cluster => {
-            let mut clusters = cluster::build_clusters(proxy, push);
-            clusters.extend(inbound::build_inbound_clusters(proxy, push));
-            named(clusters, |c| &c.name, all)
-        }
+        ResourceType::Cluster => named(
+            [
+                cluster::build_clusters(proxy, push),
+                inbound::build_inbound_clusters(proxy, push),
+            ]
+            .concat(),
+            |c| &c.name,
+            all,
+        ),
         ResourceType::Listener if router => named(
             gateway::build_gateway_listeners(proxy, push),
             |l| &l.name,
             all,
         ),
-        ResourceType::Listener => {
-            let mut listeners = listener::build_listeners(proxy, push);
-            listeners.extend(inbound::build_inbound_listeners(proxy, push));
-            named(listeners, |l| &l.name, all)
-        }
+        ResourceType::Listener => named(
+            [
+                listener::build_listeners(proxy, push),
+                inbound::build_inbound_listeners(proxy, push),
+            ]
+            .concat(),
+            |l| &l.name,
+            all,
+        ),
         ResourceType::Route if router => named(
             route::build_gateway_route_configs(proxy, push),
             |r| &r.name,
