@@ -220,11 +220,12 @@ pub fn generate(
     let router = proxy.node_type == NodeType::Router;
     match kind {
         ResourceType::Cluster => named(
-            [
-                cluster::build_clusters(proxy, push),
-                inbound::build_inbound_clusters(proxy, push),
-            ]
-            .concat(),
+            sidecar_and_inbound(
+                proxy,
+                push,
+                cluster::build_clusters,
+                inbound::build_inbound_clusters,
+            ),
             |c| &c.name,
             all,
         ),
@@ -234,11 +235,12 @@ pub fn generate(
             all,
         ),
         ResourceType::Listener => named(
-            [
-                listener::build_listeners(proxy, push),
-                inbound::build_inbound_listeners(proxy, push),
-            ]
-            .concat(),
+            sidecar_and_inbound(
+                proxy,
+                push,
+                listener::build_listeners,
+                inbound::build_inbound_listeners,
+            ),
             |l| &l.name,
             all,
         ),
@@ -261,6 +263,18 @@ pub fn generate(
                 .collect()
         }
     }
+}
+
+/// A type's outbound (and catch-all) resources followed by its inbound ones.
+fn sidecar_and_inbound<M>(
+    proxy: &Proxy,
+    push: &PushContext,
+    outbound: fn(&Proxy, &PushContext) -> Vec<M>,
+    inbound: fn(&Proxy, &PushContext) -> Vec<M>,
+) -> Vec<M> {
+    let mut out = outbound(proxy, push);
+    out.extend(inbound(proxy, push));
+    out
 }
 
 /// `items` as resources, each under its `name`, keeping those whose name `keep` accepts.
