@@ -21,9 +21,11 @@ pub mod traffic_policy;
 
 use std::net::IpAddr;
 
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
 };
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
 
@@ -219,31 +221,13 @@ pub fn generate(
     let all = |_: &str| true;
     let router = proxy.node_type == NodeType::Router;
     match kind {
-        ResourceType::Cluster => named(
-            sidecar_and_inbound(
-                proxy,
-                push,
-                cluster::build_clusters,
-                inbound::build_inbound_clusters,
-            ),
-            |c| &c.name,
-            all,
-        ),
+        ResourceType::Cluster => named(sidecar_clusters(proxy, push), |c| &c.name, all),
         ResourceType::Listener if router => named(
             gateway::build_gateway_listeners(proxy, push),
             |l| &l.name,
             all,
         ),
-        ResourceType::Listener => named(
-            sidecar_and_inbound(
-                proxy,
-                push,
-                listener::build_listeners,
-                inbound::build_inbound_listeners,
-            ),
-            |l| &l.name,
-            all,
-        ),
+        ResourceType::Listener => named(sidecar_listeners(proxy, push), |l| &l.name, all),
         ResourceType::Route if router => named(
             route::build_gateway_route_configs(proxy, push),
             |r| &r.name,
@@ -265,15 +249,17 @@ pub fn generate(
     }
 }
 
-/// A type's outbound (and catch-all) resources followed by its inbound ones.
-fn sidecar_and_inbound<M>(
-    proxy: &Proxy,
-    push: &PushContext,
-    outbound: fn(&Proxy, &PushContext) -> Vec<M>,
-    inbound: fn(&Proxy, &PushContext) -> Vec<M>,
-) -> Vec<M> {
-    let mut out = outbound(proxy, push);
-    out.extend(inbound(proxy, push));
+/// The clusters of a sidecar or gateway: outbound and catch-all ones, then inbound ones.
+fn sidecar_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
+    let mut out = cluster::build_clusters(proxy, push);
+    out.extend(inbound::build_inbound_clusters(proxy, push));
+    out
+}
+
+/// The listeners of a sidecar: outbound ones and `virtualOutbound`, then inbound ones.
+fn sidecar_listeners(proxy: &Proxy, push: &PushContext) -> Vec<Listener> {
+    let mut out = listener::build_listeners(proxy, push);
+    out.extend(inbound::build_inbound_listeners(proxy, push));
     out
 }
 
