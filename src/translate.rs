@@ -70,12 +70,12 @@ pub struct ScopeKey {
 }
 
 impl ScopeKey {
-    /// A key that only names a namespace (tests of the cache).
-    pub fn for_test(namespace: &str) -> ScopeKey {
+    /// A key that only names the proxy's kind, namespace and interception mode.
+    fn new(node_type: NodeType, namespace: &str, mode: InterceptionMode) -> ScopeKey {
         ScopeKey {
-            node_type: NodeType::Sidecar,
+            node_type,
             namespace: namespace.to_string(),
-            mode: InterceptionMode::Redirect,
+            mode,
             ip: None,
             sidecar: None,
             labels: Vec::new(),
@@ -85,22 +85,16 @@ impl ScopeKey {
             trace_literals: Vec::new(),
         }
     }
+
+    /// A key that only names a namespace (tests of the cache).
+    pub fn for_test(namespace: &str) -> ScopeKey {
+        ScopeKey::new(NodeType::Sidecar, namespace, InterceptionMode::Redirect)
+    }
 }
 
 /// The scope key of `kind` for `proxy` in `push`.
 pub fn scope_key(kind: ResourceType, proxy: &Proxy, push: &PushContext) -> ScopeKey {
-    let mut key = ScopeKey {
-        node_type: proxy.node_type,
-        namespace: proxy.namespace.clone(),
-        mode: proxy.interception_mode,
-        ip: None,
-        sidecar: None,
-        labels: Vec::new(),
-        dns_domain: None,
-        ipv6_only: false,
-        inbound: Vec::new(),
-        trace_literals: Vec::new(),
-    };
+    let mut key = ScopeKey::new(proxy.node_type, &proxy.namespace, proxy.interception_mode);
     if kind == ResourceType::Listener {
         key.trace_literals = filters::trace_literals(proxy, push.mesh())
             .into_iter()
