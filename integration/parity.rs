@@ -38,13 +38,10 @@ const IGNORED: &[&str] = &[
     "istio.metadata_exchange_network",
 ];
 
-/// Deliberate differences, normalized before comparing (each with its reason):
-/// - istiod ends stat prefixes and `alt_stat_name`s with `;`, a delimiter for the stats tag
-///   extraction of Istio's own bootstrap; with upstream Envoy it would end up in every stat
-///   name, so navarch names stats plainly (and without `alt_stat_name`);
-/// - navarch's virtual hosts also list each domain with `:port` (CONTRACT.md); istiod 1.31
-///   leaves those out since the route configuration ignores the port in host matching, so
-///   the `:port` forms are dropped from navarch's side.
+/// The deliberate difference, normalized before comparing: istiod ends stat prefixes and
+/// `alt_stat_name`s with `;`, a delimiter for the stats tag extraction of Istio's own
+/// bootstrap; with upstream Envoy it would end up in every stat name, so navarch names stats
+/// plainly (and without `alt_stat_name`).
 fn normalize(side: Side, v: &mut Value) {
     match v {
         Value::Object(map) => {
@@ -54,25 +51,6 @@ fn normalize(side: Side, v: &mut Value) {
                     && p.ends_with(';')
                 {
                     p.pop();
-                }
-            }
-            if side == Side::Navarch
-                && map.get("ignore_port_in_host_matching") == Some(&Value::Bool(true))
-            {
-                for vh in map
-                    .get_mut("virtual_hosts")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(Value::Array(domains)) = vh.get_mut("domains") {
-                        domains.retain(|d| {
-                            !d.as_str().is_some_and(|d| {
-                                d.rsplit_once(':')
-                                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-                            })
-                        });
-                    }
                 }
             }
             map.values_mut().for_each(|v| normalize(side, v));

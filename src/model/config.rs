@@ -157,6 +157,17 @@ pub struct ConfigError {
     /// Field path such as `spec.http[0].route[1].weight`, when known.
     pub field: Option<String>,
     pub message: String,
+    /// What the object names that does not exist, when that is the error (istioctl's
+    /// IST0101).
+    pub missing: Option<MissingReference>,
+}
+
+/// A reference to an object that does not exist: what kind of thing (`host+subset in
+/// destinationrule`, istioctl's words) and the value that names it (`httpbin+v3`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub struct MissingReference {
+    pub what: String,
+    pub value: String,
 }
 
 impl fmt::Display for ConfigError {

@@ -4,7 +4,7 @@
 //!
 //! Pure: takes the store, moves offending objects into its errors. No I/O.
 
-use crate::model::config::{Config, ConfigError};
+use crate::model::config::{Config, ConfigError, MissingReference};
 use crate::model::host::Hostname;
 use crate::model::istio::VirtualService;
 use crate::model::istio::virtual_service::Destination;
@@ -76,6 +76,10 @@ fn dangling_subsets(store: &ConfigStore, vs: &Config<VirtualService>) -> Vec<Con
                     "subset {:?} of host {host} is not defined by any DestinationRule (IST0101); add it to a DestinationRule's subsets or remove it from the VirtualService",
                     d.subset
                 ),
+                missing: Some(MissingReference {
+                    what: "host+subset in destinationrule".into(),
+                    value: format!("{}+{}", d.host, d.subset),
+                }),
             })
         })
         .collect()

@@ -110,6 +110,7 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, Box<Config
                 "not valid {}: {message}",
                 if is_json { "JSON" } else { "YAML" }
             ),
+            missing: None,
         })
     })
 }
@@ -258,6 +259,7 @@ fn read_file(path: &Path) -> ObjectSet {
             name: None,
             field: None,
             message,
+            missing: None,
         });
         set
     };

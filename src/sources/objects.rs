@@ -106,6 +106,7 @@ impl Origin {
             name: s(meta.and_then(|m| m.get("name"))),
             field,
             message: message.into(),
+            missing: None,
         }
     }
 }
@@ -328,6 +329,7 @@ impl ObjectSet {
                     name: Some(mesh_map.name.clone()),
                     field: Some("data.mesh".into()),
                     message: format!("{e}; keeping the default mesh config"),
+                    missing: None,
                 }),
             }
         }

@@ -104,7 +104,7 @@ pub fn build_route_config(proxy: &Proxy, push: &PushContext, port: u16) -> Route
                 vec![route]
             }
         };
-        let domains: Vec<String> = domains_for(proxy, service, port)
+        let domains: Vec<String> = domains_for(proxy, service)
             .into_iter()
             // A domain may appear in one virtual host only; the first service keeps it.
             .filter(|d| seen_domains.insert(d.to_ascii_lowercase()))
@@ -141,9 +141,10 @@ fn route_configuration(name: String, virtual_hosts: Vec<VirtualHost>) -> RouteCo
 }
 
 /// The names a client may use for `service`: the FQDN (also absolute, with a trailing dot),
-/// the short forms the proxy's namespace
-/// allows (`httpbin` only from the same namespace), the ClusterIP; each also with `:port`.
-pub fn domains_for(proxy: &Proxy, service: &Service, port: u16) -> Vec<String> {
+/// the short forms the proxy's namespace allows (`httpbin` only from the same namespace), the
+/// ClusterIP. As istiod 1.31 for sidecars, none with `:port`: the route configuration ignores
+/// the port in host matching.
+pub fn domains_for(proxy: &Proxy, service: &Service) -> Vec<String> {
     // istiod 1.31 (ENABLE_ABSOLUTE_FQDN_VHOST_DOMAIN) also matches the absolute FQDN.
     let mut hosts = vec![service.hostname.clone()];
     if service.hostname.parse::<std::net::IpAddr>().is_err() {
@@ -164,12 +165,7 @@ pub fn domains_for(proxy: &Proxy, service: &Service, port: u16) -> Vec<String> {
     if let Some(ip) = service.cluster_ip {
         hosts.push(ip.to_string());
     }
-    let mut out = Vec::with_capacity(hosts.len() * 2);
-    for h in hosts {
-        out.push(format!("{h}:{port}"));
-        out.push(h);
-    }
-    out
+    hosts
 }
 
 fn catch_all_virtual_host(mode: OutboundTrafficMode) -> VirtualHost {
@@ -1020,10 +1016,16 @@ mod tests {
         ] {
             assert_eq!(vhost(host).as_deref(), Ok(expected.as_str()), "{host}");
         }
-        assert_ne!(
-            vhost("web:81").as_deref(),
-            Ok(expected.as_str()),
-            "another port is another host"
+        // As istiod 1.31 configures it, the port takes no part in host matching.
+        assert_eq!(vhost("web:81").as_deref(), Ok(expected.as_str()));
+        let rc = g.route_config("80").unwrap();
+        assert!(rc.ignore_port_in_host_matching);
+        assert!(
+            rc.virtual_hosts
+                .iter()
+                .flat_map(|v| &v.domains)
+                .all(|d| !d.ends_with(":80")),
+            "no domain with a port"
         );
     }
 

@@ -392,7 +392,7 @@ impl Generated {
     /// (Envoy's 404).
     pub fn simulate(&self, req: &Request<'_>) -> Result<Answer, String> {
         let (listener, rc) = self.route_config_for_port(req.port)?;
-        let vh = select_virtual_host(&rc.virtual_hosts, req.host)
+        let vh = select_virtual_host(&rc.virtual_hosts, req.host, rc.ignore_port_in_host_matching)
             .ok_or_else(|| format!("no virtual host of {} matches {:?}", rc.name, req.host))?;
         // A plain-text request to a virtual host that requires TLS is redirected to HTTPS
         // before any route is looked at (Gateway `httpsRedirect`).
@@ -519,9 +519,20 @@ fn route_cluster_errors(
     }
 }
 
-/// Envoy's virtual host selection by `:authority`.
-fn select_virtual_host<'a>(hosts: &'a [VirtualHost], host: &str) -> Option<&'a VirtualHost> {
-    let host = host.to_ascii_lowercase();
+/// Envoy's virtual host selection by `:authority` (without its port when the route
+/// configuration ignores the port in host matching).
+fn select_virtual_host<'a>(
+    hosts: &'a [VirtualHost],
+    host: &str,
+    ignore_port: bool,
+) -> Option<&'a VirtualHost> {
+    let mut host = host.to_ascii_lowercase();
+    if ignore_port
+        && let Some((name, port)) = host.rsplit_once(':')
+        && port.parse::<u16>().is_ok()
+    {
+        host = name.to_string();
+    }
     let exact = hosts
         .iter()
         .find(|vh| vh.domains.iter().any(|d| d.eq_ignore_ascii_case(&host)));
@@ -682,7 +693,7 @@ mod tests {
             vh("prefix", &["api.*"]),
             vh("exact", &["www.example.com"]),
         ];
-        let pick = |h: &str| select_virtual_host(&hosts, h).map(|v| v.name.as_str());
+        let pick = |h: &str| select_virtual_host(&hosts, h, false).map(|v| v.name.as_str());
         assert_eq!(pick("www.example.com"), Some("exact"));
         assert_eq!(pick("WWW.example.com"), Some("exact"));
         assert_eq!(pick("a.example.com"), Some("suffix-long"));

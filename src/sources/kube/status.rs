@@ -129,6 +129,7 @@ mod tests {
             name: Some("vs".into()),
             field: Some("spec.http[0].route".into()),
             message: message.into(),
+            missing: None,
         };
         let errors = vec![
             err("weights sum to 90, not 100"),
