@@ -1,6 +1,7 @@
 //! Subcommands and their flags (names as in CONTRACT.md; every flag also reads
 //! `NAVARCH_<FLAG>`). Parsing and dispatch only: each command's work lives in its module.
 
+pub mod analyze;
 pub mod demo;
 pub mod install;
 pub mod loadtest;
@@ -40,6 +41,8 @@ pub enum Command {
     Agent(AgentArgs),
     /// Per-proxy xDS sync status, as `istioctl proxy-status`.
     ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// Static analysis of Istio configuration, as `istioctl analyze` (exit code 79 on errors).
+    Analyze(analyze::AnalyzeArgs),
     /// Install manifests: `manifest generate`.
     #[command(subcommand)]
     Manifest(install::ManifestCommand),
@@ -269,6 +272,7 @@ fn init_tracing(filter: &str) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Analyze(args) => return analyze::run(args),
         Command::Discovery(args) => {
             init_tracing(&args.log);
             runtime().and_then(|rt| rt.block_on(run_discovery(args)))

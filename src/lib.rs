@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod alloc_count;
+pub mod analysis;
 pub mod app;
 pub mod bootstrap;
 pub mod cli;

@@ -519,7 +519,7 @@ impl PushContext {
 }
 
 /// Hosts a VirtualService routes or mirrors to (HTTP, TLS and TCP routes).
-fn vs_destination_hosts(vs: &VirtualService) -> Vec<&str> {
+pub fn vs_destination_hosts(vs: &VirtualService) -> Vec<&str> {
     let mut out = Vec::new();
     for r in &vs.http {
         out.extend(r.route.iter().filter_map(|d| d.destination.as_ref()));

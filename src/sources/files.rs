@@ -41,7 +41,7 @@ pub enum FileSourceError {
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The file extensions we read.
-fn is_config_file(path: &Path) -> bool {
+pub fn is_config_file(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml" | "json")

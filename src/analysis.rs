@@ -1,0 +1,402 @@
+//! `navarch analyze`'s checks, as istioctl's analyzers: Istio's message codes, levels and texts
+//! over a snapshot of objects. It reuses the model's own validation: a document the model
+//! rejects is IST0106 with the model's words, and a reference the model refuses (a subset no
+//! DestinationRule defines) is IST0101, so analyze, the server and status messages never
+//! disagree.
+//!
+//! Pure: it reads a [`ConfigStore`] and where each object stands in its file
+//! ([`Locations`]); loading files and printing is the CLI's (`cli::analyze`).
+
+pub mod messages;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::model::config::{Config, ConfigError};
+use crate::model::host::Hostname;
+use crate::model::istio::VirtualService;
+use crate::model::push_context::{ConfigStore, resolve_short_name, vs_destination_hosts};
+use crate::model::registry::{Protocol, ServiceSource, TargetPort};
+pub use messages::{Level, MessageType};
+
+/// The object a message is about, and where it was read from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Resource {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub kind: &'static MessageType,
+    /// `None` for a file that could not be read as objects at all.
+    pub resource: Option<Resource>,
+    /// `file:line` (istioctl's reference), when the object came from a file.
+    pub reference: Option<String>,
+    pub args: Vec<String>,
+}
+
+impl Message {
+    pub fn text(&self) -> String {
+        messages::render(self.kind.template, &self.args)
+    }
+
+    /// `Kind namespace/name` (istioctl's origin), or `Kind name` for cluster-scoped objects.
+    pub fn origin(&self) -> String {
+        match &self.resource {
+            Some(r) if r.namespace.is_empty() => format!("{} {}", r.kind, r.name),
+            Some(r) => format!("{} {}/{}", r.kind, r.namespace, r.name),
+            None => String::new(),
+        }
+    }
+
+    /// istioctl's line: `Error [IST0101] (VirtualService ns/name vs.yaml:3) Referenced ...`.
+    pub fn log_line(&self) -> String {
+        let place = [Some(self.origin()), self.reference.clone()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!(
+            "{} [{}] ({place}) {}",
+            self.kind.level.as_str(),
+            self.kind.code,
+            self.text()
+        )
+    }
+}
+
+/// Where each object and each document stands in its file, for the `file:line` references.
+#[derive(Debug, Default, Clone)]
+pub struct Locations {
+    /// `(kind, namespace, name)` → `file:line` of the document that holds it.
+    pub objects: HashMap<(String, String, String), String>,
+    /// `(file, document index)` → line the document starts on.
+    pub documents: HashMap<(String, usize), usize>,
+}
+
+impl Locations {
+    fn of(&self, kind: &str, namespace: &str, name: &str) -> Option<String> {
+        self.objects
+            .get(&(kind.to_string(), namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    fn of_error(&self, e: &ConfigError) -> Option<String> {
+        if let (Some(kind), Some(name)) = (&e.kind, &e.name)
+            && let Some(r) = self.of(kind, e.namespace.as_deref().unwrap_or_default(), name)
+        {
+            return Some(r);
+        }
+        let line = e
+            .document
+            .and_then(|d| self.documents.get(&(e.source.clone(), d)))
+            .copied()
+            .unwrap_or(1);
+        Some(format!("{}:{line}", e.source))
+    }
+}
+
+/// Namespaces whose objects are the platform's, not the mesh user's (istioctl skips them).
+const SYSTEM_NAMESPACES: [&str; 4] = [
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "local-path-storage",
+];
+
+/// Every message for `store`, in a stable order (by origin, then code).
+pub fn analyze(store: &ConfigStore, locations: &Locations) -> Vec<Message> {
+    let mut out = Vec::new();
+    rejected_documents(store, locations, &mut out);
+    destination_hosts(store, locations, &mut out);
+    gateway_references(store, locations, &mut out);
+    conflicting_mesh_gateway_hosts(store, locations, &mut out);
+    sidecars_without_selector(store, locations, &mut out);
+    port_names(store, locations, &mut out);
+    unreachable_rules(store, locations, &mut out);
+    out.sort_by(|a, b| {
+        (a.resource.as_ref(), a.kind.code, &a.args).cmp(&(
+            b.resource.as_ref(),
+            b.kind.code,
+            &b.args,
+        ))
+    });
+    out
+}
+
+fn message<T>(
+    kind: &'static MessageType,
+    config: &Config<T>,
+    locations: &Locations,
+    args: Vec<String>,
+) -> Message {
+    let k = config.meta.kind.as_str();
+    Message {
+        kind,
+        resource: Some(Resource {
+            kind: k.to_string(),
+            namespace: config.meta.namespace.clone(),
+            name: config.meta.name.clone(),
+        }),
+        reference: locations.of(k, &config.meta.namespace, &config.meta.name),
+        args,
+    }
+}
+
+/// What the model refused: a reference to something missing is IST0101, anything else about
+/// a document IST0106 (`field: message`); a file that does not parse is IST0106 without an
+/// object.
+fn rejected_documents(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for e in &store.errors {
+        let resource = match (&e.kind, &e.name) {
+            (Some(kind), Some(name)) => Some(Resource {
+                kind: kind.clone(),
+                namespace: e.namespace.clone().unwrap_or_default(),
+                name: name.clone(),
+            }),
+            _ => None,
+        };
+        let (kind, args) = match &e.missing {
+            Some(m) => (
+                &messages::REFERENCED_RESOURCE_NOT_FOUND,
+                vec![m.what.clone(), m.value.clone()],
+            ),
+            None => {
+                let detail = match &e.field {
+                    Some(f) => format!("{f}: {}", e.message),
+                    None => e.message.clone(),
+                };
+                (&messages::SCHEMA_VALIDATION_ERROR, vec![detail])
+            }
+        };
+        out.push(Message {
+            kind,
+            resource,
+            reference: locations.of_error(e),
+            args,
+        });
+    }
+}
+
+/// IST0101 `host`: a VirtualService destination that is no service of the mesh (Kubernetes
+/// Service or ServiceEntry host, wildcards included).
+fn destination_hosts(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for vs in &store.virtual_services {
+        let mut reported = std::collections::BTreeSet::new();
+        for host in vs_destination_hosts(&vs.spec) {
+            let fqdn = resolve_short_name(host, &vs.meta.namespace);
+            let known = store.registry.services.contains_key(&fqdn)
+                || store
+                    .registry
+                    .services
+                    .keys()
+                    .any(|s| Hostname::new(&fqdn).subset_of(s.as_str()));
+            if !known && reported.insert(host) {
+                out.push(message(
+                    &messages::REFERENCED_RESOURCE_NOT_FOUND,
+                    vs,
+                    locations,
+                    vec!["host".into(), host.to_string()],
+                ));
+            }
+        }
+    }
+}
+
+/// IST0101 `gateway`: a VirtualService bound to a Gateway that does not exist (`mesh` is the
+/// sidecars, not a Gateway).
+fn gateway_references(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for vs in &store.virtual_services {
+        for g in vs.spec.gateways.iter().filter(|g| *g != "mesh") {
+            let (ns, name) = g.split_once('/').unwrap_or((&vs.meta.namespace, g));
+            let exists = store
+                .gateways
+                .iter()
+                .any(|gw| gw.meta.namespace == ns && gw.meta.name == name);
+            if !exists {
+                out.push(message(
+                    &messages::REFERENCED_RESOURCE_NOT_FOUND,
+                    vs,
+                    locations,
+                    vec!["gateway".into(), g.clone()],
+                ));
+            }
+        }
+    }
+}
+
+/// Whether a VirtualService applies to sidecars (no gateways, or `mesh` among them).
+fn bound_to_mesh(vs: &VirtualService) -> bool {
+    vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")
+}
+
+/// IST0109: two VirtualServices for sidecars define the same host (in one namespace, as the
+/// sidecars of that namespace see both).
+fn conflicting_mesh_gateway_hosts(
+    store: &ConfigStore,
+    locations: &Locations,
+    out: &mut Vec<Message>,
+) {
+    let mut by_host: BTreeMap<(String, String), Vec<&Config<VirtualService>>> = BTreeMap::new();
+    for vs in store
+        .virtual_services
+        .iter()
+        .filter(|v| bound_to_mesh(&v.spec))
+    {
+        for h in &vs.spec.hosts {
+            let fqdn = resolve_short_name(h, &vs.meta.namespace);
+            let entry = by_host
+                .entry((vs.meta.namespace.clone(), fqdn))
+                .or_default();
+            if !entry.iter().any(|v| std::ptr::eq(*v, &**vs)) {
+                entry.push(vs);
+            }
+        }
+    }
+    for ((_, host), list) in by_host.into_iter().filter(|(_, l)| l.len() > 1) {
+        let names = list
+            .iter()
+            .map(|v| format!("{}/{}", v.meta.namespace, v.meta.name))
+            .collect::<Vec<_>>()
+            .join(",");
+        for vs in list {
+            out.push(message(
+                &messages::CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS,
+                vs,
+                locations,
+                vec![names.clone(), host.clone()],
+            ));
+        }
+    }
+}
+
+/// IST0111: more than one Sidecar of a namespace without a workload selector.
+fn sidecars_without_selector(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    let mut by_ns: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+    for s in store
+        .sidecars
+        .iter()
+        .filter(|s| s.spec.workload_selector.is_none())
+    {
+        by_ns.entry(&s.meta.namespace).or_default().push(s);
+    }
+    for (ns, list) in by_ns.into_iter().filter(|(_, l)| l.len() > 1) {
+        let names = format!(
+            "[{}]",
+            list.iter()
+                .map(|s| s.meta.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        for s in list {
+            out.push(message(
+                &messages::MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS,
+                s,
+                locations,
+                vec![names.clone(), ns.to_string()],
+            ));
+        }
+    }
+}
+
+/// IST0118: a Kubernetes Service port whose name and appProtocol give no protocol (Istio
+/// sniffs it).
+fn port_names(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for s in store.registry.services.values() {
+        if s.source != ServiceSource::Kubernetes
+            || SYSTEM_NAMESPACES.contains(&s.namespace.as_str())
+        {
+            continue;
+        }
+        for p in s
+            .ports
+            .iter()
+            .filter(|p| p.protocol == Protocol::Unsupported)
+        {
+            let target = match &p.target_port {
+                TargetPort::Number(0) => p.port.to_string(),
+                TargetPort::Number(n) => n.to_string(),
+                TargetPort::Named(n) => n.clone(),
+            };
+            out.push(Message {
+                kind: &messages::PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
+                resource: Some(Resource {
+                    kind: "Service".into(),
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                }),
+                reference: locations.of("Service", &s.namespace, &s.name),
+                args: vec![p.name.clone(), p.port.to_string(), target],
+            });
+        }
+    }
+}
+
+/// IST0130 / IST0131, as Istio's validation finds them: an HTTP rule without matches after
+/// another one, a rule all of whose matches an earlier rule has, and each match an earlier
+/// rule already has. Rules and matches are named by their `name`, else `#<index>`.
+fn unreachable_rules(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for vs in &store.virtual_services {
+        let rule_name = |i: usize| match vs.spec.http[i].name.as_str() {
+            "" => format!("#{i}"),
+            n => format!("{n:?}"),
+        };
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut catch_all: Option<usize> = None;
+        for (i, rule) in vs.spec.http.iter().enumerate() {
+            if rule.r#match.is_empty() {
+                if catch_all.is_some() {
+                    out.push(message(
+                        &messages::VIRTUAL_SERVICE_UNREACHABLE_RULE,
+                        vs,
+                        locations,
+                        vec![
+                            rule_name(i),
+                            "only the last rule can have no matches".into(),
+                        ],
+                    ));
+                }
+                catch_all = Some(i);
+                continue;
+            }
+            let mut duplicates = 0;
+            for (j, m) in rule.r#match.iter().enumerate() {
+                // Compared without the match's own name, as Istio compares their JSON.
+                let mut unnamed = m.clone();
+                unnamed.name.clear();
+                let key = serde_json::to_string(&unnamed).unwrap_or_default();
+                match seen.get(&key) {
+                    Some(&earlier) => {
+                        duplicates += 1;
+                        let match_name = match m.name.as_str() {
+                            "" => format!("#{j}"),
+                            n => format!("{n:?}"),
+                        };
+                        out.push(message(
+                            &messages::VIRTUAL_SERVICE_INEFFECTIVE_MATCH,
+                            vs,
+                            locations,
+                            vec![rule_name(i), match_name, rule_name(earlier)],
+                        ));
+                    }
+                    None => {
+                        seen.insert(key, i);
+                    }
+                }
+            }
+            if duplicates == rule.r#match.len() {
+                out.push(message(
+                    &messages::VIRTUAL_SERVICE_UNREACHABLE_RULE,
+                    vs,
+                    locations,
+                    vec![rule_name(i), "all matches used by prior rules".into()],
+                ));
+            }
+        }
+    }
+}
