@@ -354,7 +354,7 @@ mod analyze {
     /// text; errors make the exit code 79, infos and warnings alone do not.
     #[test]
     fn each_code_fires_on_its_input_with_istioctls_line() {
-        let cases: [(&str, &[&str], i32); 7] = [
+        let cases: [(&str, &[&str], i32); 9] = [
             (
                 "ist0101-subset.yaml",
                 &[
@@ -397,6 +397,20 @@ mod analyze {
                 "ist0118.yaml",
                 &[
                     "Info [IST0118] (Service ports/legacy testdata/analyze/ist0118.yaml:2) Port name web (port: 8080, targetPort: 9090) doesn't follow the naming convention of Istio port.",
+                ],
+                0,
+            ),
+            (
+                "ist0102.yaml",
+                &[
+                    "Info [IST0102] (Namespace plain testdata/analyze/ist0102.yaml:2) The namespace is not enabled for Istio injection. Run 'kubectl label namespace plain istio-injection=enabled' to enable it, or 'kubectl label namespace plain istio-injection=disabled' to explicitly mark it as not needing injection.",
+                ],
+                0,
+            ),
+            (
+                "ist0134.yaml",
+                &[
+                    "Warning [IST0134] (ServiceEntry external/database testdata/analyze/ist0134.yaml:2) ServiceEntry addresses are required for this protocol.",
                 ],
                 0,
             ),

@@ -119,6 +119,8 @@ pub fn analyze(store: &ConfigStore, locations: &Locations) -> Vec<Message> {
     sidecars_without_selector(store, locations, &mut out);
     port_names(store, locations, &mut out);
     unreachable_rules(store, locations, &mut out);
+    namespaces_not_injected(store, locations, &mut out);
+    service_entry_addresses(store, locations, &mut out);
     out.sort_by(|a, b| {
         (a.resource.as_ref(), a.kind.code, &a.args).cmp(&(
             b.resource.as_ref(),
@@ -397,6 +399,50 @@ fn unreachable_rules(store: &ConfigStore, locations: &Locations, out: &mut Vec<M
                     vec![rule_name(i), "all matches used by prior rules".into()],
                 ));
             }
+        }
+    }
+}
+
+/// IST0102: a namespace with neither `istio-injection` nor `istio.io/rev` (the control plane's
+/// and the platform's namespaces aside).
+fn namespaces_not_injected(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for (ns, labels) in &store.namespaces {
+        if ns == "istio-system" || SYSTEM_NAMESPACES.contains(&ns.as_str()) {
+            continue;
+        }
+        let labelled = labels.get("istio-injection").is_some_and(|v| !v.is_empty())
+            || labels.contains_key("istio.io/rev");
+        if !labelled {
+            out.push(Message {
+                kind: &messages::NAMESPACE_NOT_INJECTED,
+                resource: Some(Resource {
+                    kind: "Namespace".into(),
+                    namespace: String::new(),
+                    name: ns.clone(),
+                }),
+                reference: locations.of("Namespace", "", ns),
+                args: vec![ns.clone(), ns.clone()],
+            });
+        }
+    }
+}
+
+/// IST0134: a ServiceEntry without addresses with a TCP (or unset) protocol port: sidecars
+/// cannot tell its traffic from other TCP traffic to the port.
+fn service_entry_addresses(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for se in &store.service_entries {
+        let tcp = se
+            .spec
+            .ports
+            .iter()
+            .any(|p| p.protocol.is_empty() || p.protocol.eq_ignore_ascii_case("TCP"));
+        if se.spec.addresses.is_empty() && tcp {
+            out.push(message(
+                &messages::SERVICE_ENTRY_ADDRESSES_REQUIRED,
+                se,
+                locations,
+                Vec::new(),
+            ));
         }
     }
 }

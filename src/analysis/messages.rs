@@ -56,6 +56,13 @@ pub const NAMESPACE_NOT_INJECTED: MessageType = MessageType {
     template: "The namespace is not enabled for Istio injection. Run 'kubectl label namespace %s istio-injection=enabled' to enable it, or 'kubectl label namespace %s istio-injection=disabled' to explicitly mark it as not needing injection.",
 };
 
+pub const SERVICE_ENTRY_ADDRESSES_REQUIRED: MessageType = MessageType {
+    code: "IST0134",
+    name: "ServiceEntryAddressesRequired",
+    level: Level::Warning,
+    template: "ServiceEntry addresses are required for this protocol.",
+};
+
 pub const SCHEMA_VALIDATION_ERROR: MessageType = MessageType {
     code: "IST0106",
     name: "SchemaValidationError",
