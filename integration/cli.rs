@@ -354,7 +354,7 @@ mod analyze {
     /// text; errors make the exit code 79, infos and warnings alone do not.
     #[test]
     fn each_code_fires_on_its_input_with_istioctls_line() {
-        let cases: [(&str, &[&str], i32); 9] = [
+        let cases: [(&str, &[&str], i32); 11] = [
             (
                 "ist0101-subset.yaml",
                 &[
@@ -411,6 +411,21 @@ mod analyze {
                 "ist0134.yaml",
                 &[
                     "Warning [IST0134] (ServiceEntry external/database testdata/analyze/ist0134.yaml:2) ServiceEntry addresses are required for this protocol.",
+                ],
+                0,
+            ),
+            (
+                "ist0128-ist0129.yaml",
+                &[
+                    "Warning [IST0128] (DestinationRule external/external-tls testdata/analyze/ist0128-ist0129.yaml:2) DestinationRule external/external-tls in namespace external has TLS mode set to SIMPLE but no caCertificates are set to validate server identity for host: api.example.com",
+                    "Warning [IST0129] (DestinationRule external/external-tls testdata/analyze/ist0128-ist0129.yaml:2) DestinationRule external/external-tls in namespace external has TLS mode set to SIMPLE but no caCertificates are set to validate server identity for host: api.example.com at port number:8443",
+                ],
+                0,
+            ),
+            (
+                "ist0132.yaml",
+                &[
+                    "Warning [IST0132] (VirtualService edge/blog testdata/analyze/ist0132.yaml:11) one or more host [blog.example.com] defined in VirtualService edge/blog not found in Gateway edge/public.",
                 ],
                 0,
             ),

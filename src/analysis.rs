@@ -121,6 +121,7 @@ pub fn analyze(store: &ConfigStore, locations: &Locations) -> Vec<Message> {
     unreachable_rules(store, locations, &mut out);
     namespaces_not_injected(store, locations, &mut out);
     service_entry_addresses(store, locations, &mut out);
+    unverified_server_certificates(store, locations, &mut out);
     out.sort_by(|a, b| {
         (a.resource.as_ref(), a.kind.code, &a.args).cmp(&(
             b.resource.as_ref(),
@@ -227,9 +228,42 @@ fn gateway_references(store: &ConfigStore, locations: &Locations, out: &mut Vec<
                     locations,
                     vec!["gateway".into(), g.clone()],
                 ));
+            } else if !hosts_in_gateway(store, &vs.spec.hosts, &vs.meta.namespace, ns, name) {
+                out.push(message(
+                    &messages::VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
+                    vs,
+                    locations,
+                    vec![
+                        format!("[{}]", vs.spec.hosts.join(" ")),
+                        format!("{}/{}", vs.meta.namespace, vs.meta.name),
+                        format!("{ns}/{name}"),
+                    ],
+                ));
             }
         }
     }
+}
+
+/// Whether some host of a VirtualService in `vs_namespace` is one a server of Gateway
+/// `gw_ns/gw_name` offers to that namespace (`ns/host`, `./host` or `*/host`; wildcards
+/// match).
+fn hosts_in_gateway(
+    store: &ConfigStore,
+    hosts: &[String],
+    vs_namespace: &str,
+    gw_ns: &str,
+    gw_name: &str,
+) -> bool {
+    store
+        .gateways
+        .iter()
+        .filter(|g| g.meta.namespace == gw_ns && g.meta.name == gw_name)
+        .flat_map(|g| g.spec.servers.iter().flat_map(|s| &s.hosts))
+        .any(|server_host| {
+            let (ns, host) = server_host.split_once('/').unwrap_or(("*", server_host));
+            let offered = ns == "*" || ns == vs_namespace || (ns == "." && gw_ns == vs_namespace);
+            offered && hosts.iter().any(|h| Hostname::new(h).matches(host))
+        })
 }
 
 /// Whether a VirtualService applies to sidecars (no gateways, or `mesh` among them).
@@ -443,6 +477,62 @@ fn service_entry_addresses(store: &ConfigStore, locations: &Locations, out: &mut
                 locations,
                 Vec::new(),
             ));
+        }
+    }
+}
+
+/// IST0128 / IST0129: TLS towards a destination (SIMPLE or MUTUAL, for the whole rule or a
+/// port) with nothing to verify the server's certificate against.
+fn unverified_server_certificates(
+    store: &ConfigStore,
+    locations: &Locations,
+    out: &mut Vec<Message>,
+) {
+    use crate::model::istio::destination_rule::{ClientTlsMode, ClientTlsSettings};
+    let unverified = |tls: Option<&ClientTlsSettings>| {
+        tls.filter(|t| {
+            matches!(t.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual)
+                && t.ca_certificates.is_empty()
+                && t.credential_name.is_empty()
+                && t.insecure_skip_verify != Some(true)
+        })
+        .map(|t| match t.mode {
+            ClientTlsMode::Simple => "SIMPLE",
+            _ => "MUTUAL",
+        })
+    };
+    for dr in &store.destination_rules {
+        let Some(policy) = &dr.spec.traffic_policy else {
+            continue;
+        };
+        let full_name = format!("{}/{}", dr.meta.namespace, dr.meta.name);
+        let base = || vec![full_name.clone(), dr.meta.namespace.clone()];
+        if let Some(mode) = unverified(policy.tls.as_ref()) {
+            let mut args = base();
+            args.extend([mode.to_string(), dr.spec.host.clone()]);
+            out.push(message(
+                &messages::NO_SERVER_CERTIFICATE_VERIFICATION_DESTINATION_LEVEL,
+                dr,
+                locations,
+                args,
+            ));
+        }
+        for p in &policy.port_level_settings {
+            if let Some(mode) = unverified(p.tls.as_ref()) {
+                let mut args = base();
+                args.extend([
+                    mode.to_string(),
+                    dr.spec.host.clone(),
+                    // Go's text form of the PortSelector, as istioctl prints it.
+                    format!("number:{}", p.port.as_ref().map_or(0, |p| p.number)),
+                ]);
+                out.push(message(
+                    &messages::NO_SERVER_CERTIFICATE_VERIFICATION_PORT_LEVEL,
+                    dr,
+                    locations,
+                    args,
+                ));
+            }
         }
     }
 }

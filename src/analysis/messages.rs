@@ -91,6 +91,20 @@ pub const PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION: MessageType = MessageType {
     template: "Port name %s (port: %d, targetPort: %s) doesn't follow the naming convention of Istio port.",
 };
 
+pub const NO_SERVER_CERTIFICATE_VERIFICATION_DESTINATION_LEVEL: MessageType = MessageType {
+    code: "IST0128",
+    name: "NoServerCertificateVerificationDestinationLevel",
+    level: Level::Warning,
+    template: "DestinationRule %s in namespace %s has TLS mode set to %s but no caCertificates are set to validate server identity for host: %s",
+};
+
+pub const NO_SERVER_CERTIFICATE_VERIFICATION_PORT_LEVEL: MessageType = MessageType {
+    code: "IST0129",
+    name: "NoServerCertificateVerificationPortLevel",
+    level: Level::Warning,
+    template: "DestinationRule %s in namespace %s has TLS mode set to %s but no caCertificates are set to validate server identity for host: %s at port %s",
+};
+
 pub const VIRTUAL_SERVICE_UNREACHABLE_RULE: MessageType = MessageType {
     code: "IST0130",
     name: "VirtualServiceUnreachableRule",
@@ -103,6 +117,13 @@ pub const VIRTUAL_SERVICE_INEFFECTIVE_MATCH: MessageType = MessageType {
     name: "VirtualServiceIneffectiveMatch",
     level: Level::Info,
     template: "VirtualService rule %v match %v is not used (duplicate/overlapping match in rule %v).",
+};
+
+pub const VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY: MessageType = MessageType {
+    code: "IST0132",
+    name: "VirtualServiceHostNotFoundInGateway",
+    level: Level::Warning,
+    template: "one or more host %v defined in VirtualService %s not found in Gateway %s.",
 };
 
 /// `template` with Go's verbs filled from `args` in order: `%q` quotes (Go's `%q` of a
