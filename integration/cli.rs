@@ -354,7 +354,7 @@ mod analyze {
     /// text; errors make the exit code 79, infos and warnings alone do not.
     #[test]
     fn each_code_fires_on_its_input_with_istioctls_line() {
-        let cases: [(&str, &[&str], i32); 11] = [
+        let cases: [(&str, &[&str], i32); 12] = [
             (
                 "ist0101-subset.yaml",
                 &[
@@ -382,6 +382,14 @@ mod analyze {
                 &[
                     "Error [IST0109] (VirtualService conflict/first testdata/analyze/ist0109.yaml:2) The VirtualServices conflict/first,conflict/second associated with mesh gateway define the same host api.conflict.svc.cluster.local which can lead to undefined behavior.",
                     "Error [IST0109] (VirtualService conflict/second testdata/analyze/ist0109.yaml:11) The VirtualServices conflict/first,conflict/second",
+                ],
+                79,
+            ),
+            (
+                "ist0110.yaml",
+                &[
+                    "Error [IST0110] (Sidecar scoped/by-app testdata/analyze/ist0110.yaml:2) The Sidecars [by-app by-version] in namespace \"scoped\" select the same workload pod \"web-1\", which can lead to undefined behavior.",
+                    "Error [IST0110] (Sidecar scoped/by-version testdata/analyze/ist0110.yaml:10)",
                 ],
                 79,
             ),

@@ -17,7 +17,7 @@ use crate::model::config::{Config, ConfigError};
 use crate::model::host::Hostname;
 use crate::model::istio::VirtualService;
 use crate::model::push_context::{ConfigStore, resolve_short_name, vs_destination_hosts};
-use crate::model::registry::{Protocol, ServiceSource, TargetPort};
+use crate::model::registry::{Protocol, ServiceSource, TargetPort, labels_match};
 pub use messages::{Level, MessageType};
 
 /// The object a message is about, and where it was read from.
@@ -117,6 +117,7 @@ pub fn analyze(store: &ConfigStore, locations: &Locations) -> Vec<Message> {
     gateway_references(store, locations, &mut out);
     conflicting_mesh_gateway_hosts(store, locations, &mut out);
     sidecars_without_selector(store, locations, &mut out);
+    sidecars_selecting_one_pod(store, locations, &mut out);
     port_names(store, locations, &mut out);
     unreachable_rules(store, locations, &mut out);
     namespaces_not_injected(store, locations, &mut out);
@@ -306,6 +307,45 @@ fn conflicting_mesh_gateway_hosts(
                 vs,
                 locations,
                 vec![names.clone(), host.clone()],
+            ));
+        }
+    }
+}
+
+/// IST0110: more than one Sidecar of a namespace selects the same pod.
+fn sidecars_selecting_one_pod(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for (pod, labels) in &store.pod_labels {
+        let Some((pod_name, ns)) = pod.split_once('.') else {
+            continue;
+        };
+        let selecting: Vec<_> = store
+            .sidecars
+            .iter()
+            .filter(|s| {
+                s.meta.namespace == ns
+                    && s.spec
+                        .workload_selector
+                        .as_ref()
+                        .is_some_and(|w| !w.labels.is_empty() && labels_match(&w.labels, labels))
+            })
+            .collect();
+        if selecting.len() < 2 {
+            continue;
+        }
+        let names = format!(
+            "[{}]",
+            selecting
+                .iter()
+                .map(|s| s.meta.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        for s in selecting {
+            out.push(message(
+                &messages::CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
+                s,
+                locations,
+                vec![names.clone(), ns.to_string(), pod_name.to_string()],
             ));
         }
     }

@@ -77,6 +77,13 @@ pub const CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS: MessageType = MessageT
     template: "The VirtualServices %s associated with mesh gateway define the same host %s which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.",
 };
 
+pub const CONFLICTING_SIDECAR_WORKLOAD_SELECTORS: MessageType = MessageType {
+    code: "IST0110",
+    name: "ConflictingSidecarWorkloadSelectors",
+    level: Level::Error,
+    template: "The Sidecars %v in namespace %q select the same workload pod %q, which can lead to undefined behavior.",
+};
+
 pub const MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS: MessageType = MessageType {
     code: "IST0111",
     name: "MultipleSidecarsWithoutWorkloadSelectors",
