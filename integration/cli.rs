@@ -358,7 +358,8 @@ mod analyze {
             (
                 "ist0101-subset.yaml",
                 &[
-                    "Error [IST0101] (VirtualService testns1/httpbin testdata/analyze/ist0101-subset.yaml:2) Referenced host+subset in destinationrule not found: \"httpbin+v3\"",
+                    "Error [IST0101] (VirtualService testns1/httpbin testdata/analyze/ist0101-subset.yaml:3) Referenced host+subset in destinationrule not found: \"httpbin+v3\"",
+                    "Error [IST0101] (VirtualService testns1/httpbin testdata/analyze/ist0101-subset.yaml:3) Referenced gateway not found: \"missing-gateway\"",
                 ],
                 79,
             ),

@@ -99,7 +99,12 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     for path in files(&args.files, args.recursive)? {
         read(&path, &args.namespace, &mut set, &mut locations);
     }
-    let store = set.into_store("istio-system", mesh.as_ref());
+    // The model refuses a VirtualService whose subsets no DestinationRule defines (IST0101,
+    // from its error); the other checks still look at it, as istioctl's do.
+    let mut virtual_services = set.store.virtual_services.clone();
+    let mut store = set.into_store("istio-system", mesh.as_ref());
+    virtual_services.sort_by(crate::model::config::istio_order);
+    store.virtual_services = virtual_services;
     let messages: Vec<Message> = analysis::analyze(&store, &locations)
         .into_iter()
         .filter(|m| {
