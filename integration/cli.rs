@@ -354,7 +354,7 @@ mod analyze {
     /// text; errors make the exit code 79, infos and warnings alone do not.
     #[test]
     fn each_code_fires_on_its_input_with_istioctls_line() {
-        let cases: [(&str, &[&str], i32); 12] = [
+        let cases: [(&str, &[&str], i32); 13] = [
             (
                 "ist0101-subset.yaml",
                 &[
@@ -399,6 +399,14 @@ mod analyze {
                 &[
                     "Error [IST0111] (Sidecar scoped/one testdata/analyze/ist0111.yaml:2) The Sidecars [one two] in namespace \"scoped\" have no workload selector, which can lead to undefined behavior.",
                     "Error [IST0111] (Sidecar scoped/two testdata/analyze/ist0111.yaml:9)",
+                ],
+                79,
+            ),
+            (
+                "ist0112.yaml",
+                &[
+                    "Error [IST0101] (VirtualService ports/api testdata/analyze/ist0112.yaml:2) Referenced host:port not found: \"api:9999\"",
+                    "Error [IST0112] (VirtualService ports/api testdata/analyze/ist0112.yaml:2) This VirtualService routes to a service \"api\" that exposes multiple ports [80 9090]. Specifying a port in the destination is required to disambiguate.",
                 ],
                 79,
             ),

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::model::config::{Config, ConfigError};
 use crate::model::host::Hostname;
 use crate::model::istio::VirtualService;
-use crate::model::push_context::{ConfigStore, resolve_short_name, vs_destination_hosts};
+use crate::model::push_context::{ConfigStore, resolve_short_name};
 use crate::model::registry::{Protocol, ServiceSource, TargetPort, labels_match};
 pub use messages::{Level, MessageType};
 
@@ -187,26 +187,79 @@ fn rejected_documents(store: &ConfigStore, locations: &Locations, out: &mut Vec<
     }
 }
 
-/// IST0101 `host`: a VirtualService destination that is no service of the mesh (Kubernetes
-/// Service or ServiceEntry host, wildcards included).
+/// IST0101 `host` / `mirror host` / `host:port` and IST0112, as istioctl's destination host
+/// analyzer: a destination that is no service of the mesh (Kubernetes Service or ServiceEntry
+/// host, wildcards included), a port the service does not have, or no port towards a service
+/// with several.
 fn destination_hosts(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    use crate::model::istio::virtual_service::Destination;
     for vs in &store.virtual_services {
+        let spec = &vs.spec;
+        let routes = spec
+            .http
+            .iter()
+            .flat_map(|r| &r.route)
+            .filter_map(|d| d.destination.as_ref())
+            .chain(
+                spec.tcp
+                    .iter()
+                    .flat_map(|r| &r.route)
+                    .filter_map(|d| d.destination.as_ref()),
+            )
+            .chain(
+                spec.tls
+                    .iter()
+                    .flat_map(|r| &r.route)
+                    .filter_map(|d| d.destination.as_ref()),
+            )
+            .map(|d| (d, "host"));
+        let mirrors = spec
+            .http
+            .iter()
+            .flat_map(|r| {
+                r.mirror
+                    .iter()
+                    .chain(r.mirrors.iter().filter_map(|m| m.destination.as_ref()))
+            })
+            .map(|d| (d, "mirror host"));
         let mut reported = std::collections::BTreeSet::new();
-        for host in vs_destination_hosts(&vs.spec) {
-            let fqdn = resolve_short_name(host, &vs.meta.namespace);
-            let known = store.registry.services.contains_key(&fqdn)
-                || store
+        for (d, what) in routes.chain(mirrors) {
+            let d: &Destination = d;
+            let fqdn = resolve_short_name(&d.host, &vs.meta.namespace);
+            let service = store.registry.services.get(&fqdn).or_else(|| {
+                store
                     .registry
                     .services
-                    .keys()
-                    .any(|s| Hostname::new(&fqdn).subset_of(s.as_str()));
-            if !known && reported.insert(host) {
-                out.push(message(
+                    .values()
+                    .find(|s| Hostname::new(&fqdn).subset_of(s.hostname.as_str()))
+            });
+            let (kind, args) = match (service, d.port.as_ref().filter(|p| p.number != 0)) {
+                (None, _) => (
                     &messages::REFERENCED_RESOURCE_NOT_FOUND,
-                    vs,
-                    locations,
-                    vec!["host".into(), host.to_string()],
-                ));
+                    vec![what.to_string(), d.host.clone()],
+                ),
+                (Some(s), None) if s.ports.len() > 1 => (
+                    &messages::VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
+                    vec![
+                        d.host.clone(),
+                        format!(
+                            "[{}]",
+                            s.ports
+                                .iter()
+                                .map(|p| p.port.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ),
+                    ],
+                ),
+                (Some(s), Some(p)) if !s.ports.iter().any(|sp| u32::from(sp.port) == p.number) => (
+                    &messages::REFERENCED_RESOURCE_NOT_FOUND,
+                    vec!["host:port".into(), format!("{}:{}", d.host, p.number)],
+                ),
+                _ => continue,
+            };
+            if reported.insert((kind.code, args.clone())) {
+                out.push(message(kind, vs, locations, args));
             }
         }
     }

@@ -91,6 +91,13 @@ pub const MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS: MessageType = MessageTyp
     template: "The Sidecars %v in namespace %q have no workload selector, which can lead to undefined behavior.",
 };
 
+pub const VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED: MessageType = MessageType {
+    code: "IST0112",
+    name: "VirtualServiceDestinationPortSelectorRequired",
+    level: Level::Error,
+    template: "This VirtualService routes to a service %q that exposes multiple ports %v. Specifying a port in the destination is required to disambiguate.",
+};
+
 pub const PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION: MessageType = MessageType {
     code: "IST0118",
     name: "PortNameIsNotUnderNamingConvention",
