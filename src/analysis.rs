@@ -152,6 +152,12 @@ fn message<T>(
     }
 }
 
+/// A list as Go's `%v` prints a slice: `[a b c]`.
+fn go_list<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    let items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    format!("[{}]", items.join(" "))
+}
+
 /// What the model refused: a reference to something missing is IST0101, anything else about
 /// a document IST0106 (`field: message`); a file that does not parse is IST0106 without an
 /// object.
@@ -240,17 +246,7 @@ fn destination_hosts(store: &ConfigStore, locations: &Locations, out: &mut Vec<M
                 ),
                 (Some(s), None) if s.ports.len() > 1 => (
                     &messages::VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
-                    vec![
-                        d.host.clone(),
-                        format!(
-                            "[{}]",
-                            s.ports
-                                .iter()
-                                .map(|p| p.port.to_string())
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        ),
-                    ],
+                    vec![d.host.clone(), go_list(s.ports.iter().map(|p| p.port))],
                 ),
                 (Some(s), Some(p)) if !s.ports.iter().any(|sp| u32::from(sp.port) == p.number) => (
                     &messages::REFERENCED_RESOURCE_NOT_FOUND,
@@ -288,7 +284,7 @@ fn gateway_references(store: &ConfigStore, locations: &Locations, out: &mut Vec<
                     vs,
                     locations,
                     vec![
-                        format!("[{}]", vs.spec.hosts.join(" ")),
+                        go_list(&vs.spec.hosts),
                         format!("{}/{}", vs.meta.namespace, vs.meta.name),
                         format!("{ns}/{name}"),
                     ],
@@ -385,14 +381,7 @@ fn sidecars_selecting_one_pod(store: &ConfigStore, locations: &Locations, out: &
         if selecting.len() < 2 {
             continue;
         }
-        let names = format!(
-            "[{}]",
-            selecting
-                .iter()
-                .map(|s| s.meta.name.as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        let names = go_list(selecting.iter().map(|s| &s.meta.name));
         for s in selecting {
             out.push(message(
                 &messages::CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
@@ -415,13 +404,7 @@ fn sidecars_without_selector(store: &ConfigStore, locations: &Locations, out: &m
         by_ns.entry(&s.meta.namespace).or_default().push(s);
     }
     for (ns, list) in by_ns.into_iter().filter(|(_, l)| l.len() > 1) {
-        let names = format!(
-            "[{}]",
-            list.iter()
-                .map(|s| s.meta.name.as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        let names = go_list(list.iter().map(|s| &s.meta.name));
         for s in list {
             out.push(message(
                 &messages::MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS,

@@ -187,9 +187,11 @@ fn read(path: &Path, namespace: &str, set: &mut ObjectSet, locations: &mut Locat
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            set.store
-                .errors
-                .push(file_error(&source, None, format!("cannot read: {e}")));
+            set.store.errors.push(ConfigError::file(
+                &source,
+                None,
+                format!("cannot read: {e}"),
+            ));
             return;
         }
     };
@@ -198,9 +200,11 @@ fn read(path: &Path, namespace: &str, set: &mut ObjectSet, locations: &mut Locat
         let value: Value = match serde_saphyr::from_str::<Value>(doc) {
             Ok(v) => v,
             Err(e) => {
-                set.store
-                    .errors
-                    .push(file_error(&source, Some(i), format!("not valid YAML: {e}")));
+                set.store.errors.push(ConfigError::file(
+                    &source,
+                    Some(i),
+                    format!("not valid YAML: {e}"),
+                ));
                 continue;
             }
         };
@@ -286,19 +290,6 @@ fn documents(text: &str) -> Vec<(usize, &str)> {
             (line + skip, d)
         })
         .collect()
-}
-
-fn file_error(source: &str, document: Option<usize>, message: String) -> ConfigError {
-    ConfigError {
-        source: source.to_string(),
-        document,
-        kind: None,
-        namespace: None,
-        name: None,
-        field: None,
-        message,
-        missing: None,
-    }
 }
 
 /// istioctl's JSON (and YAML) rows.

@@ -162,6 +162,23 @@ pub struct ConfigError {
     pub missing: Option<MissingReference>,
 }
 
+impl ConfigError {
+    /// An error about a file, or one of its documents, that names no object (it could not be
+    /// read or parsed).
+    pub fn file(source: &str, document: Option<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            source: source.to_string(),
+            document,
+            kind: None,
+            namespace: None,
+            name: None,
+            field: None,
+            message: message.into(),
+            missing: None,
+        }
+    }
+}
+
 /// A reference to an object that does not exist: what kind of thing (`host+subset in
 /// destinationrule`, istioctl's words) and the value that names it (`httpbin+v3`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]

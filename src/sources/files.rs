@@ -99,19 +99,14 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, Box<Config
         ))
     });
     parsed.map_err(|message| {
-        Box::new(ConfigError {
-            source: path.display().to_string(),
-            document: None,
-            kind: None,
-            namespace: None,
-            name: None,
-            field: None,
-            message: format!(
+        Box::new(ConfigError::file(
+            &path.display().to_string(),
+            None,
+            format!(
                 "not valid {}: {message}",
                 if is_json { "JSON" } else { "YAML" }
             ),
-            missing: None,
-        })
+        ))
     })
 }
 
@@ -251,16 +246,9 @@ fn read_file(path: &Path) -> ObjectSet {
     let source = path.display().to_string();
     let file_error = |message: String| {
         let mut set = ObjectSet::default();
-        set.store.errors.push(ConfigError {
-            source: source.clone(),
-            document: None,
-            kind: None,
-            namespace: None,
-            name: None,
-            field: None,
-            message,
-            missing: None,
-        });
+        set.store
+            .errors
+            .push(ConfigError::file(&source, None, message));
         set
     };
     match std::fs::metadata(path) {
