@@ -354,7 +354,7 @@ mod analyze {
     /// text; errors make the exit code 79, infos and warnings alone do not.
     #[test]
     fn each_code_fires_on_its_input_with_istioctls_line() {
-        let cases: [(&str, &[&str], i32); 13] = [
+        let cases: [(&str, &[&str], i32); 14] = [
             (
                 "ist0101-subset.yaml",
                 &[
@@ -445,6 +445,15 @@ mod analyze {
                     "Warning [IST0132] (VirtualService edge/blog testdata/analyze/ist0132.yaml:11) one or more host [blog.example.com] defined in VirtualService edge/blog not found in Gateway edge/public.",
                 ],
                 0,
+            ),
+            (
+                "ist0152-ist0154.yaml",
+                &[
+                    "Error [IST0152] (EnvoyFilter filters/patches testdata/analyze/ist0152-ist0154.yaml:2) The REPLACE operation is only valid for HTTP_FILTER and NETWORK_FILTER.",
+                    "Error [IST0153] (EnvoyFilter filters/patches testdata/analyze/ist0152-ist0154.yaml:2) The ADD operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.",
+                    "Error [IST0154] (EnvoyFilter filters/patches testdata/analyze/ist0152-ist0154.yaml:2) The REMOVE operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.",
+                ],
+                79,
             ),
             (
                 "ist0130-ist0131.yaml",

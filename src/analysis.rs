@@ -123,6 +123,7 @@ pub fn analyze(store: &ConfigStore, locations: &Locations) -> Vec<Message> {
     namespaces_not_injected(store, locations, &mut out);
     service_entry_addresses(store, locations, &mut out);
     unverified_server_certificates(store, locations, &mut out);
+    envoy_filter_operations(store, locations, &mut out);
     out.sort_by(|a, b| {
         (a.resource.as_ref(), a.kind.code, &a.args).cmp(&(
             b.resource.as_ref(),
@@ -609,6 +610,28 @@ fn unverified_server_certificates(
                     args,
                 ));
             }
+        }
+    }
+}
+
+/// IST0152 / IST0153 / IST0154: an EnvoyFilter patch whose operation Envoy's config cannot take
+/// where it applies: REPLACE other than on an HTTP or network filter, ADD or REMOVE on a route
+/// configuration or an HTTP route.
+fn envoy_filter_operations(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for ef in &store.envoy_filters {
+        for patch in ef.spec["configPatches"].as_array().into_iter().flatten() {
+            let apply_to = patch["applyTo"].as_str().unwrap_or_default();
+            let operation = patch["patch"]["operation"].as_str().unwrap_or_default();
+            let on_routes = matches!(apply_to, "ROUTE_CONFIGURATION" | "HTTP_ROUTE");
+            let kind = match operation {
+                "REPLACE" if !matches!(apply_to, "HTTP_FILTER" | "NETWORK_FILTER") => {
+                    &messages::ENVOY_FILTER_USES_REPLACE_OPERATION_INCORRECTLY
+                }
+                "ADD" if on_routes => &messages::ENVOY_FILTER_USES_ADD_OPERATION_INCORRECTLY,
+                "REMOVE" if on_routes => &messages::ENVOY_FILTER_USES_REMOVE_OPERATION_INCORRECTLY,
+                _ => continue,
+            };
+            out.push(message(kind, ef, locations, Vec::new()));
         }
     }
 }

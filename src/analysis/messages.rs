@@ -140,6 +140,27 @@ pub const VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY: MessageType = MessageType {
     template: "one or more host %v defined in VirtualService %s not found in Gateway %s.",
 };
 
+pub const ENVOY_FILTER_USES_REPLACE_OPERATION_INCORRECTLY: MessageType = MessageType {
+    code: "IST0152",
+    name: "EnvoyFilterUsesReplaceOperationIncorrectly",
+    level: Level::Error,
+    template: "The REPLACE operation is only valid for HTTP_FILTER and NETWORK_FILTER.",
+};
+
+pub const ENVOY_FILTER_USES_ADD_OPERATION_INCORRECTLY: MessageType = MessageType {
+    code: "IST0153",
+    name: "EnvoyFilterUsesAddOperationIncorrectly",
+    level: Level::Error,
+    template: "The ADD operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.",
+};
+
+pub const ENVOY_FILTER_USES_REMOVE_OPERATION_INCORRECTLY: MessageType = MessageType {
+    code: "IST0154",
+    name: "EnvoyFilterUsesRemoveOperationIncorrectly",
+    level: Level::Error,
+    template: "The REMOVE operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.",
+};
+
 /// `template` with Go's verbs filled from `args` in order: `%q` quotes (Go's `%q` of a
 /// string), the others print the argument as it is; `%%` is a percent sign.
 pub fn render(template: &str, args: &[String]) -> String {
