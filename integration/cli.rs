@@ -354,7 +354,7 @@ mod analyze {
     /// text; errors make the exit code 79, infos and warnings alone do not.
     #[test]
     fn each_code_fires_on_its_input_with_istioctls_line() {
-        let cases: [(&str, &[&str], i32); 14] = [
+        let cases: [(&str, &[&str], i32); 15] = [
             (
                 "ist0101-subset.yaml",
                 &[
@@ -452,6 +452,14 @@ mod analyze {
                     "Error [IST0152] (EnvoyFilter filters/patches testdata/analyze/ist0152-ist0154.yaml:2) The REPLACE operation is only valid for HTTP_FILTER and NETWORK_FILTER.",
                     "Error [IST0153] (EnvoyFilter filters/patches testdata/analyze/ist0152-ist0154.yaml:2) The ADD operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.",
                     "Error [IST0154] (EnvoyFilter filters/patches testdata/analyze/ist0152-ist0154.yaml:2) The REMOVE operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.",
+                ],
+                79,
+            ),
+            (
+                "ist0162.yaml",
+                &[
+                    "Error [IST0101] (Gateway edge/orphan testdata/analyze/ist0162.yaml:13) Referenced selector not found: \"istio=nothing-runs-this\"",
+                    "Warning [IST0162] (Gateway edge/public testdata/analyze/ist0162.yaml:3) The gateway is listening on a target port (port 8443) that is not defined in the Service associated with its workload instances (Pod selector istio=ingressgateway).",
                 ],
                 79,
             ),

@@ -124,6 +124,7 @@ pub fn analyze(store: &ConfigStore, locations: &Locations) -> Vec<Message> {
     service_entry_addresses(store, locations, &mut out);
     unverified_server_certificates(store, locations, &mut out);
     envoy_filter_operations(store, locations, &mut out);
+    gateway_workloads(store, locations, &mut out);
     out.sort_by(|a, b| {
         (a.resource.as_ref(), a.kind.code, &a.args).cmp(&(
             b.resource.as_ref(),
@@ -632,6 +633,77 @@ fn envoy_filter_operations(store: &ConfigStore, locations: &Locations, out: &mut
                 _ => continue,
             };
             out.push(message(kind, ef, locations, Vec::new()));
+        }
+    }
+}
+
+/// IST0101 `selector` and IST0162, as istioctl's gateway analyzer: a Gateway whose selector no
+/// pod satisfies, and a server port that no Service of the selected pods exposes (as its port
+/// or its target port).
+fn gateway_workloads(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for gw in &store.gateways {
+        // Kubernetes' text form of the selector: `k=v,k2=v2`, keys in order.
+        let selector = gw
+            .spec
+            .selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pods: Vec<(&str, &BTreeMap<String, String>)> = store
+            .pod_labels
+            .iter()
+            .filter(|(_, labels)| labels_match(&gw.spec.selector, labels))
+            .map(|(pod, labels)| (pod.as_str(), labels))
+            .collect();
+        if pods.is_empty() {
+            out.push(message(
+                &messages::REFERENCED_RESOURCE_NOT_FOUND,
+                gw,
+                locations,
+                vec!["selector".into(), selector],
+            ));
+            continue;
+        }
+        let mut target_ports = std::collections::BTreeSet::new();
+        for (pod, labels) in &pods {
+            let ns = pod.split_once('.').map_or("", |(_, ns)| ns);
+            let services = store.registry.services.values().filter(|s| {
+                s.namespace == ns
+                    && s.selector
+                        .as_ref()
+                        .is_some_and(|sel| !sel.is_empty() && labels_match(sel, labels))
+            });
+            for port in services
+                .flat_map(|s| &s.ports)
+                .filter(|p| p.protocol != Protocol::Udp)
+            {
+                // A server port may name the Service port (istiod listens on its target) or
+                // the target port itself.
+                target_ports.insert(u32::from(port.port));
+                let number = match &port.target_port {
+                    TargetPort::Number(0) => Some(port.port),
+                    TargetPort::Number(n) => Some(*n),
+                    TargetPort::Named(name) => store
+                        .pod_ports
+                        .get(*pod)
+                        .and_then(|ports| ports.get(name))
+                        .copied(),
+                };
+                target_ports.extend(number.map(u32::from));
+            }
+        }
+        for server in &gw.spec.servers {
+            if let Some(port) = &server.port
+                && !target_ports.contains(&port.number)
+            {
+                out.push(message(
+                    &messages::GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
+                    gw,
+                    locations,
+                    vec![port.number.to_string(), selector.clone()],
+                ));
+            }
         }
     }
 }

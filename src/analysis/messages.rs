@@ -161,6 +161,13 @@ pub const ENVOY_FILTER_USES_REMOVE_OPERATION_INCORRECTLY: MessageType = MessageT
     template: "The REMOVE operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.",
 };
 
+pub const GATEWAY_PORT_NOT_DEFINED_ON_SERVICE: MessageType = MessageType {
+    code: "IST0162",
+    name: "GatewayPortNotDefinedOnService",
+    level: Level::Warning,
+    template: "The gateway is listening on a target port (port %d) that is not defined in the Service associated with its workload instances (Pod selector %s). If you need to access the gateway port through the gateway Service, it will not be available.",
+};
+
 /// `template` with Go's verbs filled from `args` in order: `%q` quotes (Go's `%q` of a
 /// string), the others print the argument as it is; `%%` is a percent sign.
 pub fn render(template: &str, args: &[String]) -> String {
