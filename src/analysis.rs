@@ -678,8 +678,9 @@ fn gateway_workloads(store: &ConfigStore, locations: &Locations, out: &mut Vec<M
                 .flat_map(|s| &s.ports)
                 .filter(|p| p.protocol != Protocol::Udp)
             {
-                // A server port may name the Service port (istiod listens on its target) or
-                // the target port itself.
+                // On purpose more lenient than istioctl, which counts target ports only: a
+                // server port may also name the Service port, which istiod listens on as its
+                // target (the sandbox's 80 → 8080 ingress, Istio's own chart shape).
                 target_ports.insert(u32::from(port.port));
                 let number = match &port.target_port {
                     TargetPort::Number(0) => Some(port.port),
