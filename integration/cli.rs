@@ -354,7 +354,15 @@ mod analyze {
     /// text; errors make the exit code 79, infos and warnings alone do not.
     #[test]
     fn each_code_fires_on_its_input_with_istioctls_line() {
-        let cases: [(&str, &[&str], i32); 15] = [
+        let cases: [(&str, &[&str], i32); 16] = [
+            (
+                "ist0002.yaml",
+                &[
+                    "Warning [IST0002] (Sidecar old/default testdata/analyze/ist0002.yaml:20) Deprecated: OutboundTrafficPolicy.EgressProxy ignored",
+                    "Warning [IST0002] (VirtualService old/slow testdata/analyze/ist0002.yaml:2) Deprecated: HTTPRoute.fault.delay.percent is deprecated; use HTTPRoute.fault.delay.percentage",
+                ],
+                0,
+            ),
             (
                 "ist0101-subset.yaml",
                 &[

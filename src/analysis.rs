@@ -125,6 +125,7 @@ pub fn analyze(store: &ConfigStore, locations: &Locations) -> Vec<Message> {
     unverified_server_certificates(store, locations, &mut out);
     envoy_filter_operations(store, locations, &mut out);
     gateway_workloads(store, locations, &mut out);
+    deprecated_fields(store, locations, &mut out);
     out.sort_by(|a, b| {
         (a.resource.as_ref(), a.kind.code, &a.args).cmp(&(
             b.resource.as_ref(),
@@ -705,6 +706,44 @@ fn gateway_workloads(store: &ConfigStore, locations: &Locations, out: &mut Vec<M
                     vec![port.number.to_string(), selector.clone()],
                 ));
             }
+        }
+    }
+}
+
+/// IST0002, as istioctl's deprecation analyzer: a VirtualService delay's integer `percent`
+/// (replaced by `percentage`) and a Sidecar's `outboundTrafficPolicy.egressProxy` (ignored).
+fn deprecated_fields(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+    for vs in &store.virtual_services {
+        let delays = vs
+            .spec
+            .http
+            .iter()
+            .filter_map(|r| r.fault.as_ref()?.delay.as_ref())
+            .filter(|d| d.percent > 0);
+        for _ in delays {
+            out.push(message(
+                &messages::DEPRECATED,
+                vs,
+                locations,
+                vec![
+                    "HTTPRoute.fault.delay.percent is deprecated; use HTTPRoute.fault.delay.percentage"
+                        .into(),
+                ],
+            ));
+        }
+    }
+    for s in &store.sidecars {
+        if s.spec
+            .outbound_traffic_policy
+            .as_ref()
+            .is_some_and(|p| p.egress_proxy.is_some())
+        {
+            out.push(message(
+                &messages::DEPRECATED,
+                s,
+                locations,
+                vec!["OutboundTrafficPolicy.EgressProxy ignored".into()],
+            ));
         }
     }
 }

@@ -42,6 +42,13 @@ pub struct MessageType {
     pub template: &'static str,
 }
 
+pub const DEPRECATED: MessageType = MessageType {
+    code: "IST0002",
+    name: "Deprecated",
+    level: Level::Warning,
+    template: "Deprecated: %s",
+};
+
 pub const REFERENCED_RESOURCE_NOT_FOUND: MessageType = MessageType {
     code: "IST0101",
     name: "ReferencedResourceNotFound",
