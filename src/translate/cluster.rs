@@ -12,24 +12,23 @@ use crate::model::proxy::{InterceptionMode, NodeType, Proxy};
 use crate::model::push_context::PushContext;
 use crate::model::registry::{Resolution, Service, ServicePort};
 use crate::translate::common::{
-    downstream_protocol, istio_metadata, pb_value, upstream_protocol_options,
+    downstream_protocol, http_protocol_options_map, istio_metadata, istio_services_struct,
+    pb_value, source_bind, upstream_protocol_options,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::r#type::v3::Percent;
-use envoy_types::pb::google::protobuf::{ListValue, Struct, value::Kind};
-use std::collections::HashMap;
+use envoy_types::pb::google::protobuf::value::Kind;
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    CircuitBreakers, Cluster,
+    Cluster,
     cluster::{
         ClusterDiscoveryType, CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig,
         LbPolicy,
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    BindConfig, Http1ProtocolOptions, HttpProtocolOptions as CommonHttpProtocolOptions, Metadata,
-    SocketAddress, socket_address::PortSpecifier,
+    Http1ProtocolOptions, HttpProtocolOptions as CommonHttpProtocolOptions, Metadata,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
@@ -40,13 +39,12 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 
 use crate::translate::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_BIND_IP, INBOUND_PASSTHROUGH_CLUSTER,
-    PASSTHROUGH_CLUSTER, ads_config_source, any, endpoint, outbound_cluster_name, pb_duration,
+    PASSTHROUGH_CLUSTER, ads_config_source, endpoint, outbound_cluster_name, pb_duration,
     traffic_policy,
 };
 
 /// istiod's default `dnsRefreshRate` (MeshConfig).
 const DNS_REFRESH_RATE: std::time::Duration = std::time::Duration::from_secs(60);
-const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// Every cluster `proxy` gets, in a stable order.
 pub fn build_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster> {
@@ -236,33 +234,19 @@ fn outbound_cluster(
                 )),
             })
         });
-        cluster.typed_extension_protocol_options =
-            HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), any(&options))]);
+        cluster.typed_extension_protocol_options = http_protocol_options_map(&options);
     }
     Some(cluster)
-}
-
-/// istiod's defaults: effectively unlimited, with remaining-capacity tracking.
-fn default_circuit_breakers() -> CircuitBreakers {
-    CircuitBreakers {
-        thresholds: vec![traffic_policy::default_thresholds()],
-        ..Default::default()
-    }
 }
 
 /// `filter_metadata.istio`: the service the cluster belongs to, as istiod records it.
 fn service_metadata(service: &Service, subset: &str) -> Metadata {
     let s = |v: &str| pb_value(Kind::StringValue(v.to_string()));
-    let mut svc = Struct::default();
-    svc.fields.insert("host".into(), s(&service.hostname));
-    svc.fields.insert("name".into(), s(&service.name));
-    svc.fields.insert("namespace".into(), s(&service.namespace));
-    let mut istio = Struct::default();
-    let services = vec![pb_value(Kind::StructValue(svc))];
-    istio.fields.insert(
-        "services".into(),
-        pb_value(Kind::ListValue(ListValue { values: services })),
-    );
+    let mut istio = istio_services_struct([(
+        service.hostname.as_str(),
+        service.name.as_str(),
+        service.namespace.as_str(),
+    )]);
     if !subset.is_empty() {
         istio.fields.insert("subset".into(), s(subset));
     }
@@ -294,19 +278,9 @@ fn passthrough_cluster(push: &PushContext, name: &str, bind_ip: Option<&str>) ->
         )),
         connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
         lb_policy: LbPolicy::ClusterProvided as i32,
-        circuit_breakers: Some(default_circuit_breakers()),
-        typed_extension_protocol_options: HashMap::from([(
-            HTTP_PROTOCOL_OPTIONS.to_string(),
-            any(&options),
-        )]),
-        upstream_bind_config: bind_ip.map(|ip| BindConfig {
-            source_address: Some(SocketAddress {
-                address: ip.to_string(),
-                port_specifier: Some(PortSpecifier::PortValue(0)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        circuit_breakers: Some(traffic_policy::default_circuit_breakers()),
+        typed_extension_protocol_options: http_protocol_options_map(&options),
+        upstream_bind_config: bind_ip.map(source_bind),
         ..Default::default()
     }
 }

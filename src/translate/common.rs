@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, Http1ProtocolOptions, Http2ProtocolOptions, Metadata, SocketAddress, address,
+    Address, BindConfig, Http1ProtocolOptions, Http2ProtocolOptions, Metadata, SocketAddress,
+    address,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
@@ -18,7 +19,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
 use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 
 use crate::model::config::Config;
 use crate::model::istio::VirtualService;
@@ -27,7 +28,7 @@ use crate::model::istio::virtual_service::Destination;
 use crate::model::proxy::Proxy;
 use crate::model::push_context::{PushContext, resolve_short_name};
 use crate::model::registry::{Protocol, Service};
-use crate::translate::outbound_cluster_name;
+use crate::translate::{any, outbound_cluster_name};
 
 /// A protobuf `Value` holding `kind`.
 pub(crate) fn pb_value(kind: Kind) -> Value {
@@ -38,6 +39,52 @@ pub(crate) fn pb_value(kind: Kind) -> Value {
 pub(crate) fn istio_metadata(istio: Struct) -> Metadata {
     Metadata {
         filter_metadata: HashMap::from([("istio".to_string(), istio)]),
+        ..Default::default()
+    }
+}
+
+/// `filter_metadata.istio.services`: the services a cluster serves, each as
+/// `{host, name, namespace}` (how istiod records them).
+pub(crate) fn istio_services_struct<'a>(
+    services: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Struct {
+    let s = |v: &str| pb_value(Kind::StringValue(v.to_string()));
+    let values = services
+        .into_iter()
+        .map(|(host, name, namespace)| {
+            let mut svc = Struct::default();
+            svc.fields.insert("host".into(), s(host));
+            svc.fields.insert("name".into(), s(name));
+            svc.fields.insert("namespace".into(), s(namespace));
+            pb_value(Kind::StructValue(svc))
+        })
+        .collect();
+    let mut istio = Struct::default();
+    istio.fields.insert(
+        "services".into(),
+        pb_value(Kind::ListValue(ListValue { values })),
+    );
+    istio
+}
+
+/// A cluster's `typed_extension_protocol_options` holding `options`.
+pub(crate) fn http_protocol_options_map(
+    options: &HttpProtocolOptions,
+) -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    HashMap::from([(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+        any(options),
+    )])
+}
+
+/// Upstream connections bound to `ip` (any port), as istiod binds inbound traffic to 127.0.0.6.
+pub(crate) fn source_bind(ip: &str) -> BindConfig {
+    BindConfig {
+        source_address: Some(SocketAddress {
+            address: ip.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(0)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -61,12 +61,29 @@ use crate::model::push_context::PushContext;
 use crate::translate::common::destination_cluster;
 use crate::translate::{BLACKHOLE_CLUSTER, any, pb_duration};
 
-pub(crate) fn tls_inspector() -> ListenerFilter {
+/// A listener filter `name` with its typed configuration.
+pub(crate) fn listener_filter(
+    name: &str,
+    typed: envoy_types::pb::google::protobuf::Any,
+) -> ListenerFilter {
     ListenerFilter {
-        name: TLS_INSPECTOR.into(),
-        config_type: Some(ListenerFilterConfigType::TypedConfig(any(
-            &TlsInspector::default(),
-        ))),
+        name: name.into(),
+        config_type: Some(ListenerFilterConfigType::TypedConfig(typed)),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn tls_inspector() -> ListenerFilter {
+    listener_filter(TLS_INSPECTOR, any(&TlsInspector::default()))
+}
+
+/// A chain match for plaintext (`raw_buffer`) traffic, to `destination_port` when given, with
+/// one of `alpns` when any (what the HTTP inspector detects).
+pub(crate) fn plaintext_match(destination_port: Option<u32>, alpns: &[&str]) -> FilterChainMatch {
+    FilterChainMatch {
+        destination_port: destination_port.map(|value| UInt32Value { value }),
+        transport_protocol: "raw_buffer".into(),
+        application_protocols: alpns.iter().map(|a| a.to_string()).collect(),
         ..Default::default()
     }
 }
@@ -350,20 +367,17 @@ pub(crate) fn inspector_filters<'a>(
     if ports.values().any(|i| i.0) {
         // On by default (a chain without a port needs it): off where no chain needs it;
         // otherwise on only where one does.
+        let ports_where = |needed: bool| -> Vec<u32> {
+            ports
+                .iter()
+                .filter(|(p, i)| **p != 0 && i.0 == needed)
+                .map(|(p, _)| *p)
+                .collect()
+        };
         let filter_disabled = if ports.get(&0).is_some_and(|i| i.0) {
-            let off: Vec<u32> = ports
-                .iter()
-                .filter(|(p, i)| **p != 0 && !i.0)
-                .map(|(p, _)| *p)
-                .collect();
-            exclude_ports(&off)
+            exclude_ports(&ports_where(false))
         } else {
-            let on: Vec<u32> = ports
-                .iter()
-                .filter(|(p, i)| **p != 0 && i.0)
-                .map(|(p, _)| *p)
-                .collect();
-            exclude_ports(&on).map(|rule| ListenerFilterChainMatchPredicate {
+            exclude_ports(&ports_where(true)).map(|rule| ListenerFilterChainMatchPredicate {
                 rule: Some(Rule::NotMatch(Box::new(rule))),
             })
         };
@@ -380,11 +394,8 @@ pub(crate) fn inspector_filters<'a>(
             .map(|(p, _)| *p)
             .collect();
         out.push(ListenerFilter {
-            name: HTTP_INSPECTOR.into(),
-            config_type: Some(ListenerFilterConfigType::TypedConfig(any(
-                &HttpInspector::default(),
-            ))),
             filter_disabled: exclude_ports(&off),
+            ..listener_filter(HTTP_INSPECTOR, any(&HttpInspector::default()))
         });
     }
     out

@@ -19,16 +19,14 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, CommonLbConfig, DiscoveryType, LbPolicy,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, BindConfig, Pipe, SocketAddress, TrafficDirection, address,
-    socket_address::PortSpecifier,
+    Address, Pipe, TrafficDirection, address,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
-use envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType as ListenerFilterConfigType;
 use envoy_types::pb::envoy::config::listener::v3::{
-    FilterChain, FilterChainMatch, Listener, ListenerFilter,
+    FilterChain, Listener, ListenerFilter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     Decorator, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
@@ -43,7 +41,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
 };
 use envoy_types::pb::google::protobuf::{
-    BoolValue, Duration as PbDuration, ListValue, Struct, UInt32Value, value::Kind,
+    BoolValue, Duration as PbDuration, UInt32Value,
 };
 
 use crate::model::istio::sidecar::CaptureMode;
@@ -51,11 +49,12 @@ use crate::model::proxy::{InterceptionMode, NodeType, Proxy};
 use crate::model::push_context::PushContext;
 use crate::model::registry::Protocol;
 use crate::translate::common::{
-    inbound_cluster_name, istio_metadata, pb_value, socket_address, upstream_protocol_options,
+    http_protocol_options_map, inbound_cluster_name, istio_metadata, istio_services_struct,
+    socket_address, source_bind, upstream_protocol_options,
 };
 use crate::translate::filters::{
     PLAINTEXT_HTTP_ALPNS, blackhole_chain, http_connection_manager, inspector_filters,
-    listener_access_logs, network_filter, tcp_proxy_filter,
+    listener_access_logs, listener_filter, network_filter, plaintext_match, tcp_proxy_filter,
 };
 use crate::translate::{
     INBOUND_PASSTHROUGH_BIND_IP, INBOUND_PASSTHROUGH_CLUSTER, any, pb_duration, traffic_policy,
@@ -67,7 +66,6 @@ pub const VIRTUAL_INBOUND_PORT: u32 = 15006;
 pub const VIRTUAL_INBOUND_BLACKHOLE: &str = "virtualInbound-blackhole";
 /// The catch-all HTTP chain of `virtualInbound` (plaintext HTTP to a port no service declares).
 pub const VIRTUAL_INBOUND_CATCHALL_HTTP: &str = "virtualInbound-catchall-http";
-const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// istiod's "never" for the cleanup of inbound ORIGINAL_DST hosts: the most whole seconds a Go
 /// `time.Duration` holds (about 292 years; Envoy rejects longer ones).
 const MAX_DURATION_SECONDS: i64 = 9_223_372_035;
@@ -307,13 +305,13 @@ fn listener_filters(
 ) -> Vec<ListenerFilter> {
     let mut out = Vec::new();
     if !bind_to_port {
-        out.push(typed_listener_filter(
+        out.push(listener_filter(
             "envoy.filters.listener.original_dst",
             any(&OriginalDst {}),
         ));
     }
     if tproxy {
-        out.push(typed_listener_filter(
+        out.push(listener_filter(
             "envoy.filters.listener.original_src",
             any(&OriginalSrc::default()),
         ));
@@ -322,31 +320,15 @@ fn listener_filters(
     out
 }
 
-fn typed_listener_filter(
-    name: &str,
-    typed: envoy_types::pb::google::protobuf::Any,
-) -> ListenerFilter {
-    ListenerFilter {
-        name: name.into(),
-        config_type: Some(ListenerFilterConfigType::TypedConfig(typed)),
-        ..Default::default()
-    }
-}
-
 /// The chains every `virtualInbound` starts with (istiod's `buildInboundPassthroughChains`,
 /// plaintext): the blackhole for traffic to 15006 itself, plaintext HTTP and then any other
 /// traffic to a port no service declares, both to the original destination.
 fn passthrough_chains(proxy: &Proxy, push: &PushContext) -> Vec<FilterChain> {
-    let raw = |alpns: &[&str]| FilterChainMatch {
-        transport_protocol: "raw_buffer".into(),
-        application_protocols: alpns.iter().map(|a| a.to_string()).collect(),
-        ..Default::default()
-    };
     vec![
         blackhole_chain(VIRTUAL_INBOUND_BLACKHOLE, VIRTUAL_INBOUND_PORT),
         FilterChain {
             name: VIRTUAL_INBOUND_CATCHALL_HTTP.into(),
-            filter_chain_match: Some(raw(&PLAINTEXT_HTTP_ALPNS)),
+            filter_chain_match: Some(plaintext_match(None, &PLAINTEXT_HTTP_ALPNS)),
             filters: vec![inbound_hcm(
                 proxy,
                 push,
@@ -361,7 +343,7 @@ fn passthrough_chains(proxy: &Proxy, push: &PushContext) -> Vec<FilterChain> {
         },
         FilterChain {
             name: VIRTUAL_INBOUND.into(),
-            filter_chain_match: Some(raw(&[])),
+            filter_chain_match: Some(plaintext_match(None, &[])),
             filters: vec![tcp_proxy_filter(
                 push,
                 INBOUND_PASSTHROUGH_CLUSTER,
@@ -376,14 +358,7 @@ fn passthrough_chains(proxy: &Proxy, push: &PushContext) -> Vec<FilterChain> {
 /// HTTP → an HCM, TCP → a TCP proxy, unknown → both (HTTP for sniffed plaintext HTTP first).
 fn port_chains(proxy: &Proxy, push: &PushContext, port: &InboundPort) -> Vec<FilterChain> {
     let cluster = port.cluster();
-    let chain_match = |alpns: &[&str]| FilterChainMatch {
-        destination_port: Some(UInt32Value {
-            value: u32::from(port.target_port),
-        }),
-        transport_protocol: "raw_buffer".into(),
-        application_protocols: alpns.iter().map(|a| a.to_string()).collect(),
-        ..Default::default()
-    };
+    let chain_match = |alpns: &[&str]| plaintext_match(Some(u32::from(port.target_port)), alpns);
     let http = |alpns: &[&str]| FilterChain {
         name: port.chain_name(),
         filter_chain_match: Some(chain_match(alpns)),
@@ -500,13 +475,12 @@ pub fn build_inbound_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster>
             name: name.clone(),
             connect_timeout: Some(pb_duration(push.mesh().connect_timeout.as_std())),
             common_lb_config: Some(CommonLbConfig::default()),
-            circuit_breakers: Some(
-                envoy_types::pb::envoy::config::cluster::v3::CircuitBreakers {
-                    thresholds: vec![traffic_policy::default_thresholds()],
-                    ..Default::default()
-                },
-            ),
-            metadata: Some(services_metadata(&port.services)),
+            circuit_breakers: Some(traffic_policy::default_circuit_breakers()),
+            metadata: Some(istio_metadata(istio_services_struct(
+                port.services
+                    .iter()
+                    .map(|(h, n, ns)| (h.as_str(), n.as_str(), ns.as_str())),
+            ))),
             ..Default::default()
         };
         let bind_from_passthrough_ip = if port.default_endpoint.is_empty() {
@@ -543,20 +517,10 @@ pub fn build_inbound_clusters(proxy: &Proxy, push: &PushContext) -> Vec<Cluster>
             !loopback
         };
         if bind_from_passthrough_ip {
-            cluster.upstream_bind_config = Some(BindConfig {
-                source_address: Some(SocketAddress {
-                    address: INBOUND_PASSTHROUGH_BIND_IP.into(),
-                    port_specifier: Some(PortSpecifier::PortValue(0)),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
+            cluster.upstream_bind_config = Some(source_bind(INBOUND_PASSTHROUGH_BIND_IP));
         }
         if let Some(options) = upstream_protocol_options(port.protocol) {
-            cluster.typed_extension_protocol_options = std::collections::HashMap::from([(
-                HTTP_PROTOCOL_OPTIONS.to_string(),
-                any(&options),
-            )]);
+            cluster.typed_extension_protocol_options = http_protocol_options_map(&options);
         }
         out.push(cluster);
     }
@@ -586,29 +550,6 @@ fn default_endpoint_address(proxy: &Proxy, endpoint: &str) -> Option<(Address, b
     // loopback one) still binds 127.0.0.6.
     let localhost = host == "127.0.0.1" || host == "::1";
     Some((socket_address(&host, port), localhost))
-}
-
-/// `filter_metadata.istio.services`: the services behind an inbound cluster.
-fn services_metadata(
-    services: &[(String, String, String)],
-) -> envoy_types::pb::envoy::config::core::v3::Metadata {
-    let s = |v: &str| pb_value(Kind::StringValue(v.to_string()));
-    let values = services
-        .iter()
-        .map(|(host, name, namespace)| {
-            let mut svc = Struct::default();
-            svc.fields.insert("host".into(), s(host));
-            svc.fields.insert("name".into(), s(name));
-            svc.fields.insert("namespace".into(), s(namespace));
-            pb_value(Kind::StructValue(svc))
-        })
-        .collect();
-    let mut istio = Struct::default();
-    istio.fields.insert(
-        "services".into(),
-        pb_value(Kind::ListValue(ListValue { values })),
-    );
-    istio_metadata(istio)
 }
 
 #[cfg(test)]

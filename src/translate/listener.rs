@@ -16,15 +16,17 @@ use crate::model::push_context::PushContext;
 use crate::model::registry::Protocol;
 use crate::translate::common::{OutboundPort, outbound_ports, socket_address};
 use crate::translate::filters::{
-    TRANSPORT_SOCKET_CONNECT_TIMEOUT, blackhole_chain, cidr_range, http_connection_manager,
-    inspector_filters, listener_access_logs, network_filter, tcp_proxy_filter, tcp_route_filter,
-    tls_inspector,
+    PLAINTEXT_HTTP_ALPNS, TRANSPORT_SOCKET_CONNECT_TIMEOUT, blackhole_chain, cidr_range,
+    http_connection_manager, inspector_filters, listener_access_logs, network_filter,
+    plaintext_match, tcp_proxy_filter, tcp_route_filter, tls_inspector,
 };
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use std::collections::BTreeMap;
 
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener,
+};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     Rds, http_connection_manager::RouteSpecifier,
 };
@@ -196,13 +198,9 @@ fn http_filter_chain(
     port: u16,
     sniffed: bool,
 ) -> FilterChain {
-    FilterChain {
-        filter_chain_match: sniffed.then(|| FilterChainMatch {
-            transport_protocol: "raw_buffer".into(),
-            application_protocols: vec!["http/1.1".into(), "h2c".into()],
-            ..Default::default()
-        }),
-        filters: vec![network_filter(
+    service_chain(
+        sniffed.then(|| plaintext_match(None, &PLAINTEXT_HTTP_ALPNS)),
+        network_filter(
             "envoy.filters.network.http_connection_manager",
             any(&http_connection_manager(
                 proxy,
@@ -213,7 +211,15 @@ fn http_filter_chain(
                     route_config_name: port.to_string(),
                 }),
             )),
-        )],
+        ),
+    )
+}
+
+/// A chain towards a service: istiod 1.31 gives every one 15 s for its transport handshake.
+fn service_chain(filter_chain_match: Option<FilterChainMatch>, filter: Filter) -> FilterChain {
+    FilterChain {
+        filter_chain_match,
+        filters: vec![filter],
         transport_socket_connect_timeout: Some(pb_duration(TRANSPORT_SOCKET_CONNECT_TIMEOUT)),
         ..Default::default()
     }
@@ -276,11 +282,7 @@ impl<'a> TcpService<'a> {
             .registry()
             .destination_port(self.hostname, self.port);
         let cluster = outbound_cluster_name(target, "", self.hostname);
-        FilterChain {
-            filters: vec![tcp_proxy_filter(self.push, &cluster, &cluster)],
-            transport_socket_connect_timeout: Some(pb_duration(TRANSPORT_SOCKET_CONNECT_TIMEOUT)),
-            ..Default::default()
-        }
+        service_chain(None, tcp_proxy_filter(self.push, &cluster, &cluster))
     }
 
     /// The sidecar VirtualServices with a host matching the service, the proxy's namespace
@@ -312,13 +314,7 @@ impl<'a> TcpService<'a> {
                 if tcp.r#match.is_empty()
                     || applicable.iter().any(|m| m.destination_subnets.is_empty())
                 {
-                    out.push(FilterChain {
-                        filters: vec![filter],
-                        transport_socket_connect_timeout: Some(pb_duration(
-                            TRANSPORT_SOCKET_CONNECT_TIMEOUT,
-                        )),
-                        ..Default::default()
-                    });
+                    out.push(service_chain(None, filter));
                     return out;
                 }
                 let ranges: Vec<CidrRange> = applicable
@@ -340,14 +336,7 @@ impl<'a> TcpService<'a> {
                 {
                     continue;
                 }
-                out.push(FilterChain {
-                    filter_chain_match: Some(chain_match),
-                    filters: vec![filter],
-                    transport_socket_connect_timeout: Some(pb_duration(
-                        TRANSPORT_SOCKET_CONNECT_TIMEOUT,
-                    )),
-                    ..Default::default()
-                });
+                out.push(service_chain(Some(chain_match), filter));
             }
         }
         out.push(self.default_chain());
@@ -387,15 +376,10 @@ impl<'a> TcpService<'a> {
                             .collect(),
                         ..Default::default()
                     };
-                    out.push(FilterChain {
-                        filter_chain_match: (chain_match != FilterChainMatch::default())
-                            .then_some(chain_match),
-                        filters: vec![filter],
-                        transport_socket_connect_timeout: Some(pb_duration(
-                            TRANSPORT_SOCKET_CONNECT_TIMEOUT,
-                        )),
-                        ..Default::default()
-                    });
+                    out.push(service_chain(
+                        (chain_match != FilterChainMatch::default()).then_some(chain_match),
+                        filter,
+                    ));
                 }
             }
         }

@@ -221,6 +221,14 @@ fn u32_value(value: u32) -> Option<UInt32Value> {
     Some(UInt32Value { value })
 }
 
+/// istiod's circuit breakers when nothing is set: the default thresholds.
+pub fn default_circuit_breakers() -> CircuitBreakers {
+    CircuitBreakers {
+        thresholds: vec![default_thresholds()],
+        ..Default::default()
+    }
+}
+
 /// istiod's thresholds when nothing is set: effectively unlimited (Envoy's own defaults, e.g.
 /// 3 retries, are too low during pod churn).
 pub fn default_thresholds() -> Thresholds {
