@@ -667,6 +667,7 @@ fn gateway_workloads(store: &ConfigStore, locations: &Locations, out: &mut Vec<M
             continue;
         }
         let mut target_ports = std::collections::BTreeSet::new();
+        let no_ports = BTreeMap::new();
         for (pod, labels) in &pods {
             let ns = pod.split_once('.').map_or("", |(_, ns)| ns);
             let services = store.registry.services.values().filter(|s| {
@@ -675,6 +676,7 @@ fn gateway_workloads(store: &ConfigStore, locations: &Locations, out: &mut Vec<M
                         .as_ref()
                         .is_some_and(|sel| !sel.is_empty() && labels_match(sel, labels))
             });
+            let container_ports = store.pod_ports.get(*pod).unwrap_or(&no_ports);
             for port in services
                 .flat_map(|s| &s.ports)
                 .filter(|p| p.protocol != Protocol::Udp)
@@ -683,16 +685,7 @@ fn gateway_workloads(store: &ConfigStore, locations: &Locations, out: &mut Vec<M
                 // server port may also name the Service port, which istiod listens on as its
                 // target (the sandbox's 80 → 8080 ingress, Istio's own chart shape).
                 target_ports.insert(u32::from(port.port));
-                let number = match &port.target_port {
-                    TargetPort::Number(0) => Some(port.port),
-                    TargetPort::Number(n) => Some(*n),
-                    TargetPort::Named(name) => store
-                        .pod_ports
-                        .get(*pod)
-                        .and_then(|ports| ports.get(name))
-                        .copied(),
-                };
-                target_ports.extend(number.map(u32::from));
+                target_ports.extend(port.target_on(container_ports).map(u32::from));
             }
         }
         for server in &gw.spec.servers {

@@ -20,8 +20,7 @@ use crate::model::istio::{
 use crate::model::mesh::{MeshConfig, OutboundTrafficMode};
 use crate::model::proxy::{NodeType, Proxy};
 use crate::model::registry::{
-    DEFAULT_DOMAIN_SUFFIX, Protocol, Service, ServicePort, ServiceRegistry, TargetPort,
-    labels_match,
+    DEFAULT_DOMAIN_SUFFIX, Protocol, Service, ServicePort, ServiceRegistry, labels_match,
 };
 
 /// One port of a service that a proxy's own workload serves (istiod's `ServiceTarget`).
@@ -392,19 +391,14 @@ impl PushContext {
                 continue;
             }
             for port in service.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
-                let target_port = match &port.target_port {
-                    TargetPort::Number(0) => Some(port.port),
-                    TargetPort::Number(n) => Some(*n),
-                    TargetPort::Named(name) => {
-                        proxy.container_ports.get(name).copied().or_else(|| {
-                            self.store
-                                .registry
-                                .endpoints_for(&service.hostname, &port.name)
-                                .find(|e| proxy.ip_addresses.contains(&e.address))
-                                .map(|e| e.port)
-                        })
-                    }
-                };
+                // A named port the container ports do not resolve: the workload's endpoint.
+                let target_port = port.target_on(&proxy.container_ports).or_else(|| {
+                    self.store
+                        .registry
+                        .endpoints_for(&service.hostname, &port.name)
+                        .find(|e| proxy.ip_addresses.contains(&e.address))
+                        .map(|e| e.port)
+                });
                 if let Some(target_port) = target_port {
                     out.push(ServiceTarget {
                         service,

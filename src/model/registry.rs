@@ -140,6 +140,19 @@ pub struct ServicePort {
     pub protocol: Protocol,
 }
 
+impl ServicePort {
+    /// The port on a workload with these named container ports that this service port sends
+    /// traffic to: a numbered `targetPort` (the port itself when unset), or a named one looked
+    /// up in `container_ports` (`None` when the workload has no such port).
+    pub fn target_on(&self, container_ports: &BTreeMap<String, u16>) -> Option<u16> {
+        match &self.target_port {
+            TargetPort::Number(0) => Some(self.port),
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Named(name) => container_ports.get(name).copied(),
+        }
+    }
+}
+
 /// How a service's endpoints are found (istiod's `model.Resolution`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub enum Resolution {
