@@ -8,6 +8,12 @@
 //! ([`Locations`]); loading files and printing is the CLI's (`cli::analyze`).
 
 pub mod messages;
+pub mod objects;
+
+mod control_plane;
+mod networking;
+mod security;
+mod workloads;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,8 +23,9 @@ use crate::model::config::{Config, ConfigError};
 use crate::model::host::Hostname;
 use crate::model::istio::VirtualService;
 use crate::model::push_context::{ConfigStore, resolve_short_name};
-use crate::model::registry::{Protocol, ServiceSource, TargetPort, labels_match};
+use crate::model::registry::{Protocol, Service, labels_match};
 pub use messages::{Level, MessageType};
+pub use objects::Objects;
 
 /// The object a message is about, and where it was read from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -109,31 +116,110 @@ const SYSTEM_NAMESPACES: [&str; 4] = [
     "local-path-storage",
 ];
 
-/// Every message for `store`, in a stable order (by origin, then code).
-pub fn analyze(store: &ConfigStore, locations: &Locations) -> Vec<Message> {
+/// What the analyzers read: the model's store (what the server would serve), every document
+/// as given ([`Objects`]), and where each stands in its file.
+pub struct Context<'a> {
+    pub store: &'a ConfigStore,
+    pub objects: &'a Objects,
+    pub locations: &'a Locations,
+}
+
+impl Context<'_> {
+    /// A message about an object the model does not type (or as it was given).
+    fn raw_message(
+        &self,
+        kind: &'static MessageType,
+        raw: &objects::RawObject,
+        args: Vec<String>,
+    ) -> Message {
+        let r = &raw.resource;
+        Message {
+            kind,
+            resource: Some(r.clone()),
+            reference: self.locations.of(&r.kind, &r.namespace, &r.name),
+            args,
+        }
+    }
+}
+
+/// Every message for `store` and `objects`, in a stable order (by origin, then code), each
+/// once (istioctl prints a message two analyzers raise alike once).
+pub fn analyze(store: &ConfigStore, objects: &Objects, locations: &Locations) -> Vec<Message> {
+    let cx = Context {
+        store,
+        objects,
+        locations,
+    };
     let mut out = Vec::new();
     rejected_documents(store, locations, &mut out);
+    unreadable_objects(&cx, &mut out);
     destination_hosts(store, locations, &mut out);
     gateway_references(store, locations, &mut out);
     conflicting_mesh_gateway_hosts(store, locations, &mut out);
-    sidecars_without_selector(store, locations, &mut out);
-    sidecars_selecting_one_pod(store, locations, &mut out);
-    port_names(store, locations, &mut out);
+    sidecars_without_selector(&cx, &mut out);
+    sidecars_selecting_one_pod(&cx, &mut out);
     unreachable_rules(store, locations, &mut out);
-    namespaces_not_injected(store, locations, &mut out);
     service_entry_addresses(store, locations, &mut out);
     unverified_server_certificates(store, locations, &mut out);
     envoy_filter_operations(store, locations, &mut out);
     gateway_workloads(store, locations, &mut out);
     deprecated_fields(store, locations, &mut out);
+    workloads::injection(&cx, &mut out);
+    workloads::image_auto(&cx, &mut out);
+    workloads::application_uid(&cx, &mut out);
+    workloads::service_associations(&cx, &mut out);
+    workloads::port_names(&cx, &mut out);
+    security::authorization_policies(&cx, &mut out);
+    security::blocked_cidrs(&cx, &mut out);
+    security::telemetry_selectors(&cx, &mut out);
+    security::jwt_claim_routes(&cx, &mut out);
+    networking::duplicate_certificates(&cx, &mut out);
+    networking::conflicting_gateways(&cx, &mut out);
+    networking::gateway_credentials(&cx, &mut out);
+    networking::internal_gateway_references(&cx, &mut out);
+    networking::ingress_route_rules(&cx, &mut out);
+    networking::destination_rule_hosts(&cx, &mut out);
+    networking::conflicting_service_entry_protocols(&cx, &mut out);
+    networking::envoy_filter_relative_operations(&cx, &mut out);
+    control_plane::webhooks(&cx, &mut out);
+    control_plane::external_control_plane(&cx, &mut out);
+    control_plane::negative_conditions(&cx, &mut out);
     out.sort_by(|a, b| {
-        (a.resource.as_ref(), a.kind.code, &a.args).cmp(&(
+        (a.resource.as_ref(), a.kind.code, &a.args, &a.reference).cmp(&(
             b.resource.as_ref(),
             b.kind.code,
             &b.args,
+            &b.reference,
         ))
     });
+    out.dedup();
     out
+}
+
+/// IST0106 for a document of a kind only analysis reads (a Deployment, a webhook, a security
+/// or telemetry kind) that does not deserialize.
+fn unreadable_objects(cx: &Context, out: &mut Vec<Message>) {
+    for (r, field, problem) in &cx.objects.errors {
+        out.push(Message {
+            kind: &messages::SCHEMA_VALIDATION_ERROR,
+            resource: Some(r.clone()),
+            reference: cx.locations.of(&r.kind, &r.namespace, &r.name),
+            args: vec![format!("{field}: {problem}")],
+        });
+    }
+}
+
+/// The service of the mesh `host` (short names resolved in `namespace`) names: a Kubernetes
+/// Service or ServiceEntry host, or one whose wildcard host covers it.
+fn find_service<'a>(store: &'a ConfigStore, host: &str, namespace: &str) -> Option<&'a Service> {
+    let fqdn = resolve_short_name(host, namespace);
+    store.registry.services.get(&fqdn).or_else(|| {
+        store
+            .registry
+            .services
+            .values()
+            .find(|s| Hostname::new(&fqdn).subset_of(s.hostname.as_str()))
+    })
 }
 
 fn message<T>(
@@ -234,14 +320,7 @@ fn destination_hosts(store: &ConfigStore, locations: &Locations, out: &mut Vec<M
         let mut reported = std::collections::BTreeSet::new();
         for (d, what) in routes.chain(mirrors) {
             let d: &Destination = d;
-            let fqdn = resolve_short_name(&d.host, &vs.meta.namespace);
-            let service = store.registry.services.get(&fqdn).or_else(|| {
-                store
-                    .registry
-                    .services
-                    .values()
-                    .find(|s| Hostname::new(&fqdn).subset_of(s.hostname.as_str()))
-            });
+            let service = find_service(store, &d.host, &vs.meta.namespace);
             let (kind, args) = match (service, d.port.as_ref().filter(|p| p.number != 0)) {
                 (None, _) => (
                     &messages::REFERENCED_RESOURCE_NOT_FOUND,
@@ -364,23 +443,40 @@ fn conflicting_mesh_gateway_hosts(
     }
 }
 
-/// IST0110: more than one Sidecar of a namespace selects the same pod.
-fn sidecars_selecting_one_pod(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
-    for (pod, labels) in &store.pod_labels {
-        let Some((pod_name, ns)) = pod.split_once('.') else {
-            continue;
-        };
-        let selecting: Vec<_> = store
+/// Whether a pod is in ambient mode (ztunnel redirects it; a Sidecar has no effect on it).
+fn ambient_pod(annotations: &BTreeMap<String, String>) -> bool {
+    annotations
+        .get("ambient.istio.io/redirection")
+        .is_some_and(|v| v == "enabled")
+}
+
+/// IST0110: more than one Sidecar of a namespace selects the same pod; IST0167 instead for
+/// Sidecars that select a pod in ambient mode.
+fn sidecars_selecting_one_pod(cx: &Context, out: &mut Vec<Message>) {
+    for pod in &cx.objects.pods {
+        let ns = pod.raw.resource.namespace.as_str();
+        let selecting: Vec<_> = cx
+            .store
             .sidecars
             .iter()
             .filter(|s| {
                 s.meta.namespace == ns
-                    && s.spec
-                        .workload_selector
-                        .as_ref()
-                        .is_some_and(|w| !w.labels.is_empty() && labels_match(&w.labels, labels))
+                    && s.spec.workload_selector.as_ref().is_some_and(|w| {
+                        !w.labels.is_empty() && labels_match(&w.labels, &pod.raw.labels)
+                    })
             })
             .collect();
+        if ambient_pod(&pod.raw.annotations) {
+            for s in selecting {
+                out.push(message(
+                    &messages::INEFFECTIVE_POLICY,
+                    s,
+                    cx.locations,
+                    vec!["selected workload is in ambient mode, the policy has no impact".into()],
+                ));
+            }
+            continue;
+        }
         if selecting.len() < 2 {
             continue;
         }
@@ -389,65 +485,55 @@ fn sidecars_selecting_one_pod(store: &ConfigStore, locations: &Locations, out: &
             out.push(message(
                 &messages::CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
                 s,
-                locations,
-                vec![names.clone(), ns.to_string(), pod_name.to_string()],
+                cx.locations,
+                vec![names.clone(), ns.to_string(), pod.raw.resource.name.clone()],
             ));
         }
     }
 }
 
-/// IST0111: more than one Sidecar of a namespace without a workload selector.
-fn sidecars_without_selector(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
+/// IST0111: more than one Sidecar of a namespace without a workload selector; IST0167 instead
+/// in a namespace in ambient mode (`istio.io/dataplane-mode: ambient` without sidecar
+/// injection labels).
+fn sidecars_without_selector(cx: &Context, out: &mut Vec<Message>) {
     let mut by_ns: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-    for s in store
+    for s in cx
+        .store
         .sidecars
         .iter()
         .filter(|s| s.spec.workload_selector.is_none())
     {
         by_ns.entry(&s.meta.namespace).or_default().push(s);
     }
-    for (ns, list) in by_ns.into_iter().filter(|(_, l)| l.len() > 1) {
+    for (ns, list) in by_ns {
+        let ambient = cx.objects.namespace_labels(ns).is_some_and(|l| {
+            l.get("istio-injection").is_none_or(|v| v != "enabled")
+                && l.get("istio.io/rev").is_none_or(String::is_empty)
+                && l.get("istio.io/dataplane-mode")
+                    .is_some_and(|m| m == "ambient")
+        });
+        if ambient {
+            for s in list {
+                out.push(message(
+                    &messages::INEFFECTIVE_POLICY,
+                    s,
+                    cx.locations,
+                    vec!["namespace is in ambient mode, the policy has no impact".into()],
+                ));
+            }
+            continue;
+        }
+        if list.len() < 2 {
+            continue;
+        }
         let names = go_list(list.iter().map(|s| &s.meta.name));
         for s in list {
             out.push(message(
                 &messages::MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS,
                 s,
-                locations,
+                cx.locations,
                 vec![names.clone(), ns.to_string()],
             ));
-        }
-    }
-}
-
-/// IST0118: a Kubernetes Service port whose name and appProtocol give no protocol (Istio
-/// sniffs it).
-fn port_names(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
-    for s in store.registry.services.values() {
-        if s.source != ServiceSource::Kubernetes
-            || SYSTEM_NAMESPACES.contains(&s.namespace.as_str())
-        {
-            continue;
-        }
-        for p in s
-            .ports
-            .iter()
-            .filter(|p| p.protocol == Protocol::Unsupported)
-        {
-            let target = match &p.target_port {
-                TargetPort::Number(0) => p.port.to_string(),
-                TargetPort::Number(n) => n.to_string(),
-                TargetPort::Named(n) => n.clone(),
-            };
-            out.push(Message {
-                kind: &messages::PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
-                resource: Some(Resource {
-                    kind: "Service".into(),
-                    namespace: s.namespace.clone(),
-                    name: s.name.clone(),
-                }),
-                reference: locations.of("Service", &s.namespace, &s.name),
-                args: vec![p.name.clone(), p.port.to_string(), target],
-            });
         }
     }
 }
@@ -512,30 +598,6 @@ fn unreachable_rules(store: &ConfigStore, locations: &Locations, out: &mut Vec<M
                     vec![rule_name(i), "all matches used by prior rules".into()],
                 ));
             }
-        }
-    }
-}
-
-/// IST0102: a namespace with neither `istio-injection` nor `istio.io/rev` (the control plane's
-/// and the platform's namespaces aside).
-fn namespaces_not_injected(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
-    for (ns, labels) in &store.namespaces {
-        if ns == "istio-system" || SYSTEM_NAMESPACES.contains(&ns.as_str()) {
-            continue;
-        }
-        let labelled = labels.get("istio-injection").is_some_and(|v| !v.is_empty())
-            || labels.contains_key("istio.io/rev");
-        if !labelled {
-            out.push(Message {
-                kind: &messages::NAMESPACE_NOT_INJECTED,
-                resource: Some(Resource {
-                    kind: "Namespace".into(),
-                    namespace: String::new(),
-                    name: ns.clone(),
-                }),
-                reference: locations.of("Namespace", "", ns),
-                args: vec![ns.clone(), ns.clone()],
-            });
         }
     }
 }
@@ -643,14 +705,7 @@ fn envoy_filter_operations(store: &ConfigStore, locations: &Locations, out: &mut
 /// or its target port).
 fn gateway_workloads(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
     for gw in &store.gateways {
-        // Kubernetes' text form of the selector: `k=v,k2=v2`, keys in order.
-        let selector = gw
-            .spec
-            .selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let selector = objects::selector_string(&gw.spec.selector);
         let pods: Vec<(&str, &BTreeMap<String, String>)> = store
             .pod_labels
             .iter()

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::analysis::{self, Level, Locations, Message};
+use crate::analysis::{self, Level, Locations, Message, Objects};
 use crate::model::config::ConfigError;
 use crate::model::mesh::MeshConfig;
 use crate::sources::objects::{ObjectSet, Origin};
@@ -94,18 +94,22 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let mut set = ObjectSet::default();
-    let mut locations = Locations::default();
+    let mut input = Input::default();
     for path in files(&args.files, args.recursive)? {
-        read(&path, &args.namespace, &mut set, &mut locations);
+        input.read(&path, &args.namespace);
     }
+    let Input {
+        set,
+        objects,
+        locations,
+    } = input;
     // The model refuses a VirtualService whose subsets no DestinationRule defines (IST0101,
     // from its error); the other checks still look at it, as istioctl's do.
     let mut virtual_services = set.store.virtual_services.clone();
     let mut store = set.into_store("istio-system", mesh.as_ref());
     virtual_services.sort_by(crate::model::config::istio_order);
     store.virtual_services = virtual_services;
-    let messages: Vec<Message> = analysis::analyze(&store, &locations)
+    let messages: Vec<Message> = analysis::analyze(&store, &objects, &locations)
         .into_iter()
         .filter(|m| {
             args.all_namespaces
@@ -180,52 +184,69 @@ fn files(paths: &[PathBuf], recursive: bool) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads one file's documents into `set`, each with the line it starts on; a document that
-/// does not parse becomes an error of the set (analysis goes on with the others).
-fn read(path: &Path, namespace: &str, set: &mut ObjectSet, locations: &mut Locations) {
-    let source = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            set.store.errors.push(ConfigError::file(
-                &source,
-                None,
-                format!("cannot read: {e}"),
-            ));
-            return;
-        }
-    };
-    for (i, (line, doc)) in documents(&text).into_iter().enumerate() {
-        locations.documents.insert((source.clone(), i), line);
-        let value: Value = match serde_saphyr::from_str::<Value>(doc) {
-            Ok(v) => v,
+/// What analysis reads: the documents for the model, the same documents as given, and where
+/// each stands.
+#[derive(Default)]
+struct Input {
+    set: ObjectSet,
+    objects: Objects,
+    locations: Locations,
+}
+
+impl Input {
+    /// Reads one file's documents, each with the line it starts on; a document that does not
+    /// parse becomes an error of the set (analysis goes on with the others).
+    fn read(&mut self, path: &Path, namespace: &str) {
+        let Input {
+            set,
+            objects,
+            locations,
+        } = self;
+        let source = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
             Err(e) => {
                 set.store.errors.push(ConfigError::file(
                     &source,
-                    Some(i),
-                    format!("not valid YAML: {e}"),
+                    None,
+                    format!("cannot read: {e}"),
                 ));
-                continue;
+                return;
             }
         };
-        let value = with_namespace(value, namespace);
-        let items = match value.get("kind").and_then(Value::as_str) {
-            Some("List") => value["items"].as_array().cloned().unwrap_or_default(),
-            _ => vec![value.clone()],
-        };
-        for item in &items {
-            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-            let meta = &item["metadata"];
-            locations.objects.insert(
-                (s(&item["kind"]), s(&meta["namespace"]), s(&meta["name"])),
-                format!("{source}:{line}"),
-            );
+        for (i, (line, doc)) in documents(&text).into_iter().enumerate() {
+            locations.documents.insert((source.clone(), i), line);
+            let value: Value = match serde_saphyr::from_str::<Value>(doc) {
+                Ok(v) => v,
+                Err(e) => {
+                    set.store.errors.push(ConfigError::file(
+                        &source,
+                        Some(i),
+                        format!("not valid YAML: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let value = with_namespace(value, namespace);
+            let items = match value.get("kind").and_then(Value::as_str) {
+                Some("List") => value["items"].as_array().cloned().unwrap_or_default(),
+                _ => vec![value.clone()],
+            };
+            for item in &items {
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                let meta = &item["metadata"];
+                locations.objects.insert(
+                    (s(&item["kind"]), s(&meta["namespace"]), s(&meta["name"])),
+                    format!("{source}:{line}"),
+                );
+            }
+            let origin = Origin {
+                source: source.clone(),
+                document: Some(i),
+            };
+            objects.add(value.clone());
+            set.add_document(&origin, value);
         }
-        let origin = Origin {
-            source: source.clone(),
-            document: Some(i),
-        };
-        set.add_document(&origin, value);
     }
 }
 
