@@ -10,6 +10,7 @@
 pub mod messages;
 pub mod objects;
 
+mod annotations;
 mod control_plane;
 mod networking;
 mod security;
@@ -184,6 +185,7 @@ pub fn analyze(store: &ConfigStore, objects: &Objects, locations: &Locations) ->
     control_plane::webhooks(&cx, &mut out);
     control_plane::external_control_plane(&cx, &mut out);
     control_plane::negative_conditions(&cx, &mut out);
+    annotations::annotations(&cx, &mut out);
     out.sort_by(|a, b| {
         (a.resource.as_ref(), a.kind.code, &a.args, &a.reference).cmp(&(
             b.resource.as_ref(),

@@ -232,6 +232,90 @@ fn iptables_args(injector: &Injector, annotations: &BTreeMap<String, String>) ->
     args
 }
 
+/// istiod's check of an injection annotation's value (its `AnnotationValidation`): `None` for
+/// an annotation it does not check, else what is wrong. The injector refuses a pod with a bad
+/// one, and `navarch analyze` reports it (IST0125).
+pub fn validate_annotation(name: &str, value: &str) -> Option<Result<(), String>> {
+    fn port(p: &str) -> Result<u16, String> {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("failed parsing port '{p}': {}", go_parse_error(p.trim())))
+    }
+    fn ports(what: &str, list: &str) -> Result<(), String> {
+        let list = list.trim();
+        if list.is_empty() {
+            return Ok(());
+        }
+        for p in list.split(',') {
+            port(p).map_err(|e| format!("{what} invalid: failed parsing port '{p}': {e}"))?;
+        }
+        Ok(())
+    }
+    fn cidrs(what: &str, list: &str) -> Result<(), String> {
+        if list.is_empty() {
+            return Ok(());
+        }
+        for c in list.split(',') {
+            let ok = c.split_once('/').is_some_and(|(ip, bits)| {
+                ip.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+                    bits.parse::<u8>()
+                        .is_ok_and(|b| b <= if ip.is_ipv4() { 32 } else { 128 })
+                })
+            });
+            if !ok {
+                return Err(format!("{what} invalid: failed parsing cidr '{c}'"));
+            }
+        }
+        Ok(())
+    }
+    fn go_parse_error(v: &str) -> String {
+        format!("strconv.ParseUint: parsing {v:?}: invalid syntax")
+    }
+    let uint32 = |v: &str| v.parse::<u32>().map(|_| ()).map_err(|_| go_parse_error(v));
+    Some(match name {
+        "sidecar.istio.io/interceptionMode" => match value {
+            "REDIRECT" | "TPROXY" | "NONE" => Ok(()),
+            _ => Err(format!(
+                "interceptionMode invalid, use REDIRECT,TPROXY,NONE: {value}"
+            )),
+        },
+        "status.sidecar.istio.io/port" => port(value)
+            .map(|_| ())
+            .map_err(|e| format!("excludeInboundPorts invalid: {e}")),
+        "readiness.status.sidecar.istio.io/initialDelaySeconds"
+        | "readiness.status.sidecar.istio.io/periodSeconds"
+        | "readiness.status.sidecar.istio.io/failureThreshold" => uint32(value),
+        "traffic.sidecar.istio.io/includeOutboundIPRanges" if value == "*" => Ok(()),
+        "traffic.sidecar.istio.io/includeOutboundIPRanges" => cidrs("includeIPRanges", value),
+        "traffic.sidecar.istio.io/excludeOutboundIPRanges" => cidrs("excludeIPRanges", value),
+        "traffic.sidecar.istio.io/includeInboundPorts" if value == "*" => Ok(()),
+        "traffic.sidecar.istio.io/includeInboundPorts" => ports("includeInboundPorts", value),
+        "traffic.sidecar.istio.io/excludeInboundPorts" => ports("excludeInboundPorts", value),
+        "traffic.sidecar.istio.io/excludeOutboundPorts" => ports("excludeOutboundPorts", value),
+        "prometheus.istio.io/merge-metrics" => match value {
+            "1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false"
+            | "False" => Ok(()),
+            _ => Err(format!(
+                "strconv.ParseBool: parsing {value:?}: invalid syntax"
+            )),
+        },
+        _ => return None,
+    })
+}
+
+/// Every annotation of `annotations` the injector refuses, in istiod's words.
+fn annotation_errors(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    annotations
+        .iter()
+        .filter_map(|(name, value)| match validate_annotation(name, value)? {
+            Ok(()) => None,
+            Err(e) => Some(format!(
+                "invalid value '{value}' for annotation '{name}': {e}"
+            )),
+        })
+        .collect()
+}
+
 /// `pod_template` (`metadata` + `spec` of a Pod or a workload's template) with the sidecar
 /// added. The caller has decided that it is injected.
 pub fn inject(injector: &Injector, pod_template: &Value) -> Result<Value, InjectError> {
@@ -250,6 +334,13 @@ pub fn inject(injector: &Injector, pod_template: &Value) -> Result<Value, Inject
         .unwrap_or_default()
         .to_string();
     let annotations = string_map(&pod["metadata"]["annotations"]);
+    let problems = annotation_errors(&annotations);
+    if !problems.is_empty() {
+        return Err(InjectError::Object(format!(
+            "metadata.annotations: {}",
+            problems.join("; ")
+        )));
+    }
     let labels = string_map(&pod["metadata"]["labels"]);
     let image = injector.image();
     let labels_arg = labels
