@@ -772,6 +772,13 @@ mod analyze {
         let text = stdout(&out);
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("Sidecar scoped/two"), "{text}");
+        let out = analyze(&["-A", "-f", "testdata/analyze/suppressed.yaml"]);
+        let text = stdout(&out);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with("Info [IST0118] (Service ports/other"),
+            "{text}"
+        );
         let out = analyze(&["-A", "-f", sidecars, "--suppress", "IST0111=Sidecar *"]);
         assert_eq!(stdout(&out), "");
         assert_eq!(out.status.code(), Some(0), "all suppressed: nothing fails");
@@ -813,17 +820,149 @@ mod analyze {
         assert_eq!(out.status.code(), Some(79));
     }
 
+    /// Without a cluster to talk to, `--use-kube` fails (exit 1) and says how to analyze files
+    /// only.
     #[test]
-    fn reading_a_cluster_says_it_is_not_supported_yet() {
+    fn use_kube_without_a_cluster_says_what_to_do() {
+        let home = tempfile::tempdir().unwrap();
         let out = Command::new(navarch_bin())
             .args(["analyze", "--use-kube", "-f", "testdata/sandbox"])
+            .env("KUBECONFIG", home.path().join("no-such-kubeconfig"))
+            .env("HOME", home.path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--use-kube=false"), "says what to do: {err}");
+    }
+
+    /// `--use-kube` reads a real kube-apiserver's objects (the Istio kinds, the security ones,
+    /// Namespaces, Pods, Services): messages about them carry no file reference; a file given
+    /// with -f changes the cluster's view (its objects win) and its messages name the file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn use_kube_analyzes_the_clusters_objects_with_files_laid_over_them() {
+        // Every kind istiod watches, the security ones included (navarch does not serve them).
+        let cluster = crate::cluster::Cluster::start_without_crds(215).await;
+        let crds: Vec<String> = navarch::install::istio_crds()
+            .iter()
+            .map(|c| serde_json::to_string(c).unwrap())
+            .collect();
+        cluster.install_crds(&crds.join("\n---\n"));
+        cluster.apply(
+            r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels:
+    istio-injection: enabled
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: web
+  namespace: shop
+spec:
+  hosts: ["web"]
+  http:
+  - route:
+    - destination:
+        host: web
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: payments
+  namespace: shop
+spec:
+  selector:
+    matchLabels:
+      app: payments
+"#,
+        );
+        let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_string();
+        let run = |extra: &[&str]| {
+            let out = Command::new(navarch_bin())
+                .args(["analyze", "--use-kube", "-c", &kubeconfig, "-n", "shop"])
+                .args(extra)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .unwrap();
+            (stdout(&out), out.status.code())
+        };
+        let (text, code) = run(&[]);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "Warning [IST0127] (AuthorizationPolicy shop/payments) No matching workloads for this resource with the following labels: app=payments",
+                // Cluster-scoped objects are reported whatever -n says, as istioctl does.
+                "Info [IST0102] (Namespace default) The namespace is not enabled for Istio injection. Run 'kubectl label namespace default istio-injection=enabled' to enable it, or 'kubectl label namespace default istio-injection=disabled' to explicitly mark it as not needing injection.",
+                "Error [IST0101] (VirtualService shop/web) Referenced host not found: \"web\"",
+            ],
+            "{text}"
+        );
+        assert_eq!(code, Some(79));
+
+        // A file that adds the Service (and a pod in the mesh for the policy) clears both.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web.yaml");
+        std::fs::write(
+            &file,
+            r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: payments
+  namespace: shop
+  labels:
+    app: payments
+spec:
+  containers:
+  - name: payments
+    image: example/payments
+  - name: istio-proxy
+    image: docker.io/istio/proxyv2:1.24.0
+"#,
+        )
+        .unwrap();
+        let (text, code) = run(&["-f", file.to_str().unwrap()]);
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("--use-kube=false"),
-            "says what to do"
+            text.lines()
+                .all(|l| l.starts_with("Info [IST0102] (Namespace default)")),
+            "the file's objects complete the cluster's: {text}"
+        );
+        assert_eq!(code, Some(0));
+
+        // A file's version of a cluster object replaces it, and its messages name the file.
+        let vs = dir.path().join("vs.yaml");
+        std::fs::write(
+            &vs,
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  hosts: [web]\n  http:\n  - route:\n    - destination:\n        host: web-v2\n",
+        )
+        .unwrap();
+        let (text, _) = run(&["-f", vs.to_str().unwrap()]);
+        assert!(
+            text.contains(&format!(
+                "Error [IST0101] (VirtualService shop/web {}:1) Referenced host not found: \"web-v2\"",
+                vs.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains("\"web\""),
+            "the cluster's version is replaced: {text}"
         );
     }
 }

@@ -29,7 +29,7 @@ pub use messages::{Level, MessageType};
 pub use objects::Objects;
 
 /// The object a message is about, and where it was read from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Resource {
     pub kind: String,
     pub namespace: String,
@@ -195,7 +195,34 @@ pub fn analyze(store: &ConfigStore, objects: &Objects, locations: &Locations) ->
         ))
     });
     out.dedup();
+    suppressed_by_annotation(objects, &mut out);
     out
+}
+
+/// The annotation on an object that hides its messages: a comma-separated list of codes, or
+/// `*` for all of them.
+const SUPPRESS_ANNOTATION: &str = "galley.istio.io/analyze-suppress";
+
+/// Drops the messages an object's own `galley.istio.io/analyze-suppress` annotation names,
+/// as istioctl does.
+fn suppressed_by_annotation(objects: &Objects, out: &mut Vec<Message>) {
+    let suppressed: HashMap<&Resource, Vec<&str>> = objects
+        .all
+        .iter()
+        .filter_map(|o| {
+            let codes = o.annotations.get(SUPPRESS_ANNOTATION)?;
+            Some((&o.resource, codes.split(',').map(str::trim).collect()))
+        })
+        .collect();
+    if suppressed.is_empty() {
+        return;
+    }
+    out.retain(|m| {
+        m.resource
+            .as_ref()
+            .and_then(|r| suppressed.get(r))
+            .is_none_or(|codes| !codes.iter().any(|c| *c == "*" || *c == m.kind.code))
+    });
 }
 
 /// IST0106 for a document of a kind only analysis reads (a Deployment, a webhook, a security

@@ -323,7 +323,7 @@ fn cli_runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> an
     runtime()?.block_on(fut)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -720,6 +720,43 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_with_an_annotation_value_istiod_refuses_is_not_injected() {
+        let bad = pod(
+            json!({}),
+            json!({"traffic.sidecar.istio.io/excludeOutboundPorts": "80,x",
+                   "sidecar.istio.io/interceptionMode": "TPROXY"}),
+        );
+        let err = inject(&injector(""), &bad).unwrap_err().to_string();
+        assert!(
+            err.contains("invalid value '80,x' for annotation 'traffic.sidecar.istio.io/excludeOutboundPorts'"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("interceptionMode"),
+            "a good value is not named: {err}"
+        );
+        assert_eq!(
+            validate_annotation("sidecar.istio.io/interceptionMode", "SOMETIMES"),
+            Some(Err(
+                "interceptionMode invalid, use REDIRECT,TPROXY,NONE: SOMETIMES".into()
+            ))
+        );
+        assert_eq!(
+            validate_annotation(
+                "traffic.sidecar.istio.io/includeOutboundIPRanges",
+                "10.0.0.0/8,*"
+            ),
+            Some(Err(
+                "includeIPRanges invalid: failed parsing cidr '*'".into()
+            ))
+        );
+        assert_eq!(
+            validate_annotation("sidecar.istio.io/proxyImage", "x"),
+            None
+        );
+    }
+
+    #[test]
     fn the_init_containers_arguments_are_ones_navarch_iptables_takes() {
         use clap::Parser;
         #[derive(Parser)]

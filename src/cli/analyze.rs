@@ -30,6 +30,10 @@ pub struct AnalyzeArgs {
     /// Analyze the cluster's objects too (istioctl's default when a kubeconfig is found).
     #[arg(long = "use-kube", num_args = 0..=1, default_missing_value = "true")]
     pub use_kube: Option<bool>,
+    /// The cluster's kubeconfig with --use-kube (default: $KUBECONFIG, ~/.kube/config, or
+    /// in-cluster).
+    #[arg(short = 'c', long)]
+    pub kubeconfig: Option<PathBuf>,
     /// Report on every namespace.
     #[arg(short = 'A', long = "all-namespaces")]
     pub all_namespaces: bool,
@@ -76,13 +80,8 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         .map(|s| Suppression::parse(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let use_kube = args.use_kube.unwrap_or_else(kubeconfig_found);
-    if use_kube {
-        bail!(
-            "analyzing the cluster's objects is not supported yet; export them (kubectl get ... -o yaml) and run with --use-kube=false -f FILE"
-        );
-    }
-    if args.files.is_empty() {
-        bail!("nothing to analyze: give files or directories with -f (and --use-kube=false)");
+    if args.files.is_empty() && !use_kube {
+        bail!("nothing to analyze: give files or directories with -f, or a cluster (--use-kube)");
     }
     let mesh = match &args.mesh_config_file {
         Some(p) => Some(
@@ -97,6 +96,11 @@ fn analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let mut input = Input::default();
     for path in files(&args.files, args.recursive)? {
         input.read(&path, &args.namespace);
+    }
+    if use_kube {
+        let cluster =
+            crate::cli::runtime()?.block_on(cluster_documents(args.kubeconfig.as_deref()))?;
+        input.add_cluster(cluster);
     }
     let Input {
         set,
@@ -248,6 +252,138 @@ impl Input {
             set.add_document(&origin, value);
         }
     }
+
+    /// The cluster's objects, except those a file given with -f defines too (the file's wins:
+    /// istioctl analyzes files as changes to the cluster).
+    fn add_cluster(&mut self, documents: Vec<Value>) {
+        let key = |v: &Value| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (
+                s(&v["kind"]),
+                s(&v["metadata"]["namespace"]),
+                s(&v["metadata"]["name"]),
+            )
+        };
+        let from_files: std::collections::HashSet<_> = self
+            .objects
+            .all
+            .iter()
+            .map(|o| {
+                (
+                    o.resource.kind.clone(),
+                    o.resource.namespace.clone(),
+                    o.resource.name.clone(),
+                )
+            })
+            .collect();
+        let origin = Origin {
+            source: "cluster".into(),
+            document: None,
+        };
+        for value in documents
+            .into_iter()
+            .filter(|v| !from_files.contains(&key(v)))
+        {
+            self.objects.add(value.clone());
+            self.set.add_document(&origin, value);
+        }
+    }
+}
+
+/// The kinds `--use-kube` reads: `(apiVersion, kind, plural)`. Istio kinds whose
+/// CRD is not installed are skipped.
+const CLUSTER_KINDS: [(&str, &str, &str); 22] = [
+    ("v1", "Namespace", "namespaces"),
+    ("v1", "Service", "services"),
+    ("v1", "Pod", "pods"),
+    ("v1", "ConfigMap", "configmaps"),
+    ("v1", "Secret", "secrets"),
+    ("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
+    ("apps/v1", "Deployment", "deployments"),
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+    ),
+    (
+        "networking.istio.io/v1",
+        "VirtualService",
+        "virtualservices",
+    ),
+    (
+        "networking.istio.io/v1",
+        "DestinationRule",
+        "destinationrules",
+    ),
+    ("networking.istio.io/v1", "Gateway", "gateways"),
+    ("networking.istio.io/v1", "ServiceEntry", "serviceentries"),
+    ("networking.istio.io/v1", "Sidecar", "sidecars"),
+    ("networking.istio.io/v1", "WorkloadEntry", "workloadentries"),
+    (
+        "networking.istio.io/v1alpha3",
+        "EnvoyFilter",
+        "envoyfilters",
+    ),
+    (
+        "security.istio.io/v1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+    ),
+    (
+        "security.istio.io/v1",
+        "PeerAuthentication",
+        "peerauthentications",
+    ),
+    (
+        "security.istio.io/v1",
+        "RequestAuthentication",
+        "requestauthentications",
+    ),
+    ("telemetry.istio.io/v1", "Telemetry", "telemetries"),
+    ("networking.istio.io/v1", "WorkloadGroup", "workloadgroups"),
+    ("networking.istio.io/v1beta1", "ProxyConfig", "proxyconfigs"),
+];
+
+/// Every object of [`CLUSTER_KINDS`] in the cluster, as documents (`apiVersion` and `kind`
+/// set, which list items lack).
+async fn cluster_documents(kubeconfig: Option<&Path>) -> anyhow::Result<Vec<Value>> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+    let client = crate::install::cluster::client(kubeconfig)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (or analyze files only with --use-kube=false)"))?;
+    let mut out = Vec::new();
+    for (api_version, kind, plural) in CLUSTER_KINDS {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let list = match api.list(&ListParams::default()).await {
+            Ok(list) => list,
+            // The kind's CRD is not installed: nothing of it to analyze.
+            Err(kube::Error::Api(e)) if e.code == 404 && !group.is_empty() && group != "apps" => {
+                tracing::debug!(kind, "not served by this cluster");
+                continue;
+            }
+            Err(e) => bail!(
+                "listing {kind} objects in the cluster: {e}; check the kubeconfig (-c/--kubeconfig, KUBECONFIG) or analyze files only with --use-kube=false"
+            ),
+        };
+        for item in list.items {
+            let mut value = serde_json::to_value(&item)?;
+            value["apiVersion"] = api_version.into();
+            value["kind"] = kind.into();
+            if let Some(meta) = value["metadata"].as_object_mut() {
+                meta.remove("managedFields");
+            }
+            out.push(value);
+        }
+    }
+    Ok(out)
 }
 
 /// An object without a namespace is in the analyzed one (istioctl's `-n`); cluster-scoped
