@@ -382,7 +382,7 @@ pub fn annotations(cx: &Context, out: &mut Vec<Message>) {
     for raw in &cx.objects.all {
         let kind = raw.resource.kind.as_str();
         let core = raw.group().is_empty() && matches!(kind, "Namespace" | "Service" | "Pod");
-        if !core && !(raw.group() == "apps" && kind == "Deployment") {
+        if !(core || raw.group() == "apps" && kind == "Deployment") {
             continue;
         }
         for (name, value) in &raw.annotations {

@@ -29,7 +29,7 @@ pub fn duplicate_certificates(cx: &Context, out: &mut Vec<Message>) {
     for gw in gateways {
         for other in gateways.iter().filter(|o| {
             o.meta.namespace == gw.meta.namespace
-                && !(o.meta.name == gw.meta.name)
+                && o.meta.name != gw.meta.name
                 && (gw.spec.selector.is_empty()
                     || selector_subset(&gw.spec.selector, &o.spec.selector))
         }) {
@@ -315,11 +315,14 @@ pub fn destination_rule_hosts(cx: &Context, out: &mut Vec<Message>) {
     }
 }
 
+/// `(scope, host, port)`: where a ServiceEntry's port is visible.
+type ScopedHostPort<'a> = (String, &'a str, u32);
+
 /// IST0177, as istioctl's conflicting ServiceEntry analyzer: ServiceEntries visible in one
 /// scope (exported to a namespace, or to all) define a host and port with different protocols.
 pub fn conflicting_service_entry_protocols(cx: &Context, out: &mut Vec<Message>) {
     // (scope, host, port) → [(protocol, entry)]
-    let mut index: BTreeMap<(String, &str, u32), Vec<(String, usize)>> = BTreeMap::new();
+    let mut index: BTreeMap<ScopedHostPort, Vec<(String, usize)>> = BTreeMap::new();
     let entries = &cx.store.service_entries;
     for (i, se) in entries.iter().enumerate() {
         let export = &se.spec.export_to;
