@@ -481,6 +481,13 @@ mod analyze {
                 0,
             ),
             (
+                "ist0101-sidecar-selector.yaml",
+                &[
+                    "Error [IST0101] (Sidecar scoped/web testdata/analyze/ist0101-sidecar-selector.yaml:15) Referenced selector not found: \"app=web\"",
+                ],
+                79,
+            ),
+            (
                 "ist0103-ist0123.yaml",
                 &[
                     "Warning [IST0123] (Namespace mixed testdata/analyze/ist0103-ist0123.yaml:10) The namespace has more than one type of injection labels [istio-injection=enabled istio.io/rev=canary], which may lead to undefined behavior. Make sure only one injection label exists.",

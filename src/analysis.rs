@@ -159,6 +159,7 @@ pub fn analyze(store: &ConfigStore, objects: &Objects, locations: &Locations) ->
     conflicting_mesh_gateway_hosts(store, locations, &mut out);
     sidecars_without_selector(&cx, &mut out);
     sidecars_selecting_one_pod(&cx, &mut out);
+    sidecar_selectors_without_pods(&cx, &mut out);
     unreachable_rules(store, locations, &mut out);
     service_entry_addresses(store, locations, &mut out);
     unverified_server_certificates(store, locations, &mut out);
@@ -479,6 +480,36 @@ fn ambient_pod(annotations: &BTreeMap<String, String>) -> bool {
         .is_some_and(|v| v == "enabled")
 }
 
+/// The labels a Sidecar selects workloads by, `None` for a namespace-wide one (no selector,
+/// or one without labels).
+fn sidecar_selector(s: &Config<crate::model::istio::Sidecar>) -> Option<&BTreeMap<String, String>> {
+    s.spec
+        .workload_selector
+        .as_ref()
+        .map(|w| &w.labels)
+        .filter(|l| !l.is_empty())
+}
+
+/// IST0101 `selector`: a Sidecar whose workload selector no pod of its namespace satisfies.
+fn sidecar_selectors_without_pods(cx: &Context, out: &mut Vec<Message>) {
+    for s in &cx.store.sidecars {
+        let Some(labels) = sidecar_selector(s) else {
+            continue;
+        };
+        let found = cx.objects.pods.iter().any(|p| {
+            p.raw.resource.namespace == s.meta.namespace && labels_match(labels, &p.raw.labels)
+        });
+        if !found {
+            out.push(message(
+                &messages::REFERENCED_RESOURCE_NOT_FOUND,
+                s,
+                cx.locations,
+                vec!["selector".into(), objects::selector_string(labels)],
+            ));
+        }
+    }
+}
+
 /// IST0110: more than one Sidecar of a namespace selects the same pod; IST0167 instead for
 /// Sidecars that select a pod in ambient mode.
 fn sidecars_selecting_one_pod(cx: &Context, out: &mut Vec<Message>) {
@@ -490,9 +521,7 @@ fn sidecars_selecting_one_pod(cx: &Context, out: &mut Vec<Message>) {
             .iter()
             .filter(|s| {
                 s.meta.namespace == ns
-                    && s.spec.workload_selector.as_ref().is_some_and(|w| {
-                        !w.labels.is_empty() && labels_match(&w.labels, &pod.raw.labels)
-                    })
+                    && sidecar_selector(s).is_some_and(|l| labels_match(l, &pod.raw.labels))
             })
             .collect();
         if ambient_pod(&pod.raw.annotations) {
@@ -530,7 +559,7 @@ fn sidecars_without_selector(cx: &Context, out: &mut Vec<Message>) {
         .store
         .sidecars
         .iter()
-        .filter(|s| s.spec.workload_selector.is_none())
+        .filter(|s| sidecar_selector(s).is_none())
     {
         by_ns.entry(&s.meta.namespace).or_default().push(s);
     }
