@@ -20,6 +20,7 @@ mod kubernetes;
 mod observability;
 mod parity;
 mod properties;
+mod proxy_config;
 mod routing;
 mod scoping;
 mod sidecar_scope;

@@ -5,6 +5,7 @@ pub mod analyze;
 pub mod demo;
 pub mod install;
 pub mod loadtest;
+pub mod proxy_config;
 pub mod proxy_status;
 
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +42,9 @@ pub enum Command {
     Agent(AgentArgs),
     /// Per-proxy xDS sync status, as `istioctl proxy-status`.
     ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// One proxy's Envoy config as istioctl proxy-config shows it (cluster, listener, route,
+    /// endpoint, bootstrap, all), from the control plane or a live Envoy, or the two compared.
+    ProxyConfig(proxy_config::ProxyConfigArgs),
     /// Static analysis of Istio configuration, as `istioctl analyze` (exit code 79 on errors).
     Analyze(analyze::AnalyzeArgs),
     /// Install manifests: `manifest generate`.
@@ -280,6 +284,7 @@ pub fn main() -> ExitCode {
         Command::Bootstrap(args) => run_bootstrap(&args),
         Command::Agent(args) => run_agent(&args),
         Command::ProxyStatus(args) => runtime().and_then(|rt| rt.block_on(proxy_status::run(args))),
+        Command::ProxyConfig(args) => runtime().and_then(|rt| rt.block_on(proxy_config::run(args))),
         Command::Manifest(cmd) => install::run_manifest(cmd),
         Command::Install(args) => cli_runtime(install::run_install(args)),
         Command::VerifyInstall(args) => cli_runtime(install::run_verify(args)),
