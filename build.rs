@@ -173,6 +173,10 @@ fn main() {
         );
     }
     config.field_attribute(
+        ".navarch.v1.ResourceSyncStatus.last_error_sources",
+        "#[serde(skip_serializing_if = \"Vec::is_empty\")]",
+    );
+    config.field_attribute(
         ".navarch.v1.SyncStatus.resources",
         "#[serde(skip_serializing_if = \"::std::collections::BTreeMap::is_empty\")]",
     );

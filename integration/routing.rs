@@ -275,6 +275,26 @@ async fn envoy_nack_is_recorded_and_traffic_keeps_the_last_good_config() {
             >= 1
     );
 
+    // The NACK is traced to the VirtualService behind the rejected route: in syncz, the
+    // proxy-status detail and the metrics.
+    assert_eq!(
+        s[0].resources[navarch::translate::ROUTE_TYPE].last_error_sources,
+        ["VirtualService testns1/httpbin"],
+        "{s:?}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", sb.cp.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "navarch_xds_rejects_by_config{type=\"rds\",config=\"VirtualService testns1/httpbin\"} 1"
+        ),
+        "{metrics}"
+    );
+
     let table = sb.cp.proxy_status(&[]);
     let row = table
         .lines()
@@ -287,6 +307,10 @@ async fn envoy_nack_is_recorded_and_traffic_keeps_the_last_good_config() {
     let detail = sb.cp.proxy_status(&["sleep.testns1"]);
     assert!(
         detail.contains("RDS rejected by the proxy (it keeps its last good config):"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("  from: VirtualService testns1/httpbin"),
         "{detail}"
     );
     assert!(

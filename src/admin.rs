@@ -343,6 +343,31 @@ async fn metrics(State(s): State<AppState>) -> Response {
             m.rejects_by_type[kind.index()].load(Ordering::Relaxed),
         );
     }
+    // navarch: NACKs traced to the Istio object behind the rejected config.
+    let _ = writeln!(
+        out,
+        "# HELP navarch_xds_rejects_by_config NACKs by type and the Istio object the rejected config comes from.\n# TYPE navarch_xds_rejects_by_config counter"
+    );
+    let mut by_config: Vec<(String, String, u64)> = m
+        .rejects_by_config
+        .iter()
+        .map(|e| {
+            let (kind, config) = e.key();
+            (
+                kind.short().to_lowercase(),
+                config.clone(),
+                e.value().load(Ordering::Relaxed),
+            )
+        })
+        .collect();
+    by_config.sort();
+    for (kind, config, n) in by_config {
+        let _ = writeln!(
+            out,
+            "navarch_xds_rejects_by_config{{type=\"{kind}\",config=\"{}\"}} {n}",
+            config.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+    }
     s.health.write_metrics(&mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }

@@ -56,6 +56,8 @@ pub struct TypeSyncState {
     pub nonce_acked: Option<Nonce>,
     /// error_detail of an outstanding NACK; cleared by the next ACK.
     pub last_error: Option<Arc<str>>,
+    /// The Istio objects behind the rejected config (`Kind namespace/name`), with last_error.
+    pub last_error_sources: Arc<[String]>,
     pub last_sent: Option<SystemTime>,
     pub last_acked: Option<SystemTime>,
 }
@@ -72,11 +74,18 @@ impl TypeSyncState {
         self.nonce_acked = Some(nonce);
         self.last_acked = Some(now);
         self.last_error = None;
+        self.last_error_sources = Arc::from([]);
     }
 
     /// Records a NACK (the proxy keeps its last good config).
     pub fn on_nack(&mut self, error: &str) {
         self.last_error = Some(Arc::from(error));
+        self.last_error_sources = Arc::from([]);
+    }
+
+    /// Records which Istio objects the outstanding NACK is traced to.
+    pub fn blame(&mut self, sources: Vec<String>) {
+        self.last_error_sources = Arc::from(sources);
     }
 
     /// Whether `nonce` (as the proxy sent it) is the last one we sent.
@@ -94,6 +103,7 @@ impl TypeSyncState {
             sent_version: version(self.nonce_sent),
             acked_version: version(self.nonce_acked),
             last_error: self.last_error.as_deref().unwrap_or_default().to_string(),
+            last_error_sources: self.last_error_sources.to_vec(),
             acked_time: self
                 .last_acked
                 .map(|t| rfc3339(Some(t)))

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod http_policy;
 pub mod inbound;
 pub mod listener;
+pub mod origin;
 pub mod route;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

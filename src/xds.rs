@@ -48,6 +48,8 @@ pub struct XdsMetrics {
     pub refused_streams: AtomicU64,
     /// Streams cut because the proxy did not read (send timeout).
     pub stalled_streams: AtomicU64,
+    /// NACKs by type and the Istio object they are traced to (`Kind namespace/name`).
+    pub rejects_by_config: DashMap<(ResourceType, String), AtomicU64>,
 }
 
 impl XdsMetrics {
@@ -57,9 +59,16 @@ impl XdsMetrics {
         self.pushes_by_type[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn count_reject(&self, kind: ResourceType) {
+    /// Counts a NACK of `kind`, and one per Istio object it is traced to.
+    pub fn count_reject(&self, kind: ResourceType, sources: &[String]) {
         self.rejects.fetch_add(1, Ordering::Relaxed);
         self.rejects_by_type[kind.index()].fetch_add(1, Ordering::Relaxed);
+        for s in sources {
+            self.rejects_by_config
+                .entry((kind, s.clone()))
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -191,6 +200,17 @@ impl DiscoveryServer {
     /// After an endpoint-only change the endpoints are spliced: the previous encoding is kept
     /// but for the clusters of the services whose endpoints changed, which alone are encoded
     /// again.
+    /// The Istio objects behind the `kind` config `proxy` rejected with `error` (its current
+    /// config for that type is regenerated: NACKs are rare, and the rejected push is
+    /// normally the current one).
+    pub fn rejected_sources(&self, kind: ResourceType, proxy: &Proxy, error: &str) -> Vec<String> {
+        let push = self.push_context();
+        crate::translate::origin::rejected_sources(
+            &crate::translate::generate(kind, proxy, &push, None),
+            error,
+        )
+    }
+
     pub fn generate(
         &self,
         kind: ResourceType,

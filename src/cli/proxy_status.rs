@@ -150,10 +150,14 @@ pub fn render_detail(e: &SyncStatus, now: SystemTime) -> String {
             r.map(|r| r.acked.clone()).unwrap_or_default(),
         ]);
         if let Some(r) = r.filter(|r| !r.last_error.is_empty()) {
-            errors.push(format!(
+            let mut e = format!(
                 "{short} rejected by the proxy (it keeps its last good config): {}",
                 r.last_error
-            ));
+            );
+            if !r.last_error_sources.is_empty() {
+                e.push_str(&format!("\n  from: {}", r.last_error_sources.join(", ")));
+            }
+            errors.push(e);
         }
     }
     out.push_str(&tabulate(rows));

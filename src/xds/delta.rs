@@ -302,8 +302,13 @@ impl DeltaConnection {
                 metrics.acks.fetch_add(1, Ordering::Relaxed);
             }
             DeltaDecision::Nack => {
-                metrics.count_reject(kind);
-                tracing::warn!(kind = %kind, error = error.unwrap_or_default(), "NACK: the proxy rejected config and keeps its last good config");
+                let error = error.unwrap_or_default();
+                let sources = self.server.rejected_sources(kind, &self.proxy, error);
+                metrics.count_reject(kind, &sources);
+                tracing::warn!(kind = %kind, error, sources = %sources.join(", "), "NACK: the proxy rejected config and keeps its last good config");
+                if let Some(w) = self.watches[kind.index()].as_mut() {
+                    w.sync.blame(sources);
+                }
             }
         }
         self.record(kind);

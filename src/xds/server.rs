@@ -307,8 +307,13 @@ impl Connection {
                 tracing::debug!(kind = %kind, nonce = %req.response_nonce, "ACK");
             }
             Decision::Nack => {
-                metrics.count_reject(kind);
-                tracing::warn!(kind = %kind, nonce = %req.response_nonce, error = info.error_detail.unwrap_or_default(), "NACK: the proxy rejected config and keeps its last good config");
+                let error = info.error_detail.unwrap_or_default();
+                let sources = self.server.rejected_sources(kind, &self.proxy, error);
+                metrics.count_reject(kind, &sources);
+                tracing::warn!(kind = %kind, nonce = %req.response_nonce, error, sources = %sources.join(", "), "NACK: the proxy rejected config and keeps its last good config");
+                if let Some(w) = self.watched.get_mut(kind) {
+                    w.sync.blame(sources);
+                }
             }
             Decision::StaleNonce => {
                 metrics.expired_nonces.fetch_add(1, Ordering::Relaxed);
