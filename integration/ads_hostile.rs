@@ -139,6 +139,7 @@ async fn another_proxy_is_served(cp: &ControlPlane) {
     );
 }
 
+/// The sum of a metric's series (every label set) on `/metrics`.
 async fn metric(cp: &ControlPlane, name: &str) -> u64 {
     let text = reqwest::get(format!("{}/metrics", cp.http))
         .await
@@ -146,11 +147,16 @@ async fn metric(cp: &ControlPlane, name: &str) -> u64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} on /metrics:\n{text}"))
-        .parse()
-        .unwrap()
+    let values: Vec<u64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(!values.is_empty(), "{name} on /metrics:\n{text}");
+    values.iter().sum()
 }
 
 #[tokio::test]

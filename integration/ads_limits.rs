@@ -141,7 +141,7 @@ async fn a_client_that_never_pauses_is_read_at_the_request_rate() {
             .await
             .unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix("pilot_xds_acks_total "))
+            .find_map(|l| l.strip_prefix("navarch_xds_acks "))
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };

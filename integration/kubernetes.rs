@@ -244,6 +244,17 @@ async fn seed_manifests_applied_with_kubectl_route_like_files() {
         took.is_some_and(|d| d <= Duration::from_secs(2)),
         "pod deletion took {took:?} to remove its endpoint (want ≤ 2s)"
     );
+
+    // The watch events are counted as istiod counts them, and Istio's control plane
+    // dashboard finds every series it queries.
+    let text = crate::metrics::scrape(&cp.http).await;
+    crate::metrics::assert_istiod_shapes(&text, &["pilot_k8s_cfg_events", "pilot_k8s_reg_events"]);
+    crate::metrics::assert_dashboard_series(&text);
+    assert!(
+        text.contains("pilot_k8s_cfg_events{type=\"VirtualService\",event=\"delete\"} 1")
+            || text.contains("pilot_k8s_cfg_events{event=\"delete\",type=\"VirtualService\"} 1"),
+        "the VirtualService deletion is a config event:\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

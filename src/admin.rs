@@ -4,9 +4,10 @@
 //! Read-only views: it renders what xds, status and translate already know, and never changes
 //! state or computes config of its own (config dumps call translate, like the ADS server).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -282,73 +283,34 @@ fn heap() -> (u64, u64) {
     (allocated, resident)
 }
 
-/// Prometheus text, with istiod's metric names where istiod has them.
+/// Prometheus text with istiod's metric names, types, labels and buckets
+/// ([`crate::metrics`]), then navarch's own series (heap, cache, webhook, supervised tasks).
 async fn metrics(State(s): State<AppState>) -> Response {
     let m = &s.server.metrics;
     let (hits, misses) = s.server.cache.stats();
     let push = s.server.push_context();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
     let (allocated, resident) = heap();
-    #[rustfmt::skip]
-    let plain: [(&str, &str, u64, &str); 12] = [
-        ("pilot_xds", "gauge", s.server.connected_proxies() as u64,
-            "Number of endpoints connected to this pilot using XDS."),
-        ("pilot_xds_pushes_total", "counter", m.pushes.load(Ordering::Relaxed),
-            "Pushes sent."),
-        ("pilot_xds_push_bytes_total", "counter", m.push_bytes.load(Ordering::Relaxed),
-            "Bytes of resources sent."),
-        ("pilot_total_xds_rejects", "counter", m.rejects.load(Ordering::Relaxed),
-            "Total number of XDS responses from pilot rejected by proxy."),
-        ("navarch_heap_allocated_bytes", "gauge", allocated,
-            "Bytes the control plane has allocated (jemalloc stats.allocated)."),
-        ("navarch_heap_resident_bytes", "gauge", resident,
-            "Bytes of heap kept resident (jemalloc stats.resident)."),
-        ("pilot_xds_acks_total", "counter", m.acks.load(Ordering::Relaxed),
-            "ACKs received."),
-        ("pilot_xds_expired_nonce", "counter", m.expired_nonces.load(Ordering::Relaxed),
-            "Total number of XDS requests with an expired nonce."),
-        ("pilot_full_pushes_total", "counter", m.full_pushes.load(Ordering::Relaxed),
-            "Full pushes started."),
-        ("pilot_xds_cache_hits_total", "counter", hits,
-            "Encoded resource cache hits."),
-        ("pilot_xds_cache_misses_total", "counter", misses,
-            "Encoded resource cache misses."),
-        ("pilot_total_rejected_configs", "gauge", push.store.errors.len() as u64,
-            "Config documents rejected by validation."),
-    ];
-    for (name, kind, value, help) in plain {
-        metric(name, kind, help, value);
+    let mut by_version: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, c) in s.server.connections() {
+        *by_version.entry(c.proxy.istio_version.clone()).or_default() += 1;
     }
-    for (name, help, value) in s.webhook.counters() {
-        metric(name, "counter", help, value);
-    }
-    // istiod's per-type reject metrics (`pilot_xds_cds_reject`, ...).
-    for kind in [
-        ResourceType::Cluster,
-        ResourceType::Endpoint,
-        ResourceType::Listener,
-        ResourceType::Route,
-    ] {
-        let short = kind.short().to_lowercase();
-        metric(
-            &format!("pilot_xds_{short}_reject"),
-            "counter",
-            &format!("Pilot rejected {} configs.", kind.short()),
-            m.rejects_by_type[kind.index()].load(Ordering::Relaxed),
-        );
-    }
-    // navarch: NACKs traced to the Istio object behind the rejected config.
-    let _ = writeln!(
-        out,
-        "# HELP navarch_xds_rejects_by_config NACKs by type and the Istio object the rejected config comes from.\n# TYPE navarch_xds_rejects_by_config counter"
-    );
-    let mut by_config: Vec<(String, String, u64)> = m
+    let per_type = |counts: &[AtomicU64; ResourceType::COUNT]| -> Vec<(String, u64)> {
+        [
+            ResourceType::Cluster,
+            ResourceType::Endpoint,
+            ResourceType::Listener,
+            ResourceType::Route,
+        ]
+        .iter()
+        .map(|k| {
+            (
+                k.short().to_lowercase(),
+                counts[k.index()].load(Ordering::Relaxed),
+            )
+        })
+        .collect()
+    };
+    let mut rejects_by_config: Vec<(String, String, u64)> = m
         .rejects_by_config
         .iter()
         .map(|e| {
@@ -360,14 +322,34 @@ async fn metrics(State(s): State<AppState>) -> Response {
             )
         })
         .collect();
-    by_config.sort();
-    for (kind, config, n) in by_config {
-        let _ = writeln!(
-            out,
-            "navarch_xds_rejects_by_config{{type=\"{kind}\",config=\"{}\"}} {n}",
-            config.replace('\\', "\\\\").replace('"', "\\\"")
-        );
-    }
+    rejects_by_config.sort();
+    #[rustfmt::skip]
+    let mut extra: Vec<(&'static str, &'static str, &'static str, u64)> = vec![
+        ("navarch_xds_push_bytes", "counter", "Bytes of resources sent.", m.push_bytes.load(Ordering::Relaxed)),
+        ("navarch_heap_allocated_bytes", "gauge", "Bytes the control plane has allocated (jemalloc stats.allocated).", allocated),
+        ("navarch_heap_resident_bytes", "gauge", "Bytes of heap kept resident (jemalloc stats.resident).", resident),
+        ("navarch_xds_acks", "counter", "ACKs received.", m.acks.load(Ordering::Relaxed)),
+        ("pilot_xds_expired_nonce", "counter", "Total number of XDS requests with an expired nonce.", m.expired_nonces.load(Ordering::Relaxed)),
+        ("navarch_full_pushes", "counter", "Full pushes started.", m.full_pushes.load(Ordering::Relaxed)),
+        ("navarch_xds_cache_hits", "counter", "Encoded resource cache hits.", hits),
+        ("navarch_xds_cache_misses", "counter", "Encoded resource cache misses.", misses),
+        ("navarch_rejected_configs", "gauge", "Config documents rejected by validation now.", push.store.errors.len() as u64),
+    ];
+    extra.extend(
+        s.webhook
+            .counters()
+            .map(|(name, help, value)| (name, "counter", help, value)),
+    );
+    let snapshot = crate::metrics::Snapshot {
+        proxies_by_version: by_version.into_iter().collect(),
+        services: push.store.registry.services.len() as i64,
+        virtual_services: push.store.virtual_services.len() as i64,
+        pushes: per_type(&m.pushes_by_type),
+        rejects: per_type(&m.rejects_by_type),
+        rejects_by_config,
+        extra,
+    };
+    let mut out = crate::metrics::render(&m.pilot, &snapshot);
     s.health.write_metrics(&mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }

@@ -187,7 +187,9 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         }
         build_store(initial_sets.clone(), &mesh_map, mesh.as_ref())
     };
-    log_errors(&initial, &mut Default::default());
+    let pilot_metrics = Arc::new(crate::metrics::PilotMetrics::default());
+    let mut initially_reported = BTreeSet::new();
+    log_errors(&initial, &mut initially_reported, &pilot_metrics);
     tracing::info!(
         services = initial.registry.services.len(),
         virtual_services = initial.virtual_services.len(),
@@ -212,12 +214,14 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
                 join_error_cause(e).unwrap_or_else(|| "was cancelled".into())
             )
         })?;
-    let server = Arc::new(DiscoveryServer::with_limits(
+    let mut server = DiscoveryServer::with_limits(
         first,
         status,
         cfg.instance_id.clone(),
         cfg.ads_limits.clone(),
-    ));
+    );
+    server.metrics.pilot = pilot_metrics;
+    let server = Arc::new(server);
     if kube_client.is_some() {
         server.set_ready(false);
     }
@@ -298,6 +302,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
                 errors: errors_rx,
                 leading: leading.subscribe(),
             }),
+            metrics: server.metrics.pilot.clone(),
         };
         let lease = sources::kube::leader::LeaseOptions {
             namespace: cfg.system_namespace.clone(),
@@ -337,7 +342,7 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
             mesh_override: mesh.clone(),
             expected: usize::from(!cfg.config_dirs.is_empty()) + usize::from(cfg.cluster.is_some()),
         }),
-        reported: Mutex::default(),
+        reported: Mutex::new(initially_reported),
         dirty: AtomicBool::new(false),
         config_dirty: AtomicBool::new(true),
         errors_tx,
@@ -477,11 +482,17 @@ fn build_store(
     merged.into_store_with(mesh_map, mesh_override)
 }
 
-/// Logs each rejected document once (not again on every rebuild while it stays broken).
-fn log_errors(store: &ConfigStore, reported: &mut BTreeSet<String>) {
+/// Logs and counts (`pilot_total_rejected_configs`) each rejected document once (not again
+/// on every rebuild while it stays broken).
+fn log_errors(
+    store: &ConfigStore,
+    reported: &mut BTreeSet<String>,
+    metrics: &crate::metrics::PilotMetrics,
+) {
     let now: BTreeSet<String> = store.errors.iter().map(|e| e.to_string()).collect();
     for e in now.difference(reported) {
         tracing::warn!(error = %e, "config rejected; fix it, the rest is served");
+        metrics.rejected_configs.inc();
     }
     *reported = now;
 }
@@ -495,6 +506,10 @@ async fn push_loop(
     let mut updates = updates.lock_owned().await;
     while let Some((source, set)) = updates.recv().await {
         let endpoints_only = set.endpoints_only;
+        crate::metrics::PilotMetrics::count(
+            &shared.server.metrics.pilot.inbound_updates,
+            if endpoints_only { "eds" } else { "config" },
+        );
         lock(&shared.sources).latest.insert(source, set);
         if !endpoints_only {
             shared.config_dirty.store(true, Ordering::Release);
@@ -577,11 +592,18 @@ async fn build_and_push(shared: Arc<PushShared>, req: PushRequest) {
             let store = merged.endpoints_into(&previous.store);
             return (PushContext::with_endpoints(&previous, store), complete);
         }
+        let started = std::time::Instant::now();
         let store = build_store(sets, &mesh_map, mesh_override.as_ref());
         #[cfg(test)]
         tests::fault_point(&store);
-        log_errors(&store, &mut lock(&s.reported));
-        (PushContext::new(store), complete)
+        log_errors(&store, &mut lock(&s.reported), &s.server.metrics.pilot);
+        let ctx = PushContext::new(store);
+        s.server
+            .metrics
+            .pilot
+            .pushcontext_init
+            .observe(started.elapsed().as_secs_f64());
+        (ctx, complete)
     })
     .await;
     let (ctx, complete) = match built {

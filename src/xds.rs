@@ -50,10 +50,21 @@ pub struct XdsMetrics {
     pub stalled_streams: AtomicU64,
     /// NACKs by type and the Istio object they are traced to (`Kind namespace/name`).
     pub rejects_by_config: DashMap<(ResourceType, String), AtomicU64>,
+    /// istiod's histograms and labelled counters, recorded as pushes happen.
+    pub pilot: Arc<crate::metrics::PilotMetrics>,
 }
 
 impl XdsMetrics {
-    pub fn count_push(&self, kind: ResourceType, bytes: usize) {
+    /// Counts a response sent and its size (`pilot_xds_config_size_bytes{type}`), and how long
+    /// generating and sending it took since `started` (`pilot_xds_push_time{type}`).
+    pub fn count_push(&self, kind: ResourceType, bytes: usize, started: std::time::Instant) {
+        let t = kind.short().to_lowercase();
+        crate::metrics::PilotMetrics::observe(&self.pilot.config_size, &t, bytes as f64);
+        crate::metrics::PilotMetrics::observe(
+            &self.pilot.push_time,
+            &t,
+            started.elapsed().as_secs_f64(),
+        );
         self.pushes.fetch_add(1, Ordering::Relaxed);
         self.push_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.pushes_by_type[kind.index()].fetch_add(1, Ordering::Relaxed);
@@ -300,6 +311,15 @@ impl DiscoveryServer {
         }
         if req.full {
             self.metrics.full_pushes.fetch_add(1, Ordering::Relaxed);
+        }
+        for reason in req.reason.keys() {
+            crate::metrics::PilotMetrics::count(&self.metrics.pilot.push_triggers, reason.as_str());
+        }
+        if let Some(start) = req.start {
+            self.metrics
+                .pilot
+                .debounce_time
+                .observe(start.elapsed().as_secs_f64());
         }
         tracing::info!(
             version,

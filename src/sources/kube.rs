@@ -93,6 +93,8 @@ pub struct KubeSourceOptions {
     pub settle: Duration,
     /// Write validation results into the Istio resources' status (leader only).
     pub status: Option<StatusOptions>,
+    /// Where watch events are counted (`pilot_k8s_cfg_events`, `pilot_k8s_reg_events`).
+    pub metrics: Arc<crate::metrics::PilotMetrics>,
 }
 
 /// What the status writer needs: the current errors (from the push loop) and whether this
@@ -173,6 +175,8 @@ impl Stores {
 pub(crate) struct ChangeSignal {
     notify: Notify,
     config: std::sync::atomic::AtomicBool,
+    /// Counts each watch event by kind.
+    metrics: Arc<crate::metrics::PilotMetrics>,
 }
 
 impl ChangeSignal {
@@ -195,8 +199,11 @@ fn moves_endpoints_only(kind: &str) -> bool {
     matches!(kind, "EndpointSlice" | "Pod")
 }
 
-/// Drives one watcher into its store, waking `changed` after every applied change.
-async fn run_watcher<K, S>(kind: String, stream: S, changed: Arc<ChangeSignal>)
+/// Drives one watcher into its store, waking `changed` after every applied change. Each event
+/// is counted as istiod counts them (`add` for the objects of a (re)list, `update` for a
+/// change, `delete`), an Istio kind's (`istio`) as a config event, the others' as registry
+/// events.
+async fn run_watcher<K, S>(kind: String, stream: S, changed: Arc<ChangeSignal>, istio: bool)
 where
     K: Resource + Clone + Debug + Send + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
@@ -205,6 +212,15 @@ where
     let mut failing = false;
     let endpoints_only = moves_endpoints_only(&kind);
     while let Some(event) = stream.next().await {
+        let counted = match &event {
+            Ok(watcher::Event::InitApply(_)) => Some("add"),
+            Ok(watcher::Event::Apply(_)) => Some("update"),
+            Ok(watcher::Event::Delete(_)) => Some("delete"),
+            _ => None,
+        };
+        if let Some(e) = counted {
+            changed.metrics.k8s_event(&kind, e, istio);
+        }
         match event {
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Ok(_) => {
@@ -260,7 +276,7 @@ impl Reflectors<'_> {
             .reflect(writer);
         self.tasks.spawn(
             format!("{kind} watcher"),
-            run_watcher(kind.to_string(), stream, self.changed.clone()),
+            run_watcher(kind.to_string(), stream, self.changed.clone(), false),
         );
         reader
     }
@@ -295,7 +311,10 @@ pub async fn run(
 ) -> Result<(), KubeSourceError> {
     let mut group = TaskGroup::new();
     let tasks = group.spawner();
-    let changed = Arc::new(ChangeSignal::default());
+    let changed = Arc::new(ChangeSignal {
+        metrics: opts.metrics.clone(),
+        ..ChangeSignal::default()
+    });
     let cfg = watcher::Config::default;
     let reflect = Reflectors {
         tasks: &tasks,
@@ -347,7 +366,7 @@ pub async fn run(
                     tracing::info!(kind = kind.as_str(), version = %resource.version, "watching Istio kind");
                     watchers.spawn(
                         format!("{} watcher", kind.as_str()),
-                        run_watcher(kind.as_str().to_string(), stream, changed.clone()),
+                        run_watcher(kind.as_str().to_string(), stream, changed.clone(), true),
                     );
                     // Not served until listed, so a half-listed kind never looks deleted.
                     let _ = store.wait_until_ready().await;

@@ -16,6 +16,16 @@ pub enum TriggerReason {
     EndpointUpdate,
 }
 
+impl TriggerReason {
+    /// istiod's `pilot_push_triggers` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerReason::ConfigUpdate => "config",
+            TriggerReason::EndpointUpdate => "endpoint",
+        }
+    }
+}
+
 /// A request to recompute and push config (istiod's `PushRequest`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PushRequest {

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
@@ -249,9 +249,13 @@ async fn serve_delta_stream(
                     Some(req) => conn.handle_request(req)?,
                     None => return Ok(()),
                 },
-                req = handle.queue.next() => {
+                (req, waited) = handle.queue.next() => {
+                    server.metrics.pilot.queue_time.observe(waited.as_secs_f64());
                     let _permit = server.push_throttle.acquire().await;
                     conn.push_changed(req.full)?;
+                    if let Some(start) = req.start {
+                        server.metrics.pilot.convergence.observe(start.elapsed().as_secs_f64());
+                    }
                 }
                 status = stalled(outbox, server) => return Err(status),
             }
@@ -336,6 +340,7 @@ impl DeltaConnection {
 
     /// Sends what changed for `kind`; returns the names sent.
     fn send(&mut self, kind: ResourceType) -> Result<Vec<String>, Status> {
+        let started = Instant::now();
         let push = self.server.push_context();
         let set = self.server.generate(kind, &self.proxy, &push);
         let Some(watch) = self.watches[kind.index()].as_mut() else {
@@ -370,11 +375,14 @@ impl DeltaConnection {
         let parts: Arc<[bytes::Bytes]> = set.delta_slices(&update.send).into();
         let bytes: usize = parts.iter().map(bytes::Bytes::len).sum();
         let framed = frame_head(head.len() + bytes, &head);
+        let sending = Instant::now();
         self.outbox
             .put(kind, framed, parts)
             .map_err(|_| Status::cancelled("the proxy went away"))?;
+        let pilot = &self.server.metrics.pilot;
+        pilot.send_time.observe(sending.elapsed().as_secs_f64());
         watch.on_sent(&set, nonce, SystemTime::now());
-        self.server.metrics.count_push(kind, bytes);
+        self.server.metrics.count_push(kind, bytes, started);
         let sent: Vec<String> = update
             .send
             .iter()

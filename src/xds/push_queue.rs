@@ -2,6 +2,7 @@
 //! slow proxy never accumulates a backlog and always receives the newest state.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -9,7 +10,8 @@ use crate::xds::debounce::PushRequest;
 
 #[derive(Debug, Default)]
 pub struct PushQueue {
-    pending: Mutex<Option<PushRequest>>,
+    /// The merged pending push, and when the first of it was queued.
+    pending: Mutex<Option<(PushRequest, Instant)>>,
     notify: Notify,
 }
 
@@ -18,18 +20,19 @@ impl PushQueue {
     pub fn enqueue(&self, req: PushRequest) {
         let mut slot = self.pending.lock().expect("push queue lock");
         *slot = Some(match slot.take() {
-            Some(existing) => existing.merge(req),
-            None => req,
+            Some((existing, since)) => (existing.merge(req), since),
+            None => (req, Instant::now()),
         });
         drop(slot);
         self.notify.notify_one();
     }
 
-    /// Waits for and takes the merged pending push.
-    pub async fn next(&self) -> PushRequest {
+    /// Waits for and takes the merged pending push, with how long it waited in the queue
+    /// (istiod's `pilot_proxy_queue_time`).
+    pub async fn next(&self) -> (PushRequest, Duration) {
         loop {
-            if let Some(req) = self.pending.lock().expect("push queue lock").take() {
-                return req;
+            if let Some((req, since)) = self.pending.lock().expect("push queue lock").take() {
+                return (req, since.elapsed());
             }
             self.notify.notified().await;
         }
@@ -51,7 +54,7 @@ mod tests {
         q.enqueue(PushRequest::endpoints_only());
         q.enqueue(PushRequest::full(TriggerReason::ConfigUpdate));
         assert!(q.is_pending());
-        let got = q.next().await;
+        let (got, _) = q.next().await;
         assert!(got.full, "a full push absorbs an EDS-only one");
         assert_eq!(got.event_count(), 2);
         assert!(!q.is_pending());
@@ -68,6 +71,6 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(got.full);
+        assert!(got.0.full);
     }
 }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
@@ -275,10 +275,14 @@ impl Connection {
                     Some(req) => self.handle_request(req)?,
                     None => return Ok(()),
                 },
-                req = queue.next() => {
+                (req, waited) = queue.next() => {
                     let server = self.server.clone();
+                    server.metrics.pilot.queue_time.observe(waited.as_secs_f64());
                     let _permit = server.push_throttle.acquire().await;
                     self.push_changed(req.full)?;
+                    if let Some(start) = req.start {
+                        server.metrics.pilot.convergence.observe(start.elapsed().as_secs_f64());
+                    }
                 }
                 status = stalled(&self.outbox, &self.server) => return Err(status),
             }
@@ -363,6 +367,7 @@ impl Connection {
     /// Sends `kind` when `always` or when its content differs from what was sent last;
     /// returns whether it sent.
     fn send(&mut self, kind: ResourceType, always: bool) -> Result<bool, Status> {
+        let started = Instant::now();
         let push = self.server.push_context();
         let set = self.server.generate(kind, &self.proxy, &push);
         let Some(w) = self.watched.get_mut(kind) else {
@@ -377,7 +382,7 @@ impl Connection {
             return Ok(false);
         }
         let body = set.sotw(wanted);
-        self.deliver(kind, body, set)?;
+        self.deliver(kind, body, set, started)?;
         self.record(kind);
         Ok(true)
     }
@@ -386,6 +391,7 @@ impl Connection {
     /// partial EDS responses; the proxy keeps the clusters not named), or everything when the
     /// proxy may not hold that response yet.
     fn send_changes(&mut self, kind: ResourceType) -> Result<(), Status> {
+        let started = Instant::now();
         let push = self.server.push_context();
         let set = self.server.generate(kind, &self.proxy, &push);
         let pending = self.outbox.is_pending(kind);
@@ -415,7 +421,7 @@ impl Connection {
             Some(base) => set.sotw_since(base, wanted),
             None => set.sotw(wanted),
         };
-        self.deliver(kind, body, set)?;
+        self.deliver(kind, body, set, started)?;
         if let Some(w) = self.watched.get_mut(kind) {
             w.partial_base = base;
         }
@@ -429,6 +435,7 @@ impl Connection {
         kind: ResourceType,
         body: SotwBody,
         set: Arc<EncodedSet>,
+        started: Instant,
     ) -> Result<(), Status> {
         self.seq += 1;
         let nonce = Nonce {
@@ -441,15 +448,18 @@ impl Connection {
         }
         .encode_to_vec();
         let head = frame_head(nonce_field.len() + body.len, &nonce_field);
+        let sending = Instant::now();
         self.outbox
             .put(kind, head, body.parts)
             .map_err(|_| Status::cancelled("the proxy went away"))?;
+        let pilot = &self.server.metrics.pilot;
+        pilot.send_time.observe(sending.elapsed().as_secs_f64());
         if let Some(w) = self.watched.get_mut(kind) {
             w.sync.on_sent(nonce, SystemTime::now());
             w.last_set = Some(set);
             w.partial_base = None;
         }
-        self.server.metrics.count_push(kind, body.len);
+        self.server.metrics.count_push(kind, body.len, started);
         tracing::debug!(kind = %kind, resources = body.resources, bytes = body.len, version = %crate::status::format_version(body.version), "sent");
         Ok(())
     }
