@@ -20,6 +20,7 @@ mod kubernetes;
 mod metrics;
 mod observability;
 mod parity;
+mod preview;
 mod properties;
 mod proxy_config;
 mod routing;

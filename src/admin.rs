@@ -43,6 +43,7 @@ pub fn router(
         .route("/metrics", get(metrics))
         .route("/debug/syncz", get(syncz))
         .route("/debug/config_dump", get(config_dump))
+        .route("/debug/preview", axum::routing::post(preview))
         .route("/debug/configz", get(configz))
         .route("/debug/adsz", get(adsz))
         .route("/debug/registryz", get(registryz))
@@ -121,9 +122,16 @@ pub fn render_config_dump(
     proxy: &Proxy,
     server: &DiscoveryServer,
 ) -> Result<Value, protojson::ProtoJsonError> {
-    let push = server.push_context();
+    render_config_dump_of(proxy, &server.push_context())
+}
+
+/// Envoy's ConfigDump JSON for what `push` serves this proxy.
+pub fn render_config_dump_of(
+    proxy: &Proxy,
+    push: &crate::model::push_context::PushContext,
+) -> Result<Value, protojson::ProtoJsonError> {
     let render = |kind: ResourceType| -> Result<Vec<Value>, protojson::ProtoJsonError> {
-        translate::generate(kind, proxy, &push, None)
+        translate::generate(kind, proxy, push, None)
             .iter()
             .map(|r| protojson::any_to_json(&r.resource))
             .collect()
@@ -146,6 +154,127 @@ pub fn render_config_dump(
             {"@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump", "dynamic_endpoint_configs": wrap(endpoints, "endpoint_config")},
         ]
     }))
+}
+
+/// One file of a preview request.
+#[derive(Debug, Deserialize)]
+struct PreviewFile {
+    name: String,
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PreviewRequest {
+    files: Vec<PreviewFile>,
+}
+
+/// `POST /debug/preview` (`navarch preview`): the routing config of the files laid over the
+/// current snapshot; for each connected proxy whose config would change, its config dump
+/// before and after; the analyzer messages the change adds; and what was not previewed.
+async fn preview(State(s): State<AppState>, Json(req): Json<PreviewRequest>) -> Response {
+    let current = s.server.push_context();
+    let mut changes = crate::sources::objects::ObjectSet::default();
+    for f in &req.files {
+        changes.merge(crate::sources::files::objects_from_text(
+            std::path::Path::new(&f.name),
+            &f.text,
+        ));
+    }
+    let mut skipped: Vec<String> = Vec::new();
+    let kube =
+        |kind: &str, metas: Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
+            metas
+                .into_iter()
+                .map(|m| {
+                    format!(
+                        "{kind} {}/{}",
+                        m.namespace.as_deref().unwrap_or("default"),
+                        m.name.as_deref().unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+    skipped.extend(kube(
+        "Service",
+        changes.services.iter().map(|o| &o.metadata).collect(),
+    ));
+    skipped.extend(kube(
+        "Pod",
+        changes.pods.iter().map(|o| &o.metadata).collect(),
+    ));
+    skipped.extend(kube(
+        "Namespace",
+        changes.namespaces.iter().map(|o| &o.metadata).collect(),
+    ));
+    for c in &changes.store.service_entries {
+        skipped.push(format!("ServiceEntry {}/{}", c.meta.namespace, c.meta.name));
+    }
+    for c in &changes.store.workload_entries {
+        skipped.push(format!(
+            "WorkloadEntry {}/{}",
+            c.meta.namespace, c.meta.name
+        ));
+    }
+    let mut store = current.store.clone();
+    store.overlay(std::mem::take(&mut changes.store));
+    let candidate = crate::model::push_context::PushContext::new(store);
+
+    let no_objects = crate::analysis::Objects::default();
+    let no_locations = crate::analysis::Locations::default();
+    let before: std::collections::BTreeSet<String> =
+        crate::analysis::analyze(&current.store, &no_objects, &no_locations)
+            .iter()
+            .map(|m| m.log_line())
+            .collect();
+    let messages: Vec<Value> =
+        crate::analysis::analyze(&candidate.store, &no_objects, &no_locations)
+            .iter()
+            .filter(|m| !before.contains(&m.log_line()))
+            .map(|m| m.to_json())
+            .collect();
+
+    let mut changed = Vec::new();
+    let mut unchanged = Vec::new();
+    for (_, c) in s.server.connections() {
+        let proxy = &c.proxy;
+        let same = ResourceType::PUSH_ORDER.iter().all(|kind| {
+            let digests = |push: &crate::model::push_context::PushContext| {
+                translate::generate(*kind, proxy, push, None)
+                    .into_iter()
+                    .map(|r| (r.name, r.digest))
+                    .collect::<BTreeMap<_, _>>()
+            };
+            digests(&current) == digests(&candidate)
+        });
+        if same {
+            unchanged.push(proxy.name());
+            continue;
+        }
+        match (
+            render_config_dump_of(proxy, &current),
+            render_config_dump_of(proxy, &candidate),
+        ) {
+            (Ok(before), Ok(after)) => changed.push(json!({
+                "proxy": proxy.name(),
+                "before": before,
+                "after": after,
+            })),
+            (Err(e), _) | (_, Err(e)) => {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("rendering {}'s config: {e}\n", proxy.name()),
+                )
+                    .into_response();
+            }
+        }
+    }
+    Json(json!({
+        "changed": changed,
+        "unchanged": unchanged,
+        "skipped": skipped,
+        "messages": messages,
+    }))
+    .into_response()
 }
 
 /// Every stored config object and every rejected document.

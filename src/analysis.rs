@@ -61,6 +61,21 @@ impl Message {
         }
     }
 
+    /// istioctl's JSON (and YAML) row.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "code": self.kind.code,
+            "documentationUrl": format!(
+                "https://istio.io/latest/docs/reference/config/analysis/{}/?ref=istioctl",
+                self.kind.code.to_ascii_lowercase()
+            ),
+            "level": self.kind.level.as_str(),
+            "message": self.text(),
+            "origin": self.origin(),
+            "reference": self.reference.clone().unwrap_or_default(),
+        })
+    }
+
     /// istioctl's line: `Error [IST0101] (VirtualService ns/name vs.yaml:3) Referenced ...`.
     pub fn log_line(&self) -> String {
         let place = [Some(self.origin()), self.reference.clone()]

@@ -5,6 +5,7 @@ pub mod analyze;
 pub mod demo;
 pub mod install;
 pub mod loadtest;
+pub mod preview;
 pub mod proxy_config;
 pub mod proxy_status;
 
@@ -45,6 +46,9 @@ pub enum Command {
     /// One proxy's Envoy config as istioctl proxy-config shows it (cluster, listener, route,
     /// endpoint, bootstrap, all), from the control plane or a live Envoy, or the two compared.
     ProxyConfig(proxy_config::ProxyConfigArgs),
+    /// Which connected proxies' config a change would alter, and how, before it is applied
+    /// (exit 79 when the change raises an error).
+    Preview(preview::PreviewArgs),
     /// Static analysis of Istio configuration, as `istioctl analyze` (exit code 79 on errors).
     Analyze(analyze::AnalyzeArgs),
     /// Install manifests: `manifest generate`.
@@ -277,6 +281,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => return analyze::run(args),
+        Command::Preview(args) => return preview::run(args),
         Command::Discovery(args) => {
             init_tracing(&args.log);
             runtime().and_then(|rt| rt.block_on(run_discovery(args)))

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::analysis::{self, Level, Locations, Message, Objects};
 use crate::model::config::ConfigError;
@@ -451,24 +451,7 @@ fn documents(text: &str) -> Vec<(usize, &str)> {
 
 /// istioctl's JSON (and YAML) rows.
 fn as_json(messages: &[&Message]) -> Value {
-    Value::Array(
-        messages
-            .iter()
-            .map(|m| {
-                json!({
-                    "code": m.kind.code,
-                    "documentationUrl": format!(
-                        "https://istio.io/latest/docs/reference/config/analysis/{}/?ref=istioctl",
-                        m.kind.code.to_ascii_lowercase()
-                    ),
-                    "level": m.kind.level.as_str(),
-                    "message": m.text(),
-                    "origin": m.origin(),
-                    "reference": m.reference.clone().unwrap_or_default(),
-                })
-            })
-            .collect(),
-    )
+    Value::Array(messages.iter().map(|m| m.to_json()).collect())
 }
 
 /// One `--suppress CODE=Kind name[.namespace]`, `*` a wildcard in either part.

@@ -1095,8 +1095,8 @@ fn endpoints_by_cluster(dump: &Dump) -> BTreeMap<String, Value> {
 }
 
 /// A resource's JSON as proto3 means it: fields at their default (`0`, `false`, `""`, `{}`,
-/// `[]`) dropped, and every number compared as a number (Envoy prints `100.0` where the
-/// control plane wrote `100`), so two renderings of the same message compare equal.
+/// `[]`) dropped, and numbers in one form (Envoy prints `100.0` where the control plane wrote
+/// `100`), so two renderings of the same message compare equal.
 fn proto_defaults_dropped(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
@@ -1106,10 +1106,12 @@ fn proto_defaults_dropped(v: &Value) -> Value {
                 .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(proto_defaults_dropped).collect()),
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(serde_json::Number::from_f64)
-            .map_or_else(|| v.clone(), Value::Number),
+        // One form per value: integral numbers as integers, the rest as floats.
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            Some(f) => serde_json::Number::from_f64(f).map_or_else(|| v.clone(), Value::Number),
+            None => v.clone(),
+        },
         _ => v.clone(),
     }
 }

@@ -60,6 +60,27 @@ pub struct ConfigStore {
 }
 
 impl ConfigStore {
+    /// `changes`' routing configs (VirtualServices, DestinationRules, Gateways, Sidecars,
+    /// EnvoyFilters) laid over this store's: one with the same kind, namespace and name
+    /// replaces this store's, the others are added; `changes`' errors are added. The registry
+    /// (Services, ServiceEntries, WorkloadEntries, endpoints) stays this store's.
+    pub fn overlay(&mut self, changes: ConfigStore) {
+        fn lay<T>(mine: &mut Vec<Arc<Config<T>>>, theirs: Vec<Arc<Config<T>>>) {
+            for c in theirs {
+                mine.retain(|m| {
+                    !(m.meta.namespace == c.meta.namespace && m.meta.name == c.meta.name)
+                });
+                mine.push(c);
+            }
+        }
+        lay(&mut self.virtual_services, changes.virtual_services);
+        lay(&mut self.destination_rules, changes.destination_rules);
+        lay(&mut self.gateways, changes.gateways);
+        lay(&mut self.sidecars, changes.sidecars);
+        lay(&mut self.envoy_filters, changes.envoy_filters);
+        self.errors.extend(changes.errors);
+    }
+
     /// Puts every list in Istio's precedence order so that output is deterministic.
     pub fn normalize(&mut self) {
         self.virtual_services.sort_by(istio_order);
