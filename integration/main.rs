@@ -17,6 +17,7 @@ mod injection;
 mod install;
 mod iptables;
 mod kubernetes;
+mod logging;
 mod metrics;
 mod observability;
 mod parity;

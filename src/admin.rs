@@ -44,6 +44,11 @@ pub fn router(
         .route("/debug/syncz", get(syncz))
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/preview", axum::routing::post(preview))
+        .route("/debug/logging", get(logging_scopes))
+        .route(
+            "/debug/logging/{scope}",
+            axum::routing::put(set_logging_level),
+        )
         .route("/debug/configz", get(configz))
         .route("/debug/adsz", get(adsz))
         .route("/debug/registryz", get(registryz))
@@ -154,6 +159,30 @@ pub fn render_config_dump_of(
             {"@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump", "dynamic_endpoint_configs": wrap(endpoints, "endpoint_config")},
         ]
     }))
+}
+
+/// The log scopes and their levels.
+async fn logging_scopes() -> Response {
+    Json(crate::logging::scopes()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct LevelChange {
+    output_level: String,
+}
+
+/// `PUT /debug/logging/<scope>` `{"output_level": "debug"}`: changes a scope's level at once.
+async fn set_logging_level(
+    axum::extract::Path(scope): axum::extract::Path<String>,
+    Json(change): Json<LevelChange>,
+) -> Response {
+    match crate::logging::set_level(&scope, &change.output_level) {
+        Ok(()) => Json(crate::logging::scopes()).into_response(),
+        Err(e @ crate::logging::LoggingError::NotInitialised) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
 }
 
 /// One file of a preview request.

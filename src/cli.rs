@@ -160,6 +160,18 @@ pub struct DiscoveryArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `navarch=debug`.
     #[arg(long, env = "NAVARCH_LOG", default_value = "info")]
     pub log: String,
+    /// Scope levels, istiod's `--log_output_level`: `scope:level,...` (scopes: default, ads,
+    /// model, translate, kube, files, webhook, admin; levels: none, error, warn, info, debug,
+    /// trace). They change at runtime on /debug/logging and the introspection page.
+    #[arg(
+        long = "log-output-level",
+        env = "NAVARCH_LOG_OUTPUT_LEVEL",
+        default_value = "default:info"
+    )]
+    pub log_output_level: String,
+    /// `text` or `json` (one JSON object per line, istiod's `--log_as_json`).
+    #[arg(long = "log-format", env = "NAVARCH_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 impl DiscoveryArgs {
@@ -283,8 +295,10 @@ pub fn main() -> ExitCode {
         Command::Analyze(args) => return analyze::run(args),
         Command::Preview(args) => return preview::run(args),
         Command::Discovery(args) => {
-            init_tracing(&args.log);
-            runtime().and_then(|rt| rt.block_on(run_discovery(args)))
+            crate::logging::init(&args.log_format, &args.log_output_level, &args.log)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| runtime())
+                .and_then(|rt| rt.block_on(run_discovery(args)))
         }
         Command::Bootstrap(args) => run_bootstrap(&args),
         Command::Agent(args) => run_agent(&args),

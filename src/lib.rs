@@ -17,6 +17,7 @@ pub mod inject;
 pub mod install;
 pub mod iptables;
 pub mod localkube;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod protojson;
