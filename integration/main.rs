@@ -6,6 +6,7 @@ mod ads_hostile;
 mod ads_limits;
 mod cli;
 mod cluster;
+mod ctrlz;
 mod delta;
 mod demo;
 mod egress;

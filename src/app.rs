@@ -34,6 +34,8 @@ pub struct DiscoveryConfig {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub monitoring_addr: Option<SocketAddr>,
+    /// The introspection page (`--ctrlz-addr`); off when `None`.
+    pub ctrlz_addr: Option<SocketAddr>,
     pub config_dirs: Vec<PathBuf>,
     /// Watch a cluster: `Some(None)` for the in-cluster config, `Some(Some(path))` for a
     /// kubeconfig.
@@ -60,6 +62,7 @@ pub struct BoundAddrs {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub monitoring: Option<SocketAddr>,
+    pub ctrlz: Option<SocketAddr>,
 }
 
 /// A running control plane.
@@ -116,6 +119,7 @@ pub mod task {
     pub const ADS_SERVER: &str = "ads-server";
     pub const HTTP_SERVER: &str = "http-server";
     pub const MONITORING_SERVER: &str = "monitoring-server";
+    pub const CTRLZ_SERVER: &str = "ctrlz-server";
     pub const WEBHOOK_SERVER: &str = "webhook-server";
 }
 
@@ -239,6 +243,14 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
         ),
         None => None,
     };
+    let ctrlz_listener = match cfg.ctrlz_addr {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding --ctrlz-addr {a}"))?,
+        ),
+        None => None,
+    };
     let addrs = BoundAddrs {
         grpc: grpc_listener.local_addr()?,
         http: http_listener.local_addr()?,
@@ -246,8 +258,12 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
             .as_ref()
             .map(|l| l.local_addr())
             .transpose()?,
+        ctrlz: ctrlz_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?,
     };
-    tracing::info!(grpc = %addrs.grpc, http = %addrs.http, monitoring = ?addrs.monitoring, "listening");
+    tracing::info!(grpc = %addrs.grpc, http = %addrs.http, monitoring = ?addrs.monitoring, ctrlz = ?addrs.ctrlz, "listening");
 
     let health = Arc::new(Health::default());
     let policy = RestartPolicy::default();
@@ -401,6 +417,16 @@ pub async fn start(cfg: DiscoveryConfig) -> anyhow::Result<Running> {
     serve_http(task::HTTP_SERVER, http_listener);
     if let Some(l) = monitoring_listener {
         serve_http(task::MONITORING_SERVER, l);
+    }
+    if let Some(l) = ctrlz_listener {
+        let listener = SharedListener(Arc::new(l));
+        let page = crate::ctrlz::router(server.clone(), health.clone());
+        keep(supervise(
+            health.clone(),
+            task::CTRLZ_SERVER,
+            policy,
+            move || axum::serve(listener.clone(), page.clone()).into_future(),
+        ));
     }
 
     let task = tokio::spawn(async move {
@@ -671,6 +697,7 @@ mod tests {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             monitoring_addr: None,
+            ctrlz_addr: None,
             config_dirs: vec![dir],
             cluster: None,
             mesh_config: None,

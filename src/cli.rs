@@ -104,7 +104,7 @@ pub struct DiscoveryArgs {
     /// HTTPS /inject and /validate (the admission webhooks; served when a cluster is watched).
     #[arg(long, env = "NAVARCH_WEBHOOK_ADDR", default_value = "0.0.0.0:15017")]
     pub webhook_addr: SocketAddr,
-    /// The introspection page (not served yet).
+    /// The introspection page (ControlZ's): proxies, config, pushes, process, log levels.
     #[arg(long, env = "NAVARCH_CTRLZ_ADDR", default_value = "127.0.0.1:9876")]
     pub ctrlz_addr: SocketAddr,
     /// Read Kubernetes-style YAML/JSON from DIR, recursively, and watch it (repeatable).
@@ -180,6 +180,7 @@ impl DiscoveryArgs {
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
             monitoring_addr: Some(self.monitoring_addr),
+            ctrlz_addr: Some(self.ctrlz_addr),
             config_dirs: self.config_dirs.clone(),
             cluster: match &self.kubeconfig {
                 Some(path) => Some(Some(path.clone())),

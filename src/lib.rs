@@ -12,6 +12,7 @@ pub mod analysis;
 pub mod app;
 pub mod bootstrap;
 pub mod cli;
+pub mod ctrlz;
 pub mod envoy;
 pub mod inject;
 pub mod install;

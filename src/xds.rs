@@ -16,7 +16,7 @@ pub mod server;
 pub mod throttle;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
 
@@ -93,6 +93,21 @@ pub struct ConnectionHandle {
     pub outbox: Arc<grpc::Outbox>,
 }
 
+/// One push as the introspection page lists it.
+#[derive(Debug, Clone)]
+pub struct PushRecord {
+    pub time: std::time::SystemTime,
+    pub version: String,
+    pub full: bool,
+    /// Trigger → events merged into the push.
+    pub triggers: std::collections::BTreeMap<&'static str, u32>,
+    /// From the first change the push carries to the push.
+    pub since_first_event: Option<std::time::Duration>,
+}
+
+/// How many pushes [`DiscoveryServer::recent_pushes`] keeps.
+const PUSHES_KEPT: usize = 20;
+
 /// Shared state of the discovery server: the current snapshot, the connected proxies' push
 /// queues, sync status and the resource cache.
 #[derive(Debug)]
@@ -118,6 +133,8 @@ pub struct DiscoveryServer {
     /// Recent endpoint-only snapshot changes: (from version, to version, hosts whose
     /// endpoints changed), newest last; what EDS encodings are spliced along.
     endpoint_changes: std::sync::Mutex<std::collections::VecDeque<EndpointChange>>,
+    /// The last [`PUSHES_KEPT`] pushes, oldest first.
+    recent_pushes: Mutex<std::collections::VecDeque<PushRecord>>,
 }
 
 /// An endpoint-only change between two snapshots.
@@ -186,7 +203,14 @@ impl DiscoveryServer {
             ),
             limits,
             endpoint_changes: Default::default(),
+            recent_pushes: Default::default(),
         }
+    }
+
+    /// The last pushes, newest first.
+    pub fn recent_pushes(&self) -> Vec<PushRecord> {
+        let pushes = self.recent_pushes.lock().expect("recent pushes lock");
+        pushes.iter().rev().cloned().collect()
     }
 
     /// Whether proxies are served (istiod's `IsServerReady`): not before the first complete
@@ -314,6 +338,19 @@ impl DiscoveryServer {
         }
         for reason in req.reason.keys() {
             crate::metrics::PilotMetrics::count(&self.metrics.pilot.push_triggers, reason.as_str());
+        }
+        {
+            let mut pushes = self.recent_pushes.lock().expect("recent pushes lock");
+            if pushes.len() >= PUSHES_KEPT {
+                pushes.pop_front();
+            }
+            pushes.push_back(PushRecord {
+                time: std::time::SystemTime::now(),
+                version: version.clone(),
+                full: req.full,
+                triggers: req.reason.iter().map(|(r, n)| (r.as_str(), *n)).collect(),
+                since_first_event: req.start.map(|s| s.elapsed()),
+            });
         }
         if let Some(start) = req.start {
             self.metrics

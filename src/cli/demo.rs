@@ -199,6 +199,7 @@ async fn demo(args: &DemoArgs, work: &Path, started: &mut Started) -> anyhow::Re
         grpc_addr: args.grpc_addr,
         http_addr: args.http_addr,
         monitoring_addr: Some(args.monitoring_addr),
+        ctrlz_addr: None,
         config_dirs: vec![],
         cluster: None,
         mesh_config: None,
