@@ -209,6 +209,19 @@ async fn the_page_shows_proxies_a_nack_and_changes_log_levels_in_a_real_browser(
         "the NACK is on the page: {}",
         browser.text("#proxies").await
     );
+    let traced = eventually(Duration::from_secs(5), || {
+        let found =
+            logs.lock().unwrap().lines().any(|l| {
+                l.contains("NACK") && l.contains("sources=VirtualService testns1/httpbin")
+            });
+        async move { found }
+    })
+    .await;
+    assert!(
+        traced.is_some(),
+        "the NACK's log line names the VirtualService:\n{}",
+        logs.lock().unwrap()
+    );
 
     // The ADS scope is at warn: no ACK lines. Raise it on the page, then the next ACKs show.
     assert!(

@@ -160,7 +160,12 @@ pub fn init(format: &str, levels: &str, extra: &str) -> Result<(), LoggingError>
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    // Colours only on a terminal: piped logs stay plain text.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
             .try_init()
     };
     if installed.is_ok() {
