@@ -12,13 +12,6 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::support::*;
 
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// A WebDriver session on chromedriver.
 struct Browser {
     _driver: tokio::process::Child,
@@ -118,17 +111,12 @@ async fn the_page_shows_proxies_a_nack_and_changes_log_levels_in_a_real_browser(
     let config = dir.path().join("config");
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(config.join("sandbox.yaml"), sandbox(net)).unwrap();
-    let vs = |subset: &str| {
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: httpbin, namespace: testns1}}\nspec:\n  hosts: [httpbin.testns1.svc.cluster.local]\n  http:\n  - route: [{{destination: {{host: httpbin.testns1.svc.cluster.local, subset: {subset}}}}}]\n"
-        )
-    };
     let write = |name: &str, text: &str| {
         let tmp = config.join(format!("{name}.tmp~"));
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, config.join(name)).unwrap();
     };
-    write("vs.yaml", &vs("v1"));
+    write("vs.yaml", &all_to("v1"));
     let (grpc, http, ctrlz) = (free_port(), free_port(), free_port());
     let mut child = tokio::process::Command::new(navarch_bin())
         .arg("discovery")
@@ -195,10 +183,7 @@ async fn the_page_shows_proxies_a_nack_and_changes_log_levels_in_a_real_browser(
     assert!(browser.text("#pushes").await.contains("VERSION"));
 
     // Envoy rejects a route configuration: the page shows the NACK and its VirtualService.
-    write(
-        "vs.yaml",
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: httpbin, namespace: testns1}\nspec:\n  hosts: [httpbin.testns1.svc.cluster.local]\n  http:\n  - match: [{uri: {regex: \"/(abcdefghij){1,40}\"}}]\n    route: [{destination: {host: httpbin.testns1.svc.cluster.local, subset: v2}}]\n",
-    );
+    write("vs.yaml", VS_ENVOY_REJECTS);
     let nack = eventually(Duration::from_secs(15), || async {
         let proxies = browser.text("#proxies").await;
         proxies.contains("ERROR") && proxies.contains("from VirtualService testns1/httpbin")
@@ -247,7 +232,7 @@ async fn the_page_shows_proxies_a_nack_and_changes_log_levels_in_a_real_browser(
     })
     .await;
     assert!(raised.is_some(), "the server's ads scope is at debug");
-    write("vs.yaml", &vs("v2"));
+    write("vs.yaml", &all_to("v2"));
     let logged = eventually(Duration::from_secs(10), || {
         let has = logs
             .lock()

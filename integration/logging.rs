@@ -10,13 +10,6 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::support::*;
 
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_and_scope_levels_changed_at_runtime() {
     let (http, grpc) = (free_port(), free_port());

@@ -8,24 +8,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn vs(subset: &str) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-  namespace: testns1
-spec:
-  hosts: [httpbin.testns1.svc.cluster.local]
-  http:
-  - route:
-    - destination:
-        host: httpbin.testns1.svc.cluster.local
-        subset: {subset}
-"#
-    )
-}
-
 pub async fn scrape(http: &str) -> String {
     reqwest::get(format!("{http}/metrics"))
         .await
@@ -137,8 +119,11 @@ pub fn assert_dashboard_series(text: &str) {
 async fn istiod_names_and_convergence_samples_per_proxy() {
     let net = 217;
     let sandbox = sandbox(net);
-    let cp =
-        ControlPlane::start(&[("sandbox.yaml", sandbox.as_str()), ("vs.yaml", &vs("v1"))]).await;
+    let cp = ControlPlane::start(&[
+        ("sandbox.yaml", sandbox.as_str()),
+        ("vs.yaml", &all_to("v1")),
+    ])
+    .await;
     let _a = cp
         .sidecar(
             &format!("127.{net}.0.21"),
@@ -194,7 +179,7 @@ async fn istiod_names_and_convergence_samples_per_proxy() {
             .collect()
     };
     let sent_before = version(&cp.syncz().await);
-    cp.write("vs.yaml", &vs("v2"));
+    cp.write("vs.yaml", &all_to("v2"));
     let moved = eventually(Duration::from_secs(10), || async {
         let s = cp.syncz().await;
         let now = version(&s);

@@ -8,39 +8,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const ALL_TO_V1: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-  namespace: testns1
-spec:
-  hosts: [httpbin.testns1.svc.cluster.local]
-  http:
-  - route:
-    - destination:
-        host: httpbin.testns1.svc.cluster.local
-        subset: v1
-"#;
-
-/// Envoy's RE2 refuses this regex's program size; navarch's validation does not (see
-/// routing.rs): the route configuration is NACKed.
-const ENVOY_REJECTS: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-  namespace: testns1
-spec:
-  hosts: [httpbin.testns1.svc.cluster.local]
-  http:
-  - match:
-    - uri:
-        regex: "/(abcdefghij){1,40}"
-    route:
-    - destination:
-        host: httpbin.testns1.svc.cluster.local
-        subset: v2
-"#;
-
 fn proxy_config(args: &[&str]) -> String {
     let out = Command::new(navarch_bin())
         .arg("proxy-config")
@@ -61,7 +28,7 @@ fn rows(table: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_match_the_live_envoy_and_diff_shows_a_rejected_route() {
-    let sb = Sandbox::start(216, &[("vs.yaml", ALL_TO_V1)], "NONE").await;
+    let sb = Sandbox::start(216, &[("vs.yaml", &all_to("v1"))], "NONE").await;
     let proxy = "sleep.testns1";
     let server = ["--server", sb.cp.http.as_str()];
     let admin = ["--envoy-admin", sb.envoy.admin.as_str()];
@@ -149,7 +116,7 @@ async fn tables_match_the_live_envoy_and_diff_shows_a_rejected_route() {
     assert!(d.contains("runs what"), "in sync: {d}");
 
     // Envoy rejects the new route configuration and keeps the old one: the diff shows it.
-    sb.cp.write("vs.yaml", ENVOY_REJECTS);
+    sb.cp.write("vs.yaml", VS_ENVOY_REJECTS);
     let nacked = eventually(Duration::from_secs(10), || async {
         !sb.cp.syncz().await[0].resources[navarch::translate::ROUTE_TYPE]
             .last_error

@@ -138,24 +138,6 @@ async fn header_method_uri_and_query_matches() {
     );
 }
 
-fn all_to(subset: &str) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-  namespace: testns1
-spec:
-  hosts: [httpbin.testns1.svc.cluster.local]
-  http:
-  - route:
-    - destination:
-        host: httpbin.testns1.svc.cluster.local
-        subset: {subset}
-"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn editing_a_file_changes_routing_within_2s_and_proxy_status_is_synced() {
     let sb = Sandbox::start(104, &[("vs.yaml", &all_to("v1"))], "NONE").await;
@@ -211,30 +193,6 @@ async fn editing_a_file_changes_routing_within_2s_and_proxy_status_is_synced() {
     assert_eq!(json[0]["proxy"], "sleep.testns1");
     assert_eq!(json[0]["route_sent"], json[0]["route_acked"]);
 }
-
-/// RE2 in Envoy refuses regexes whose program is larger than 100 (its default error level);
-/// Rust's regex crate accepts them, so this VirtualService passes our validation and reaches
-/// Envoy, which rejects the route configuration.
-const VS_ENVOY_REJECTS: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-  namespace: testns1
-spec:
-  hosts: [httpbin.testns1.svc.cluster.local]
-  http:
-  - match:
-    - uri:
-        regex: "/(abcdefghij){1,40}"
-    route:
-    - destination:
-        host: httpbin.testns1.svc.cluster.local
-        subset: v2
-  - route:
-    - destination:
-        host: httpbin.testns1.svc.cluster.local
-        subset: v2
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_nack_is_recorded_and_traffic_keeps_the_last_good_config() {

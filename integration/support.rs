@@ -902,3 +902,54 @@ pub async fn assert_seed_split(listener: &str, v1: &Upstream, v2: &Upstream) {
     assert_eq!(r.served_by, None);
     assert_eq!(v1.count() + v2.count(), before);
 }
+
+/// The sandbox VirtualService sending everything to `subset`.
+pub fn all_to(subset: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin
+  namespace: testns1
+spec:
+  hosts: [httpbin.testns1.svc.cluster.local]
+  http:
+  - route:
+    - destination:
+        host: httpbin.testns1.svc.cluster.local
+        subset: {subset}
+"#
+    )
+}
+
+/// RE2 in Envoy refuses regexes whose program is larger than 100 (its default error level);
+/// Rust's regex crate accepts them, so this VirtualService passes our validation and reaches
+/// Envoy, which rejects the route configuration.
+pub const VS_ENVOY_REJECTS: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin
+  namespace: testns1
+spec:
+  hosts: [httpbin.testns1.svc.cluster.local]
+  http:
+  - match:
+    - uri:
+        regex: "/(abcdefghij){1,40}"
+    route:
+    - destination:
+        host: httpbin.testns1.svc.cluster.local
+        subset: v2
+  - route:
+    - destination:
+        host: httpbin.testns1.svc.cluster.local
+        subset: v2
+"#;
+
+/// A free loopback address (bound, then released) for a server started in another process.
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}

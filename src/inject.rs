@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::model::config::string_map;
 use crate::model::mesh::LabelSelector;
 
 /// Namespaces whose pods are never injected (istiod's `IgnoredNamespaces`).
@@ -120,16 +121,6 @@ impl Injector {
 pub enum Decision {
     Inject,
     Skip(String),
-}
-
-fn string_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Istio's rules (istiod's `injectRequired`) for a pod (`metadata` and `spec`) in `namespace`.

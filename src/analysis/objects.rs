@@ -41,15 +41,7 @@ impl RawObject {
         if kind.is_empty() || name.is_empty() {
             return None;
         }
-        let map = |v: &Value| -> BTreeMap<String, String> {
-            v.as_object()
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let map = crate::model::config::string_map;
         Some(RawObject {
             api_version: s(&value["apiVersion"]),
             resource: Resource {

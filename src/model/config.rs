@@ -135,6 +135,18 @@ pub struct Config<T> {
 }
 
 /// Orders objects as Istio does when several apply: oldest first, then namespace/name.
+/// A document's string map (`metadata.labels`, `metadata.annotations`): the string values of
+/// a JSON object; anything else is empty.
+pub fn string_map(v: &serde_json::Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn istio_order<T, C: std::ops::Deref<Target = Config<T>>>(a: &C, b: &C) -> std::cmp::Ordering {
     let ts = |c: &Config<T>| c.meta.creation_timestamp.clone().unwrap_or_default();
     ts(a)
