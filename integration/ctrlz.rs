@@ -4,11 +4,9 @@
 //! scope's level on the page changes what the server logs.
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 
 use crate::support::*;
 
@@ -117,45 +115,18 @@ async fn the_page_shows_proxies_a_nack_and_changes_log_levels_in_a_real_browser(
         std::fs::rename(&tmp, config.join(name)).unwrap();
     };
     write("vs.yaml", &all_to("v1"));
-    let (grpc, http, ctrlz) = (free_port(), free_port(), free_port());
-    let mut child = tokio::process::Command::new(navarch_bin())
-        .arg("discovery")
-        .arg("--config-dir")
-        .arg(&config)
-        .args([
-            "--grpc-addr",
-            &grpc.to_string(),
-            "--http-addr",
-            &http.to_string(),
-        ])
-        .args([
-            "--monitoring-addr",
-            "127.0.0.1:0",
-            "--ctrlz-addr",
-            &ctrlz.to_string(),
-        ])
-        .args(["--log-output-level", "default:info,ads:warn"])
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run navarch discovery");
-    let logs = Arc::new(Mutex::new(String::new()));
-    let mut reader = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let collected = logs.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = reader.next_line().await {
-            let mut all = collected.lock().unwrap();
-            all.push_str(&l);
-            all.push('\n');
-        }
-    });
-    let ready = eventually(Duration::from_secs(20), || async move {
-        reqwest::get(format!("http://{http}/ready"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
+    let ctrlz = free_port();
+    let d = DiscoveryProcess::start(&[
+        "--config-dir",
+        config.to_str().unwrap(),
+        "--ctrlz-addr",
+        &ctrlz.to_string(),
+        "--log-output-level",
+        "default:info,ads:warn",
+    ])
     .await;
-    assert!(ready.is_some(), "/ready answers");
+    let (grpc, http) = (d.grpc, d.http);
+    let logs = || d.log_lines().join("\n");
     let node = ProxyNode {
         node_type: "sidecar",
         ip: "127.220.0.21",
@@ -195,24 +166,20 @@ async fn the_page_shows_proxies_a_nack_and_changes_log_levels_in_a_real_browser(
         browser.text("#proxies").await
     );
     let traced = eventually(Duration::from_secs(5), || {
-        let found =
-            logs.lock().unwrap().lines().any(|l| {
-                l.contains("NACK") && l.contains("sources=VirtualService testns1/httpbin")
-            });
+        let found = logs()
+            .lines()
+            .any(|l| l.contains("NACK") && l.contains("sources=VirtualService testns1/httpbin"));
         async move { found }
     })
     .await;
     assert!(
         traced.is_some(),
         "the NACK's log line names the VirtualService:\n{}",
-        logs.lock().unwrap()
+        logs()
     );
 
     // The ADS scope is at warn: no ACK lines. Raise it on the page, then the next ACKs show.
-    assert!(
-        !logs.lock().unwrap().contains(" ACK"),
-        "no ACK lines at warn"
-    );
+    assert!(!logs().contains(" ACK"), "no ACK lines at warn");
     let changed = browser
         .run("const s = document.querySelector('select[data-scope=ads]'); s.focus(); s.value = 'debug'; s.dispatchEvent(new Event('change')); return s.value;")
         .await;
@@ -234,9 +201,7 @@ async fn the_page_shows_proxies_a_nack_and_changes_log_levels_in_a_real_browser(
     assert!(raised.is_some(), "the server's ads scope is at debug");
     write("vs.yaml", &all_to("v2"));
     let logged = eventually(Duration::from_secs(10), || {
-        let has = logs
-            .lock()
-            .unwrap()
+        let has = logs()
             .lines()
             .any(|l| l.contains("DEBUG") && l.contains(" ACK"));
         async move { has }
@@ -245,6 +210,6 @@ async fn the_page_shows_proxies_a_nack_and_changes_log_levels_in_a_real_browser(
     assert!(
         logged.is_some(),
         "ACKs are logged once the page raised the level:\n{}",
-        logs.lock().unwrap()
+        logs()
     );
 }

@@ -3,54 +3,25 @@
 //! a scope's level at runtime: the ADS scope's debug lines (ACKs) appear only after it is
 //! raised.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio::io::AsyncBufReadExt;
 
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_and_scope_levels_changed_at_runtime() {
-    let (http, grpc) = (free_port(), free_port());
-    let mut child = tokio::process::Command::new(navarch_bin())
-        .args(["discovery", "--monitoring-addr", "127.0.0.1:0"])
-        .args([
-            "--grpc-addr",
-            &grpc.to_string(),
-            "--http-addr",
-            &http.to_string(),
-        ])
-        .args([
-            "--log-format",
-            "json",
-            "--log-output-level",
-            "default:info,ads:warn",
-        ])
-        .env_remove("NAVARCH_CONFIG_DIR")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run navarch discovery");
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut reader = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let collected = lines.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = reader.next_line().await {
-            collected.lock().unwrap().push(l);
-        }
-    });
-    let base = format!("http://{http}");
-    let ready = eventually(Duration::from_secs(20), || {
-        let url = format!("{base}/ready");
-        async move { reqwest::get(url).await.is_ok_and(|r| r.status() == 200) }
-    })
+    let d = DiscoveryProcess::start(&[
+        "--log-format",
+        "json",
+        "--log-output-level",
+        "default:info,ads:warn",
+    ])
     .await;
-    assert!(ready.is_some(), "/ready answers");
+    let (http, grpc) = (d.http, d.grpc);
+    let base = format!("http://{http}");
 
     // Every line is a JSON object with istiod's fields.
     let first: serde_json::Value =
-        serde_json::from_str(&lines.lock().unwrap()[0]).expect("a JSON log line");
+        serde_json::from_str(&d.log_lines()[0]).expect("a JSON log line");
     assert!(
         first["timestamp"].is_string() && first["level"] == "INFO",
         "{first}"
@@ -72,10 +43,8 @@ async fn json_logs_and_scope_levels_changed_at_runtime() {
         labels: "app=sleep",
         mode: "NONE",
     };
-    let acks = |lines: &Arc<Mutex<Vec<String>>>| {
-        lines
-            .lock()
-            .unwrap()
+    let acks = |d: &DiscoveryProcess| {
+        d.log_lines()
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["level"] == "DEBUG" && v["message"] == "ACK")
@@ -90,7 +59,7 @@ async fn json_logs_and_scope_levels_changed_at_runtime() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(acks(&lines), 0, "ads is at warn: no ACK lines");
+    assert_eq!(acks(&d), 0, "ads is at warn: no ACK lines");
 
     let scopes: serde_json::Value = reqwest::get(format!("{base}/debug/logging"))
         .await
@@ -137,7 +106,7 @@ async fn json_logs_and_scope_levels_changed_at_runtime() {
     )
     .await;
     let logged = eventually(Duration::from_secs(5), || {
-        let n = acks(&lines);
+        let n = acks(&d);
         async move { n > 0 }
     })
     .await;

@@ -953,3 +953,61 @@ pub fn free_port() -> std::net::SocketAddr {
         .local_addr()
         .unwrap()
 }
+
+/// A `navarch discovery` process on free loopback ports, its stderr lines collected.
+pub struct DiscoveryProcess {
+    pub grpc: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _child: tokio::process::Child,
+}
+
+impl DiscoveryProcess {
+    /// Starts `navarch discovery` with `args` (beyond the gRPC, HTTP and monitoring addresses)
+    /// and waits until `/ready` answers 200.
+    pub async fn start(args: &[&str]) -> DiscoveryProcess {
+        use tokio::io::AsyncBufReadExt;
+        let (grpc, http) = (free_port(), free_port());
+        let mut child = tokio::process::Command::new(navarch_bin())
+            .arg("discovery")
+            .args([
+                "--grpc-addr",
+                &grpc.to_string(),
+                "--http-addr",
+                &http.to_string(),
+            ])
+            .args(["--monitoring-addr", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("NAVARCH_CONFIG_DIR")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run navarch discovery");
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let collected = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = reader.next_line().await {
+                collected.lock().unwrap().push(l);
+            }
+        });
+        let ready = eventually(Duration::from_secs(20), || async move {
+            reqwest::get(format!("http://{http}/ready"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ready.is_some(), "navarch discovery's /ready answers");
+        DiscoveryProcess {
+            grpc,
+            http,
+            logs,
+            _child: child,
+        }
+    }
+
+    /// The stderr lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+}

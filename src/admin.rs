@@ -162,17 +162,18 @@ pub fn render_config_dump_of(
 }
 
 /// The log scopes and their levels.
-async fn logging_scopes() -> Response {
+pub(crate) async fn logging_scopes() -> Response {
     Json(crate::logging::scopes()).into_response()
 }
 
 #[derive(Debug, Deserialize)]
-struct LevelChange {
+pub(crate) struct LevelChange {
     output_level: String,
 }
 
-/// `PUT /debug/logging/<scope>` `{"output_level": "debug"}`: changes a scope's level at once.
-async fn set_logging_level(
+/// `PUT /debug/logging/<scope>` `{"output_level": "debug"}`: changes a scope's level at once
+/// (also the introspection page's).
+pub(crate) async fn set_logging_level(
     axum::extract::Path(scope): axum::extract::Path<String>,
     Json(change): Json<LevelChange>,
 ) -> Response {

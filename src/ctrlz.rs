@@ -11,11 +11,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{get, put};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::supervise::Health;
@@ -33,8 +31,8 @@ pub fn router(server: Arc<DiscoveryServer>, health: Arc<Health>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/api/state", get(state))
-        .route("/api/logging", get(scopes))
-        .route("/api/logging/{scope}", put(set_scope))
+        .route("/api/logging", get(crate::admin::logging_scopes))
+        .route("/api/logging/{scope}", put(crate::admin::set_logging_level))
         .with_state(CtrlzState {
             server,
             health,
@@ -44,22 +42,6 @@ pub fn router(server: Arc<DiscoveryServer>, health: Arc<Health>) -> Router {
 
 async fn page() -> Html<&'static str> {
     Html(PAGE)
-}
-
-async fn scopes() -> Response {
-    Json(crate::logging::scopes()).into_response()
-}
-
-#[derive(Debug, Deserialize)]
-struct LevelChange {
-    output_level: String,
-}
-
-async fn set_scope(Path(scope): Path<String>, Json(change): Json<LevelChange>) -> Response {
-    match crate::logging::set_level(&scope, &change.output_level) {
-        Ok(()) => Json(crate::logging::scopes()).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    }
 }
 
 /// `VmRSS` and `Threads` of `/proc/self/status` (Linux).
