@@ -455,6 +455,67 @@ async fn https_from_secrets_over_sds_rotates_and_mutual_requires_a_client_certif
         rotated.is_some(),
         "the served certificate changed after the Secret did"
     );
+
+    // proxy-config secret: the control plane's and the live Envoy's tables agree, and show
+    // the credentials with their certificates (istioctl's columns).
+    let secrets = |from: &[&str]| {
+        let out = std::process::Command::new(navarch_bin())
+            .args([
+                "proxy-config",
+                "secret",
+                &format!("{GATEWAY_POD}.istio-system"),
+            ])
+            .args(from)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let sent = secrets(&["--server", &cp.http]);
+    let live = secrets(&["--envoy-admin", &_gw.admin]);
+    assert!(sent.starts_with("RESOURCE NAME "), "{sent}");
+    let row = sent
+        .lines()
+        .find(|l| l.starts_with("kubernetes://httpbin-credential "))
+        .unwrap_or_else(|| panic!("the rotated credential: {sent}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..5], ["Cert", "Chain", "ACTIVE", "true"], "{sent}");
+    assert!(
+        cells[5].len() >= 32 && cells[5].chars().all(|c| c.is_ascii_hexdigit()),
+        "the serial in hex, at least 32 digits as istioctl prints it: {sent}"
+    );
+    assert!(
+        sent.lines()
+            .any(|l| l.starts_with("kubernetes://mtls-credential-cacert ") && l.contains(" CA ")),
+        "MUTUAL's CA: {sent}"
+    );
+    let names = |t: &str| {
+        let mut rows: Vec<String> = t
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().take(6).collect::<Vec<_>>().join(" "))
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(names(&sent), names(&live), "sent:\n{sent}\nlive:\n{live}");
+    let dump = reqwest::get(format!(
+        "{}/debug/config_dump?proxyID={GATEWAY_POD}.istio-system",
+        cp.http
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        dump.contains("\"private_key\":{\"inline_string\":\"[redacted]\"}"),
+        "the control plane's dump redacts private keys, as Envoy's does"
+    );
     assert_eq!(
         curl_https(&pki, "httpbin.example.com", &gw_ip, 8443, "/headers", None),
         200

@@ -151,12 +151,23 @@ pub fn render_config_dump_of(
     let listeners = render(ResourceType::Listener)?;
     let routes = render(ResourceType::Route)?;
     let endpoints = render(ResourceType::Endpoint)?;
+    // Private keys are redacted, as Envoy redacts them in its own dump.
+    let secrets: Vec<Value> = render(ResourceType::Secret)?
+        .into_iter()
+        .map(|mut s| {
+            if s["tls_certificate"]["private_key"].is_object() {
+                s["tls_certificate"]["private_key"] = json!({"inline_string": "[redacted]"});
+            }
+            json!({"name": s["name"], "version_info": push.version, "secret": s})
+        })
+        .collect();
     Ok(json!({
         "configs": [
             {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": wrap(clusters, "cluster")},
             {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "dynamic_listeners": listeners.into_iter().map(|l| json!({"name": l["name"], "active_state": {"version_info": push.version, "listener": l}})).collect::<Vec<_>>()},
             {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "dynamic_route_configs": wrap(routes, "route_config")},
             {"@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump", "dynamic_endpoint_configs": wrap(endpoints, "endpoint_config")},
+            {"@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump", "dynamic_active_secrets": secrets},
         ]
     }))
 }

@@ -1,4 +1,4 @@
-//! `navarch proxy-config cluster|listener|route|endpoint|bootstrap|all PROXY`: istioctl's
+//! `navarch proxy-config cluster|listener|route|endpoint|secret|bootstrap|all PROXY`: istioctl's
 //! tables, filters and `-o json|yaml|short` over a proxy's config: what the control plane
 //! serves it (`/debug/config_dump?proxyID=`), or with `--envoy-admin URL` what a live Envoy
 //! holds (its `/config_dump`, and `/clusters?format=json` for endpoints). `--diff` compares the
@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 #[derive(Debug, Args, Clone)]
 pub struct ProxyConfigArgs {
-    /// cluster, listener, route, endpoint, bootstrap or all (istioctl's aliases too).
-    #[arg(value_parser = ["cluster", "clusters", "c", "listener", "listeners", "l", "route", "routes", "r", "endpoint", "endpoints", "ep", "bootstrap", "b", "all"])]
+    /// cluster, listener, route, endpoint, secret, bootstrap or all (istioctl's aliases too).
+    #[arg(value_parser = ["cluster", "clusters", "c", "listener", "listeners", "l", "route", "routes", "r", "endpoint", "endpoints", "ep", "secret", "secrets", "s", "bootstrap", "b", "all"])]
     pub kind: String,
     /// The proxy: `pod.namespace` or its node id (as `navarch proxy-status` lists them).
     pub proxy: String,
@@ -104,6 +104,7 @@ pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
             "cluster" => Value::Array(dump.clusters(&filter).into_iter().cloned().collect()),
             "listener" => Value::Array(dump.listeners(&filter).into_iter().cloned().collect()),
             "route" => Value::Array(dump.routes(&filter).into_iter().cloned().collect()),
+            "secret" => Value::Array(dump.secret_rows().iter().map(SecretRow::to_json).collect()),
             "endpoint" => Value::Array(
                 dump.endpoint_rows(&filter)
                     .iter()
@@ -119,11 +120,13 @@ pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
         "listener" => listener_table(&dump, &filter, false),
         "route" => route_table(&dump, &filter, false),
         "endpoint" => endpoint_table(&dump, &filter, false),
+        "secret" => secret_table(&dump, false),
         _ => [
             cluster_table(&dump, &filter, true),
             listener_table(&dump, &filter, true),
             route_table(&dump, &filter, true),
             endpoint_table(&dump, &filter, true),
+            secret_table(&dump, true),
         ]
         .join("\n"),
     };
@@ -137,6 +140,7 @@ fn canonical(kind: &str) -> &'static str {
         "listener" | "listeners" | "l" => "listener",
         "route" | "routes" | "r" => "route",
         "endpoint" | "endpoints" | "ep" => "endpoint",
+        "secret" | "secrets" | "s" => "secret",
         "bootstrap" | "b" => "bootstrap",
         _ => "all",
     }
@@ -423,6 +427,120 @@ impl Dump {
         });
         rows
     }
+}
+
+/// One row of the secret table (istioctl's `SecretItem`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRow {
+    pub name: String,
+    pub kind: String,
+    pub state: String,
+    pub valid: bool,
+    pub serial: String,
+    pub not_after: String,
+    pub not_before: String,
+}
+
+impl SecretRow {
+    fn to_json(&self) -> Value {
+        json!({
+            "resource_name": self.name,
+            "type": self.kind,
+            "state": self.state,
+            "cert_valid": self.valid,
+            "serial_number": self.serial,
+            "not_after": self.not_after,
+            "not_before": self.not_before,
+        })
+    }
+}
+
+impl Dump {
+    /// The dump's SDS secrets, active then warming, each described by its first certificate
+    /// (the chain's leaf, or the trusted CA).
+    pub fn secret_rows(&self) -> Vec<SecretRow> {
+        use base64::Engine as _;
+        let s = section(&self.raw, "SecretsConfigDump");
+        let mut out = Vec::new();
+        for (list, state) in [
+            ("dynamic_active_secrets", "ACTIVE"),
+            ("dynamic_warming_secrets", "WARMING"),
+        ] {
+            for entry in s.and_then(|s| s[list].as_array()).into_iter().flatten() {
+                let secret = &entry["secret"];
+                let bytes = secret["tls_certificate"]["certificate_chain"]["inline_bytes"]
+                    .as_str()
+                    .or_else(|| secret["validation_context"]["trusted_ca"]["inline_bytes"].as_str())
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+                let mut row = SecretRow {
+                    name: entry["name"].as_str().unwrap_or_default().to_string(),
+                    kind: String::new(),
+                    state: state.to_string(),
+                    valid: false,
+                    serial: String::new(),
+                    not_after: String::new(),
+                    not_before: String::new(),
+                };
+                if let Some((_, pem)) = bytes
+                    .as_deref()
+                    .and_then(|b| x509_parser::pem::parse_x509_pem(b).ok())
+                    && let Ok(cert) = pem.parse_x509()
+                {
+                    let rfc3339 = |t: x509_parser::time::ASN1Time| {
+                        t.to_datetime()
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default()
+                    };
+                    let validity = cert.validity();
+                    row.kind = if cert.is_ca() { "CA" } else { "Cert Chain" }.into();
+                    row.valid = validity.is_valid();
+                    row.serial = format!("{:032x}", cert.tbs_certificate.serial);
+                    row.not_after = rfc3339(validity.not_after);
+                    row.not_before = rfc3339(validity.not_before);
+                }
+                out.push(row);
+            }
+        }
+        out
+    }
+}
+
+fn secret_table(dump: &Dump, with_name: bool) -> String {
+    let rows = dump.secret_rows();
+    if rows.is_empty() {
+        return "No secret items to show.\n".into();
+    }
+    let mut table = vec![
+        [
+            "RESOURCE NAME",
+            "TYPE",
+            "STATUS",
+            "VALID CERT",
+            "SERIAL NUMBER",
+            "NOT AFTER",
+            "NOT BEFORE",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+    ];
+    for r in rows {
+        let name = if with_name {
+            format!("secret/{}", r.name)
+        } else {
+            r.name
+        };
+        table.push(vec![
+            name,
+            r.kind,
+            r.state,
+            r.valid.to_string(),
+            r.serial,
+            r.not_after,
+            r.not_before,
+        ]);
+    }
+    tabwrite(&table)
 }
 
 /// The config dump section whose `@type` is `envoy.admin.v3.<kind>`.
