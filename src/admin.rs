@@ -1,8 +1,10 @@
 //! The debug HTTP API (istiod's `/debug/*` on the http and monitoring ports), `/ready` and
 //! `/metrics`.
 //!
-//! Read-only views: it renders what xds, status and translate already know, and never changes
-//! state or computes config of its own (config dumps call translate, like the ADS server).
+//! Views: it renders what xds, status and translate already know and never changes the served
+//! state or computes config of its own (config dumps call translate, like the ADS server; a
+//! preview builds a snapshot beside the served one and drops it). The one thing it changes is
+//! log levels (`/debug/logging`, through the logging module).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -221,41 +223,41 @@ async fn preview(State(s): State<AppState>, Json(req): Json<PreviewRequest>) -> 
             &f.text,
         ));
     }
-    let mut skipped: Vec<String> = Vec::new();
-    let kube =
-        |kind: &str, metas: Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
-            metas
-                .into_iter()
-                .map(|m| {
-                    format!(
-                        "{kind} {}/{}",
-                        m.namespace.as_deref().unwrap_or("default"),
-                        m.name.as_deref().unwrap_or_default()
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-    skipped.extend(kube(
-        "Service",
-        changes.services.iter().map(|o| &o.metadata).collect(),
-    ));
-    skipped.extend(kube(
-        "Pod",
-        changes.pods.iter().map(|o| &o.metadata).collect(),
-    ));
-    skipped.extend(kube(
-        "Namespace",
-        changes.namespaces.iter().map(|o| &o.metadata).collect(),
-    ));
-    for c in &changes.store.service_entries {
-        skipped.push(format!("ServiceEntry {}/{}", c.meta.namespace, c.meta.name));
-    }
-    for c in &changes.store.workload_entries {
-        skipped.push(format!(
-            "WorkloadEntry {}/{}",
-            c.meta.namespace, c.meta.name
-        ));
-    }
+    // Workloads and the registry are not laid over: they are listed as not previewed.
+    let kube = |kind: &str, m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        format!(
+            "{kind} {}/{}",
+            m.namespace.as_deref().unwrap_or("default"),
+            m.name.as_deref().unwrap_or_default()
+        )
+    };
+    let istio = |kind: &str, m: &crate::model::config::ConfigMeta| {
+        format!("{kind} {}/{}", m.namespace, m.name)
+    };
+    let skipped: Vec<String> = (changes.services.iter())
+        .map(|o| kube("Service", &o.metadata))
+        .chain(changes.pods.iter().map(|o| kube("Pod", &o.metadata)))
+        .chain(
+            changes
+                .namespaces
+                .iter()
+                .map(|o| kube("Namespace", &o.metadata)),
+        )
+        .chain(
+            changes
+                .store
+                .service_entries
+                .iter()
+                .map(|c| istio("ServiceEntry", &c.meta)),
+        )
+        .chain(
+            changes
+                .store
+                .workload_entries
+                .iter()
+                .map(|c| istio("WorkloadEntry", &c.meta)),
+        )
+        .collect();
     let mut store = current.store.clone();
     store.overlay(std::mem::take(&mut changes.store));
     let candidate = crate::model::push_context::PushContext::new(store);
@@ -464,7 +466,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     for (_, c) in s.server.connections() {
         *by_version.entry(c.proxy.istio_version.clone()).or_default() += 1;
     }
-    let per_type = |counts: &[AtomicU64; ResourceType::COUNT]| -> Vec<(String, u64)> {
+    let per_type = |counts: &[AtomicU64; ResourceType::COUNT]| -> Vec<(&'static str, u64)> {
         [
             ResourceType::Cluster,
             ResourceType::Endpoint,
@@ -472,12 +474,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
             ResourceType::Route,
         ]
         .iter()
-        .map(|k| {
-            (
-                k.short().to_lowercase(),
-                counts[k.index()].load(Ordering::Relaxed),
-            )
-        })
+        .map(|k| (k.metric_type(), counts[k.index()].load(Ordering::Relaxed)))
         .collect()
     };
     let mut rejects_by_config: Vec<(String, String, u64)> = m
@@ -486,7 +483,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .map(|e| {
             let (kind, config) = e.key();
             (
-                kind.short().to_lowercase(),
+                kind.metric_type().to_string(),
                 config.clone(),
                 e.value().load(Ordering::Relaxed),
             )

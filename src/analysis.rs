@@ -393,12 +393,8 @@ fn destination_hosts(store: &ConfigStore, locations: &Locations, out: &mut Vec<M
 fn gateway_references(store: &ConfigStore, locations: &Locations, out: &mut Vec<Message>) {
     for vs in &store.virtual_services {
         for g in vs.spec.gateways.iter().filter(|g| *g != "mesh") {
-            let (ns, name) = g.split_once('/').unwrap_or((&vs.meta.namespace, g));
-            let exists = store
-                .gateways
-                .iter()
-                .any(|gw| gw.meta.namespace == ns && gw.meta.name == name);
-            if !exists {
+            let (ns, name, gateway) = referenced_gateway(store, vs, g);
+            if gateway.is_none() {
                 out.push(message(
                     &messages::REFERENCED_RESOURCE_NOT_FOUND,
                     vs,
@@ -419,6 +415,27 @@ fn gateway_references(store: &ConfigStore, locations: &Locations, out: &mut Vec<
             }
         }
     }
+}
+
+/// A VirtualService's `gateways` entry `g` (`namespace/name`, or `name` in the
+/// VirtualService's namespace): the namespace and name it names, and that Gateway if it
+/// exists.
+fn referenced_gateway<'a>(
+    store: &'a ConfigStore,
+    vs: &'a Config<VirtualService>,
+    g: &'a str,
+) -> (
+    &'a str,
+    &'a str,
+    Option<&'a Config<crate::model::istio::Gateway>>,
+) {
+    let (ns, name) = g.split_once('/').unwrap_or((&vs.meta.namespace, g));
+    let gateway = store
+        .gateways
+        .iter()
+        .find(|gw| gw.meta.namespace == ns && gw.meta.name == name)
+        .map(|gw| &**gw);
+    (ns, name, gateway)
 }
 
 /// Whether some host of a VirtualService in `vs_namespace` is one a server of Gateway

@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 /// `type="..."`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
-    pub r#type: String,
+    pub r#type: &'static str,
 }
 
 /// `type="...",event="..."` (Kubernetes watch events).
@@ -118,7 +118,7 @@ impl Default for PilotMetrics {
                 // Every type has its series from the start (at zero), as the dashboards expect.
                 let f: Family<TypeLabel, Counter> = Family::default();
                 for t in ["cds", "eds", "lds", "rds"] {
-                    let _ = f.get_or_create(&TypeLabel { r#type: t.into() });
+                    let _ = f.get_or_create(&TypeLabel { r#type: t });
                 }
                 f
             },
@@ -128,19 +128,13 @@ impl Default for PilotMetrics {
 }
 
 impl PilotMetrics {
-    pub fn count(family: &Family<TypeLabel, Counter>, kind: &str) {
-        family
-            .get_or_create(&TypeLabel {
-                r#type: kind.to_string(),
-            })
-            .inc();
+    pub fn count(family: &Family<TypeLabel, Counter>, kind: &'static str) {
+        family.get_or_create(&TypeLabel { r#type: kind }).inc();
     }
 
-    pub fn observe(family: &Histograms, kind: &str, value: f64) {
+    pub fn observe(family: &Histograms, kind: &'static str, value: f64) {
         family
-            .get_or_create(&TypeLabel {
-                r#type: kind.to_string(),
-            })
+            .get_or_create(&TypeLabel { r#type: kind })
             .observe(value);
     }
 
@@ -170,9 +164,9 @@ pub struct Snapshot {
     pub services: i64,
     pub virtual_services: i64,
     /// Responses sent by type (`pilot_xds_pushes{type}`: cds, eds, lds, rds).
-    pub pushes: Vec<(String, u64)>,
+    pub pushes: Vec<(&'static str, u64)>,
     /// NACKs by type (`pilot_total_xds_rejects{type}`, and the old `pilot_xds_<type>_reject`).
-    pub rejects: Vec<(String, u64)>,
+    pub rejects: Vec<(&'static str, u64)>,
     /// NACKs by type and Istio object (`navarch_xds_rejects_by_config{type,config}`).
     pub rejects_by_config: Vec<(String, String, u64)>,
     /// Further plain series (name, type, help, value) navarch adds.
@@ -271,10 +265,10 @@ pub fn render(pilot: &PilotMetrics, snapshot: &Snapshot) -> String {
         "Total virtual services known to pilot.",
         gauge(snapshot.virtual_services),
     );
-    let by_type = |values: &[(String, u64)]| {
+    let by_type = |values: &[(&'static str, u64)]| {
         let f: Family<TypeLabel, Counter> = Family::default();
         for (t, n) in values {
-            f.get_or_create(&TypeLabel { r#type: t.clone() }).inc_by(*n);
+            f.get_or_create(&TypeLabel { r#type: t }).inc_by(*n);
         }
         f
     };
@@ -289,7 +283,7 @@ pub fn render(pilot: &PilotMetrics, snapshot: &Snapshot) -> String {
         by_type(&snapshot.rejects),
     );
     for (t, n) in &snapshot.rejects {
-        let help = match t.as_str() {
+        let help = match *t {
             "cds" => "Pilot rejected CDS configs.",
             "eds" => "Pilot rejected EDS.",
             "lds" => "Pilot rejected LDS.",
@@ -490,7 +484,7 @@ mod tests {
         let text = render(
             &pilot,
             &Snapshot {
-                pushes: vec![("cds".into(), 3)],
+                pushes: vec![("cds", 3)],
                 proxies_by_version: vec![("1.24.0".into(), 2)],
                 ..Snapshot::default()
             },

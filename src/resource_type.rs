@@ -67,6 +67,17 @@ impl ResourceType {
         matches!(self, ResourceType::Cluster | ResourceType::Listener)
     }
 
+    /// istiod's `type` label on its xDS metrics (`cds`, `eds`, ...).
+    pub fn metric_type(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "cds",
+            ResourceType::Endpoint => "eds",
+            ResourceType::Listener => "lds",
+            ResourceType::Route => "rds",
+            ResourceType::Secret => "sds",
+        }
+    }
+
     /// Short name as istioctl shows it.
     pub fn short(self) -> &'static str {
         match self {

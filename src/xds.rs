@@ -55,19 +55,41 @@ pub struct XdsMetrics {
 }
 
 impl XdsMetrics {
-    /// Counts a response sent and its size (`pilot_xds_config_size_bytes{type}`), and how long
-    /// generating and sending it took since `started` (`pilot_xds_push_time{type}`).
-    pub fn count_push(&self, kind: ResourceType, bytes: usize, started: std::time::Instant) {
-        let t = kind.short().to_lowercase();
-        crate::metrics::PilotMetrics::observe(&self.pilot.config_size, &t, bytes as f64);
+    /// Counts a response sent: its size (`pilot_xds_config_size_bytes{type}`), how long
+    /// generating and sending it took since `started` (`pilot_xds_push_time{type}`) and how
+    /// long handing it to the stream took (`pilot_xds_send_time`).
+    pub fn count_push(
+        &self,
+        kind: ResourceType,
+        bytes: usize,
+        started: std::time::Instant,
+        send: std::time::Duration,
+    ) {
+        let t = kind.metric_type();
+        crate::metrics::PilotMetrics::observe(&self.pilot.config_size, t, bytes as f64);
         crate::metrics::PilotMetrics::observe(
             &self.pilot.push_time,
-            &t,
+            t,
             started.elapsed().as_secs_f64(),
         );
+        self.pilot.send_time.observe(send.as_secs_f64());
         self.pushes.fetch_add(1, Ordering::Relaxed);
         self.push_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.pushes_by_type[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A push taken from a connection's queue after `waited` (`pilot_proxy_queue_time`).
+    pub fn count_dequeued(&self, waited: std::time::Duration) {
+        self.pilot.queue_time.observe(waited.as_secs_f64());
+    }
+
+    /// `req` has reached a proxy (`pilot_proxy_convergence_time`, from its first change).
+    pub fn count_converged(&self, req: &PushRequest) {
+        if let Some(start) = req.start {
+            self.pilot
+                .convergence
+                .observe(start.elapsed().as_secs_f64());
+        }
     }
 
     /// Counts a NACK of `kind`, and one per Istio object it is traced to.
@@ -207,6 +229,27 @@ impl DiscoveryServer {
         }
     }
 
+    /// A NACK of `kind` from `proxy` with Envoy's `error` (of the response `nonce`): traced to
+    /// the Istio objects behind the rejected config, counted and logged. Returns those objects
+    /// for the connection's sync state. The proxy's current config of that type is generated
+    /// again for it: NACKs are rare, and the rejected push is normally the current one.
+    pub(crate) fn on_nack(
+        &self,
+        kind: ResourceType,
+        proxy: &Proxy,
+        error: &str,
+        nonce: &str,
+    ) -> Vec<String> {
+        let push = self.push_context();
+        let sources = crate::translate::origin::rejected_sources(
+            &crate::translate::generate(kind, proxy, &push, None),
+            error,
+        );
+        self.metrics.count_reject(kind, &sources);
+        tracing::warn!(kind = %kind, nonce, error, sources = %sources.join(", "), "NACK: the proxy rejected config and keeps its last good config");
+        sources
+    }
+
     /// The last pushes, newest first.
     pub fn recent_pushes(&self) -> Vec<PushRecord> {
         let pushes = self.recent_pushes.lock().expect("recent pushes lock");
@@ -235,17 +278,6 @@ impl DiscoveryServer {
     /// After an endpoint-only change the endpoints are spliced: the previous encoding is kept
     /// but for the clusters of the services whose endpoints changed, which alone are encoded
     /// again.
-    /// The Istio objects behind the `kind` config `proxy` rejected with `error` (its current
-    /// config for that type is regenerated: NACKs are rare, and the rejected push is
-    /// normally the current one).
-    pub fn rejected_sources(&self, kind: ResourceType, proxy: &Proxy, error: &str) -> Vec<String> {
-        let push = self.push_context();
-        crate::translate::origin::rejected_sources(
-            &crate::translate::generate(kind, proxy, &push, None),
-            error,
-        )
-    }
-
     pub fn generate(
         &self,
         kind: ResourceType,

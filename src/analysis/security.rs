@@ -219,14 +219,7 @@ pub fn jwt_claim_routes(cx: &Context, out: &mut Vec<Message>) {
             .find(|k| k.starts_with(CLAIM));
         let Some(key) = key else { continue };
         for gw_name in vs.spec.gateways.iter().filter(|g| *g != "mesh") {
-            let (gw_ns, gw_short) = gw_name
-                .split_once('/')
-                .unwrap_or((vs.meta.namespace.as_str(), gw_name.as_str()));
-            let Some(gw) = cx
-                .store
-                .gateways
-                .iter()
-                .find(|g| g.meta.namespace == gw_ns && g.meta.name == gw_short)
+            let (gw_ns, gw_short, Some(gw)) = super::referenced_gateway(cx.store, vs, gw_name)
             else {
                 continue;
             };

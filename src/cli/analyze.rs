@@ -254,7 +254,8 @@ impl Input {
     }
 
     /// The cluster's objects, except those a file given with -f defines too (the file's wins:
-    /// istioctl analyzes files as changes to the cluster).
+    /// istioctl analyzes files as changes to the cluster). The files' objects are those with a
+    /// place in a file.
     fn add_cluster(&mut self, documents: Vec<Value>) {
         let key = |v: &Value| {
             let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
@@ -264,25 +265,13 @@ impl Input {
                 s(&v["metadata"]["name"]),
             )
         };
-        let from_files: std::collections::HashSet<_> = self
-            .objects
-            .all
-            .iter()
-            .map(|o| {
-                (
-                    o.resource.kind.clone(),
-                    o.resource.namespace.clone(),
-                    o.resource.name.clone(),
-                )
-            })
-            .collect();
         let origin = Origin {
             source: "cluster".into(),
             document: None,
         };
         for value in documents
             .into_iter()
-            .filter(|v| !from_files.contains(&key(v)))
+            .filter(|v| !self.locations.objects.contains_key(&key(v)))
         {
             self.objects.add(value.clone());
             self.set.add_document(&origin, value);

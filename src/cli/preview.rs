@@ -14,7 +14,14 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::analyze::ANALYZE_FAILURE;
-use super::proxy_config::{Dump, diff};
+use super::proxy_config::{DiffWords, Dump, diff};
+
+/// A preview's words: the new side is what the proxy would be sent, the old what it has.
+const PREVIEW_WORDS: DiffWords = DiffWords {
+    added: "added",
+    changed: "changed",
+    removed: "removed",
+};
 
 #[derive(clap::Args, Debug)]
 pub struct PreviewArgs {
@@ -101,12 +108,7 @@ pub fn render(result: &Value) -> String {
             "{} would change:\n",
             c["proxy"].as_str().unwrap_or_default()
         ));
-        // `diff(sent, live)`: here what it would be sent against what it has now.
-        for line in diff(&after, &before, "all").lines() {
-            let line = line
-                .replace(": sent, Envoy does not run it", ": added")
-                .replace(": Envoy runs another version", ": changed")
-                .replace(": Envoy runs it, not sent", ": removed");
+        for line in diff(&after, &before, "all", &PREVIEW_WORDS).lines() {
             out.push_str(&format!("  {line}\n"));
         }
     }

@@ -74,7 +74,7 @@ pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
         };
         let sent = Dump::from_server(&args.server, &args.proxy).await?;
         let live = Dump::from_envoy(admin).await?;
-        let text = diff(&sent, &live, kind);
+        let text = diff(&sent, &live, kind, &SENT_VS_RUNNING);
         if text.is_empty() {
             println!(
                 "the Envoy at {admin} runs what {} sent {}",
@@ -281,18 +281,7 @@ impl Dump {
     }
 
     fn all_clusters(&self) -> Vec<&Value> {
-        let s = section(&self.raw, "ClustersConfigDump");
-        let items = |key: &str| {
-            s.and_then(|s| s[key].as_array())
-                .into_iter()
-                .flatten()
-                .map(|c| &c["cluster"])
-                .filter(|c| c.is_object())
-                .collect::<Vec<_>>()
-        };
-        let mut out = items("dynamic_active_clusters");
-        out.extend(items("static_clusters"));
-        out
+        self.resources(&CLUSTERS, true)
     }
 
     /// The clusters `filter` keeps, in istioctl's order (FQDN, subset, port, direction).
@@ -310,22 +299,7 @@ impl Dump {
     }
 
     fn all_listeners(&self) -> Vec<&Value> {
-        let s = section(&self.raw, "ListenersConfigDump");
-        let mut out: Vec<&Value> = s
-            .and_then(|s| s["dynamic_listeners"].as_array())
-            .into_iter()
-            .flatten()
-            .map(|l| &l["active_state"]["listener"])
-            .filter(|l| l.is_object())
-            .collect();
-        out.extend(
-            s.and_then(|s| s["static_listeners"].as_array())
-                .into_iter()
-                .flatten()
-                .map(|l| &l["listener"])
-                .filter(|l| l.is_object()),
-        );
-        out
+        self.resources(&LISTENERS, true)
     }
 
     /// The listeners `filter` keeps, by port, address, then type.
@@ -340,22 +314,7 @@ impl Dump {
     }
 
     fn all_routes(&self) -> Vec<&Value> {
-        let s = section(&self.raw, "RoutesConfigDump");
-        let mut out: Vec<&Value> = s
-            .and_then(|s| s["dynamic_route_configs"].as_array())
-            .into_iter()
-            .flatten()
-            .map(|r| &r["route_config"])
-            .filter(|r| r.is_object())
-            .collect();
-        out.extend(
-            s.and_then(|s| s["static_route_configs"].as_array())
-                .into_iter()
-                .flatten()
-                .map(|r| &r["route_config"])
-                .filter(|r| r.is_object()),
-        );
-        out
+        self.resources(&ROUTES, true)
     }
 
     /// The route configurations `filter` keeps; numbered ones (ports) in numeric order.
@@ -372,24 +331,26 @@ impl Dump {
     }
 
     fn all_endpoint_configs(&self) -> Vec<&Value> {
-        let s = section(&self.raw, "EndpointsConfigDump");
-        let mut out: Vec<&Value> = s
-            .and_then(|s| s["dynamic_endpoint_configs"].as_array())
-            .into_iter()
-            .flatten()
-            .map(|e| &e["endpoint_config"])
-            .filter(|e| e.is_object())
-            .collect();
-        out.extend(
-            s.and_then(|s| s["static_endpoint_configs"].as_array())
-                .into_iter()
-                .flatten()
-                .map(|e| &e["endpoint_config"])
-                .filter(|e| e.is_object()),
-        );
-        out
+        self.resources(&ENDPOINTS, true)
     }
 
+    /// The resources of one kind: those Envoy got over xDS, and with `with_static` those of
+    /// its bootstrap too.
+    fn resources(&self, lists: &Lists, with_static: bool) -> Vec<&Value> {
+        let s = section(&self.raw, lists.section);
+        let from = |(list, path): (&'static str, &'static [&'static str])| {
+            s.and_then(|s| s[list].as_array())
+                .into_iter()
+                .flatten()
+                .map(move |e| path.iter().fold(e, |v, k| &v[*k]))
+                .filter(|v| v.is_object())
+        };
+        let mut out: Vec<&Value> = from(lists.dynamic).collect();
+        if with_static {
+            out.extend(from(lists.fixed));
+        }
+        out
+    }
     /// The endpoint rows: a live Envoy's host statuses, or the control plane's EDS (an
     /// endpoint without a health status is HEALTHY, as Envoy counts it).
     pub fn endpoint_rows(&self, filter: &Filter) -> Vec<EndpointRow> {
@@ -542,6 +503,35 @@ fn secret_table(dump: &Dump, with_name: bool) -> String {
     }
     tabwrite(&table)
 }
+
+/// Where one kind's resources stand in a config dump: its section, then for the dynamic and
+/// the static list the path from an entry to the resource.
+struct Lists {
+    section: &'static str,
+    dynamic: (&'static str, &'static [&'static str]),
+    fixed: (&'static str, &'static [&'static str]),
+}
+
+const CLUSTERS: Lists = Lists {
+    section: "ClustersConfigDump",
+    dynamic: ("dynamic_active_clusters", &["cluster"]),
+    fixed: ("static_clusters", &["cluster"]),
+};
+const LISTENERS: Lists = Lists {
+    section: "ListenersConfigDump",
+    dynamic: ("dynamic_listeners", &["active_state", "listener"]),
+    fixed: ("static_listeners", &["listener"]),
+};
+const ROUTES: Lists = Lists {
+    section: "RoutesConfigDump",
+    dynamic: ("dynamic_route_configs", &["route_config"]),
+    fixed: ("static_route_configs", &["route_config"]),
+};
+const ENDPOINTS: Lists = Lists {
+    section: "EndpointsConfigDump",
+    dynamic: ("dynamic_endpoint_configs", &["endpoint_config"]),
+    fixed: ("static_endpoint_configs", &["endpoint_config"]),
+};
 
 /// The config dump section whose `@type` is `envoy.admin.v3.<kind>`.
 fn section<'a>(raw: &'a Value, kind: &str) -> Option<&'a Value> {
@@ -1140,39 +1130,17 @@ fn endpoint_table(dump: &Dump, filter: &Filter, with_name: bool) -> String {
 /// `kind` → name → resource JSON, of what the control plane serves (dynamic resources only:
 /// what came over xDS). Envoy's own static resources are not the control plane's.
 fn by_name(dump: &Dump, kind: &str) -> BTreeMap<String, Value> {
-    let dynamic = |section_kind: &str, list: &str, item: &[&str]| -> BTreeMap<String, Value> {
-        section(&dump.raw, section_kind)
-            .and_then(|s| s[list].as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|e| {
-                let v = item.iter().fold(e, |v, k| &v[*k]);
-                let n = v["name"]
-                    .as_str()
-                    .or_else(|| v["cluster_name"].as_str())?
-                    .to_string();
-                Some((n, proto_defaults_dropped(v)))
-            })
-            .collect()
+    let lists = match kind {
+        "cluster" => &CLUSTERS,
+        "listener" => &LISTENERS,
+        "route" => &ROUTES,
+        _ => return endpoints_by_cluster(dump),
     };
-    match kind {
-        "cluster" => dynamic(
-            "ClustersConfigDump",
-            "dynamic_active_clusters",
-            &["cluster"],
-        ),
-        "listener" => dynamic(
-            "ListenersConfigDump",
-            "dynamic_listeners",
-            &["active_state", "listener"],
-        ),
-        "route" => dynamic(
-            "RoutesConfigDump",
-            "dynamic_route_configs",
-            &["route_config"],
-        ),
-        _ => endpoints_by_cluster(dump),
-    }
+    dump.resources(lists, false)
+        .into_iter()
+        .filter(|v| !name(v).is_empty())
+        .map(|v| (name(v).to_string(), proto_defaults_dropped(v)))
+        .collect()
 }
 
 /// The endpoints of each EDS cluster as `address:port health` lines: Envoy's dump of
@@ -1245,10 +1213,27 @@ fn is_default(v: &Value) -> bool {
     }
 }
 
-/// What differs between what the control plane sent (`sent`) and what Envoy runs (`live`):
-/// per type, resources only one side has, and a line diff of the JSON of those both have but
-/// with different contents. Empty when they agree.
-pub fn diff(sent: &Dump, live: &Dump, kind: &str) -> String {
+/// How a diff names a resource only the new side has, one that changed, and one only the old
+/// side has.
+pub struct DiffWords {
+    pub added: &'static str,
+    pub changed: &'static str,
+    pub removed: &'static str,
+}
+
+/// `proxy-config --diff`'s words: the new side is what the control plane sent, the old what
+/// Envoy runs.
+pub const SENT_VS_RUNNING: DiffWords = DiffWords {
+    added: "sent, Envoy does not run it",
+    changed: "Envoy runs another version",
+    removed: "Envoy runs it, not sent",
+};
+
+/// What differs between the `new` and the `old` config (`proxy-config --diff`: what the
+/// control plane sent and what Envoy runs): per type, resources only one side has, and a line
+/// diff of the JSON of those both have but with different contents, named with `words`. Empty
+/// when they agree.
+pub fn diff(new: &Dump, old: &Dump, kind: &str, words: &DiffWords) -> String {
     let kinds: &[&str] = match kind {
         "all" | "bootstrap" => &["cluster", "listener", "route", "endpoint"],
         "cluster" => &["cluster"],
@@ -1258,13 +1243,13 @@ pub fn diff(sent: &Dump, live: &Dump, kind: &str) -> String {
     };
     let mut out = String::new();
     for k in kinds {
-        let a = by_name(sent, k);
-        let b = by_name(live, k);
+        let a = by_name(new, k);
+        let b = by_name(old, k);
         for (n, v) in &a {
             match b.get(n) {
-                None => out.push_str(&format!("+ {k} {n}: sent, Envoy does not run it\n")),
+                None => out.push_str(&format!("+ {k} {n}: {}\n", words.added)),
                 Some(w) if v != w => {
-                    out.push_str(&format!("~ {k} {n}: Envoy runs another version\n"));
+                    out.push_str(&format!("~ {k} {n}: {}\n", words.changed));
                     let left = serde_json::to_string_pretty(w).unwrap_or_default();
                     let right = serde_json::to_string_pretty(v).unwrap_or_default();
                     let d = similar::TextDiff::from_lines(&left, &right);
@@ -1284,7 +1269,7 @@ pub fn diff(sent: &Dump, live: &Dump, kind: &str) -> String {
             }
         }
         for n in b.keys().filter(|n| !a.contains_key(*n)) {
-            out.push_str(&format!("- {k} {n}: Envoy runs it, not sent\n"));
+            out.push_str(&format!("- {k} {n}: {}\n", words.removed));
         }
     }
     out
@@ -1375,7 +1360,7 @@ mod tests {
             .unwrap()
             .remove(0);
         let live = Dump::new(raw, None);
-        let d = diff(&sent, &live, "cluster");
+        let d = diff(&sent, &live, "cluster", &SENT_VS_RUNNING);
         assert!(
             d.contains("+ cluster outbound|8000|v1|httpbin.testns1.svc.cluster.local: sent"),
             "{d}"
@@ -1383,6 +1368,6 @@ mod tests {
         assert!(d.contains("~ cluster BlackHoleCluster"), "{d}");
         assert!(d.contains("-   \"type\": \"STRICT_DNS\""), "{d}");
         assert!(d.contains("+   \"type\": \"STATIC\""), "{d}");
-        assert_eq!(diff(&sent, &sent, "all"), "");
+        assert_eq!(diff(&sent, &sent, "all", &SENT_VS_RUNNING), "");
     }
 }

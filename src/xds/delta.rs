@@ -250,12 +250,10 @@ async fn serve_delta_stream(
                     None => return Ok(()),
                 },
                 (req, waited) = handle.queue.next() => {
-                    server.metrics.pilot.queue_time.observe(waited.as_secs_f64());
+                    server.metrics.count_dequeued(waited);
                     let _permit = server.push_throttle.acquire().await;
                     conn.push_changed(req.full)?;
-                    if let Some(start) = req.start {
-                        server.metrics.pilot.convergence.observe(start.elapsed().as_secs_f64());
-                    }
+                    server.metrics.count_converged(&req);
                 }
                 status = stalled(outbox, server) => return Err(status),
             }
@@ -307,9 +305,9 @@ impl DeltaConnection {
             }
             DeltaDecision::Nack => {
                 let error = error.unwrap_or_default();
-                let sources = self.server.rejected_sources(kind, &self.proxy, error);
-                metrics.count_reject(kind, &sources);
-                tracing::warn!(kind = %kind, error, sources = %sources.join(", "), "NACK: the proxy rejected config and keeps its last good config");
+                let sources = self
+                    .server
+                    .on_nack(kind, &self.proxy, error, &req.response_nonce);
                 if let Some(w) = self.watches[kind.index()].as_mut() {
                     w.sync.blame(sources);
                 }
@@ -379,10 +377,9 @@ impl DeltaConnection {
         self.outbox
             .put(kind, framed, parts)
             .map_err(|_| Status::cancelled("the proxy went away"))?;
-        let pilot = &self.server.metrics.pilot;
-        pilot.send_time.observe(sending.elapsed().as_secs_f64());
+        let send = sending.elapsed();
         watch.on_sent(&set, nonce, SystemTime::now());
-        self.server.metrics.count_push(kind, bytes, started);
+        self.server.metrics.count_push(kind, bytes, started, send);
         let sent: Vec<String> = update
             .send
             .iter()

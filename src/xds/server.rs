@@ -277,12 +277,10 @@ impl Connection {
                 },
                 (req, waited) = queue.next() => {
                     let server = self.server.clone();
-                    server.metrics.pilot.queue_time.observe(waited.as_secs_f64());
+                    server.metrics.count_dequeued(waited);
                     let _permit = server.push_throttle.acquire().await;
                     self.push_changed(req.full)?;
-                    if let Some(start) = req.start {
-                        server.metrics.pilot.convergence.observe(start.elapsed().as_secs_f64());
-                    }
+                    server.metrics.count_converged(&req);
                 }
                 status = stalled(&self.outbox, &self.server) => return Err(status),
             }
@@ -312,9 +310,9 @@ impl Connection {
             }
             Decision::Nack => {
                 let error = info.error_detail.unwrap_or_default();
-                let sources = self.server.rejected_sources(kind, &self.proxy, error);
-                metrics.count_reject(kind, &sources);
-                tracing::warn!(kind = %kind, nonce = %req.response_nonce, error, sources = %sources.join(", "), "NACK: the proxy rejected config and keeps its last good config");
+                let sources = self
+                    .server
+                    .on_nack(kind, &self.proxy, error, &req.response_nonce);
                 if let Some(w) = self.watched.get_mut(kind) {
                     w.sync.blame(sources);
                 }
@@ -452,14 +450,15 @@ impl Connection {
         self.outbox
             .put(kind, head, body.parts)
             .map_err(|_| Status::cancelled("the proxy went away"))?;
-        let pilot = &self.server.metrics.pilot;
-        pilot.send_time.observe(sending.elapsed().as_secs_f64());
+        let send = sending.elapsed();
         if let Some(w) = self.watched.get_mut(kind) {
             w.sync.on_sent(nonce, SystemTime::now());
             w.last_set = Some(set);
             w.partial_base = None;
         }
-        self.server.metrics.count_push(kind, body.len, started);
+        self.server
+            .metrics
+            .count_push(kind, body.len, started, send);
         tracing::debug!(kind = %kind, resources = body.resources, bytes = body.len, version = %crate::status::format_version(body.version), "sent");
         Ok(())
     }
