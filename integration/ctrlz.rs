@@ -115,17 +115,17 @@ async fn the_page_shows_proxies_a_nack_and_changes_log_levels_in_a_real_browser(
         std::fs::rename(&tmp, config.join(name)).unwrap();
     };
     write("vs.yaml", &all_to("v1"));
-    let ctrlz = free_port();
     let d = DiscoveryProcess::start(&[
         "--config-dir",
         config.to_str().unwrap(),
         "--ctrlz-addr",
-        &ctrlz.to_string(),
+        "127.0.0.1:0",
         "--log-output-level",
         "default:info,ads:warn",
     ])
     .await;
     let (grpc, http) = (d.grpc, d.http);
+    let ctrlz = d.ctrlz.expect("the page listens");
     let logs = || d.log_lines().join("\n");
     let node = ProxyNode {
         node_type: "sidecar",

@@ -954,28 +954,25 @@ pub fn free_port() -> std::net::SocketAddr {
         .unwrap()
 }
 
-/// A `navarch discovery` process on free loopback ports, its stderr lines collected.
+/// A `navarch discovery` process on ports it picks itself (from its `listening` log line, so
+/// no other test can take them in between), its stderr lines collected.
 pub struct DiscoveryProcess {
     pub grpc: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
+    /// The introspection page's address, when `--ctrlz-addr` was given.
+    pub ctrlz: Option<std::net::SocketAddr>,
     logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _child: tokio::process::Child,
 }
 
 impl DiscoveryProcess {
-    /// Starts `navarch discovery` with `args` (beyond the gRPC, HTTP and monitoring addresses)
-    /// and waits until `/ready` answers 200.
+    /// Starts `navarch discovery` with `args` (beyond the gRPC, HTTP and monitoring addresses,
+    /// all on port 0) and waits until `/ready` answers 200.
     pub async fn start(args: &[&str]) -> DiscoveryProcess {
         use tokio::io::AsyncBufReadExt;
-        let (grpc, http) = (free_port(), free_port());
         let mut child = tokio::process::Command::new(navarch_bin())
             .arg("discovery")
-            .args([
-                "--grpc-addr",
-                &grpc.to_string(),
-                "--http-addr",
-                &http.to_string(),
-            ])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--monitoring-addr", "127.0.0.1:0"])
             .args(args)
             .env_remove("NAVARCH_CONFIG_DIR")
@@ -983,7 +980,7 @@ impl DiscoveryProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("run navarch discovery");
-        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let mut reader = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let collected = logs.clone();
         tokio::spawn(async move {
@@ -991,16 +988,51 @@ impl DiscoveryProcess {
                 collected.lock().unwrap().push(l);
             }
         });
+        // `key=ADDR` in text logs, `"key":"ADDR"` in JSON ones; ctrlz is `Some(ADDR)`.
+        let field = |line: &str, key: &str| -> Option<std::net::SocketAddr> {
+            let rest = line
+                .split_once(&format!("{key}="))
+                .or_else(|| line.split_once(&format!("\"{key}\":\"")))?
+                .1;
+            let rest = rest.strip_prefix("Some(").unwrap_or(rest);
+            rest.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                .next()?
+                .parse()
+                .ok()
+        };
+        let mut bound = None;
+        let listening = eventually(Duration::from_secs(20), || {
+            bound = logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("listening"))
+                .and_then(|l| Some((field(l, "grpc")?, field(l, "http")?, field(l, "ctrlz"))));
+            let found = bound.is_some();
+            async move { found }
+        })
+        .await;
+        assert!(
+            listening.is_some(),
+            "navarch discovery says where it listens:\n{}",
+            logs.lock().unwrap().join("\n")
+        );
+        let (grpc, http, ctrlz) = bound.unwrap();
         let ready = eventually(Duration::from_secs(20), || async move {
             reqwest::get(format!("http://{http}/ready"))
                 .await
                 .is_ok_and(|r| r.status() == 200)
         })
         .await;
-        assert!(ready.is_some(), "navarch discovery's /ready answers");
+        assert!(
+            ready.is_some(),
+            "navarch discovery's /ready answers:\n{}",
+            logs.lock().unwrap().join("\n")
+        );
         DiscoveryProcess {
             grpc,
             http,
+            ctrlz,
             logs,
             _child: child,
         }
